@@ -1,0 +1,53 @@
+"""quantzoo: every well-known quantization method for PyTorch behind one registry, scored on one protocol."""
+
+from .api import get_backend, get_observer, get_quantizer, list_quantizers, load_config, quantize
+from .backends import Backend
+from .catalog import DatasetDef, ModelDef
+from .errors import (
+    ConfigError,
+    DataError,
+    DuplicateNameError,
+    NotCalibratedError,
+    PluginError,
+    QuantzooError,
+    QuantzooWarning,
+    UnknownNameError,
+    UnsupportedError,
+)
+from .hookspecs import hookimpl
+from .observers import Observer
+from .quantizer import Capabilities, LayerPolicyConfig, Quantizer, QuantizerConfig
+from .registry import get_registry
+from .spec import QuantSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "ConfigError",
+    "DataError",
+    "DatasetDef",
+    "DuplicateNameError",
+    "LayerPolicyConfig",
+    "ModelDef",
+    "NotCalibratedError",
+    "Observer",
+    "PluginError",
+    "QuantSpec",
+    "Quantizer",
+    "QuantizerConfig",
+    "QuantzooError",
+    "QuantzooWarning",
+    "UnknownNameError",
+    "UnsupportedError",
+    "get_backend",
+    "get_observer",
+    "get_quantizer",
+    "get_registry",
+    "hookimpl",
+    "list_quantizers",
+    "load_config",
+    "quantize",
+    "__version__",
+]

@@ -1,0 +1,52 @@
+"""Straight-through estimators and the LSQ learnable-scale fake-quantizer."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..spec import QuantSpec
+from .uniform import expand_qparam
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` (half to even) in the forward pass, identity gradient (Bengio et al. 2013, arXiv:1308.3432)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Value of ``x`` with its gradient multiplied by ``factor`` (LSQ, Esser et al. 2020, Fig. 2 ``gradscale``)."""
+    scaled = x * factor
+    return (x - scaled).detach() + scaled
+
+
+def lsq_grad_factor(numel: int, qmax: int) -> float:
+    """LSQ's step-size gradient scale ``g = 1/sqrt(N_W * Q_P)`` (Esser et al. 2020, arXiv:1902.08153, §2.2)."""
+    return 1.0 / math.sqrt(max(numel, 1) * max(qmax, 1))
+
+
+def lsq_fake_quantize(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    spec: QuantSpec,
+    zero_point: torch.Tensor | None = None,
+    grad_factor: float | None = None,
+) -> torch.Tensor:
+    """Fake-quantize with a learnable step size (LSQ) and optionally a learnable offset (LSQ+).
+
+    Esser et al. 2020 (arXiv:1902.08153) eq. 1-3: ``v̄ = round(clip(v/s, -Q_N, Q_P))``, ``v̂ = v̄·s``, with
+    the STE through ``round`` so that ``∂v̂/∂s = -v/s + round(v/s)`` inside the range and ``-Q_N`` or ``Q_P``
+    outside; ``s`` gets its gradient multiplied by ``grad_factor`` (default ``1/sqrt(numel·Q_P)``).
+    With ``zero_point`` (a float tensor, possibly learnable) it is LSQ+ (Bhalgat et al. 2020,
+    arXiv:2004.09576 eq. 4): ``v̂ = (round(clip(v/s + β', qmin, qmax)) - β')·s`` with ``β'`` rounded by STE.
+    """
+    if grad_factor is None:
+        grad_factor = lsq_grad_factor(x.numel() // max(scale.numel(), 1), spec.qmax)
+    s = expand_qparam(grad_scale(scale, grad_factor), x, spec)
+    if zero_point is None:
+        v = torch.clamp(x / s, spec.qmin, spec.qmax)
+        return round_ste(v) * s
+    z = expand_qparam(round_ste(grad_scale(zero_point, grad_factor)), x, spec)
+    v = torch.clamp(x / s + z, spec.qmin, spec.qmax)
+    return (round_ste(v) - z) * s

@@ -1,0 +1,185 @@
+"""Uniform affine quantization: qparams, quantize, dequantize and fake-quantize with a clipped STE.
+
+Conventions follow PyTorch (and Jacob et al. 2018, arXiv:1712.05877, eq. 1 ``r = S (q - Z)``):
+
+    q  = clamp(round(x * (1/S)) + Z, qmin, qmax)
+    x̂ = (q - Z) * S
+
+``1/S`` is computed once in float32 and rounding is applied before adding ``Z``, exactly as in
+``torch.fake_quantize_per_tensor_affine``; the fused torch kernel is used whenever it applies, and the
+reference path below reproduces it bit for bit otherwise (per-group, stochastic rounding).
+
+Shapes of ``scale``/``zero_point`` by granularity: per_tensor a scalar tensor; per_channel a vector of
+length ``x.shape[axis]``; per_group ``x.shape`` with ``axis`` replaced by the number of groups.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..spec import QuantSpec
+
+
+def _axis(spec: QuantSpec, x: torch.Tensor) -> int:
+    axis = spec.axis % x.dim() if x.dim() else 0
+    return axis
+
+
+def reduce_min_max(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min and max of ``x`` at the spec's granularity (the statistic every min-max observer starts from)."""
+    x = x.detach().float()
+    if spec.granularity == "per_tensor" or x.dim() == 0:
+        return x.min(), x.max()
+    axis = _axis(spec, x)
+    if spec.granularity == "per_channel":
+        flat = x.movedim(axis, 0).reshape(x.shape[axis], -1)
+        return flat.min(dim=1).values, flat.max(dim=1).values
+    groups = x.unflatten(axis, (-1, _group_size(spec, x)))
+    return groups.amin(dim=axis + 1), groups.amax(dim=axis + 1)
+
+
+def _group_size(spec: QuantSpec, x: torch.Tensor) -> int:
+    n, g = x.shape[_axis(spec, x)], spec.group_size
+    if n % g:
+        raise ValueError(f"per_group: dimension {spec.axis} has {n} elements, not a multiple of group_size={g}")
+    return g
+
+
+def expand_qparam(p: torch.Tensor, x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Broadcast a per-tensor/per-channel/per-group parameter against ``x``."""
+    if p.dim() == 0 or spec.granularity == "per_tensor":
+        return p
+    axis = _axis(spec, x)
+    if spec.granularity == "per_channel":
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        return p.reshape(shape)
+    return p.repeat_interleave(_group_size(spec, x), dim=axis)
+
+
+def round_to_power_of_two(scale: torch.Tensor) -> torch.Tensor:
+    """Round a scale up to the next power of two, ``2^ceil(log2 s)`` (Brevitas' POWER_OF_TWO with CeilSte).
+
+    Rounding up keeps the observed range representable (no extra clipping).
+    """
+    return torch.exp2(torch.ceil(torch.log2(scale)))
+
+
+def compute_qparams(
+    min_val: torch.Tensor, max_val: torch.Tensor, spec: QuantSpec, eps: float = torch.finfo(torch.float32).eps
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero-point covering ``[min_val, max_val]`` (torch.ao's ``_calculate_qparams``).
+
+    The range is first widened to include 0 (``min'=min(min,0)``, ``max'=max(max,0)``) so that zero is
+    exactly representable (Jacob et al. 2018, §2.1).
+
+    * asymmetric: ``S=(max'-min')/(qmax-qmin)``, ``Z=clamp(qmin-round(min'/S), qmin, qmax)``;
+    * symmetric, signed: ``S=max(-min',max')/((qmax-qmin)/2)``, ``Z=0``;
+    * symmetric, unsigned: ``S=max'/qmax``, ``Z=0`` (the range of a ReLU output, as Brevitas' Uint8).
+
+    ``S`` is at least ``eps``; with ``scale_type='power_of_two'`` it is rounded up to ``2^ceil(log2 S)``
+    and ``Z`` is recomputed for it.
+    """
+    if spec.dtype != "int":
+        raise ValueError(f"compute_qparams is for dtype 'int', not {spec.dtype!r}")
+    min_val = torch.as_tensor(min_val, dtype=torch.float32)
+    max_val = torch.as_tensor(max_val, dtype=torch.float32)
+    if not (torch.isfinite(min_val).all() and torch.isfinite(max_val).all()):
+        raise ValueError("compute_qparams: the observed range contains NaN or Inf; check the input data")
+    zero = torch.zeros_like(min_val)
+    lo, hi = torch.minimum(min_val, zero), torch.maximum(max_val, zero)
+    qmin, qmax = spec.qmin, spec.qmax
+    if spec.symmetric:
+        if spec.signed:
+            scale = torch.maximum(-lo, hi) / ((qmax - qmin) / 2)
+        else:
+            scale = hi / qmax
+        scale = torch.clamp(scale, min=eps)
+        if spec.scale_type == "power_of_two":
+            scale = round_to_power_of_two(scale)
+        zp = torch.zeros_like(scale, dtype=torch.int32)
+        return scale, zp
+    scale = torch.clamp((hi - lo) / float(qmax - qmin), min=eps)
+    if spec.scale_type == "power_of_two":
+        scale = round_to_power_of_two(scale)
+    zp = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax).to(torch.int32)
+    return scale, zp
+
+
+def _rounded(x: torch.Tensor, scale: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """``round(x * (1/S))`` with the spec's rounding, in float32 (the integer part before ``+Z``)."""
+    y = x * (1.0 / scale)
+    if spec.rounding == "stochastic":
+        # Gupta et al. 2015 (arXiv:1502.02551) eq. 3: round down with probability 1-(y-floor y).
+        return torch.floor(y + torch.rand_like(y))
+    return torch.round(y)  # round half to even, as torch's nearbyint
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Integer codes ``clamp(round(x/S)+Z, qmin, qmax)`` as int32 (no gradient)."""
+    x = x.detach().float()
+    s = expand_qparam(scale.float(), x, spec)
+    z = expand_qparam(zero_point, x, spec)
+    q = _rounded(x, s, spec) + z
+    return torch.clamp(q, spec.qmin, spec.qmax).to(torch.int32)
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Real values ``(q - Z) * S`` of integer codes."""
+    s = expand_qparam(scale.float(), q, spec)
+    z = expand_qparam(zero_point, q, spec)
+    return (q.float() - z) * s
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    """Reference fake-quantize with the clipped straight-through estimator.
+
+    Forward: ``(clamp(round(x/S)+Z, qmin, qmax) - Z) * S``. Backward: the identity where the unclamped code
+    lies inside ``[qmin, qmax]`` and zero outside (Bengio et al. 2013, arXiv:1308.3432; the clipped form of
+    Hubara et al. 2016, arXiv:1609.07061 eq. 5), the same mask as torch's fused kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, spec):
+        s = expand_qparam(scale, x, spec)
+        z = expand_qparam(zero_point, x, spec)
+        q = _rounded(x, s, spec) + z
+        mask = (q >= spec.qmin) & (q <= spec.qmax)
+        ctx.save_for_backward(mask)
+        return (torch.clamp(q, spec.qmin, spec.qmax) - z) * s
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None, None, None
+
+
+def uses_fused_kernel(spec: QuantSpec) -> bool:
+    """True where torch's fused fake-quantize kernel computes exactly what the spec asks."""
+    return spec.dtype == "int" and spec.rounding == "nearest_even" and spec.granularity != "per_group"
+
+
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Quantize then dequantize ``x`` with a clipped STE gradient for ``x`` (scale and zero-point are constants).
+
+    Uses ``torch.fake_quantize_per_tensor_affine`` / ``torch.fake_quantize_per_channel_affine`` where they
+    apply (bit-for-bit the same result as the reference path).
+    """
+    if spec.dtype != "int":
+        raise ValueError(f"fake_quantize is for dtype 'int'; use binarize/ternarize for {spec.dtype!r}")
+    in_dtype = x.dtype
+    xf = x.float() if in_dtype != torch.float32 else x
+    scale = scale.detach().float().to(xf.device)
+    zero_point = zero_point.detach().to(device=xf.device, dtype=torch.int32)
+    if uses_fused_kernel(spec) and xf.dim() > 0:
+        if spec.granularity == "per_tensor" or scale.dim() == 0:
+            out = torch.fake_quantize_per_tensor_affine(
+                xf, scale.reshape(()), zero_point.reshape(()), spec.qmin, spec.qmax
+            )
+        else:
+            out = torch.fake_quantize_per_channel_affine(
+                xf, scale, zero_point, _axis(spec, xf), spec.qmin, spec.qmax
+            )
+    else:
+        out = _FakeQuantSTE.apply(xf, scale, zero_point.float(), spec)
+    return out.to(in_dtype) if in_dtype != torch.float32 else out

@@ -1,0 +1,105 @@
+"""`FakeQuant`: an observer plus fake-quantization of one tensor role, the building block of prepared models."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..math import fake_quantize, lsq_fake_quantize
+from ..observers import Observer
+from ..spec import QuantSpec
+
+
+class FakeQuant(nn.Module):
+    """Observe a tensor and fake-quantize it with the qparams the observer derives.
+
+    Modes: ``observing`` (update statistics) and ``quantizing`` (apply fake quantization). PTQ calibration
+    observes without quantizing; QAT does both; a converted model only quantizes, with frozen qparams.
+    ``learnable=True`` turns the scale into a parameter initialised from the observer and trained with
+    LSQ's gradient (Esser et al. 2020); the zero-point stays fixed unless ``learn_zero_point`` (LSQ+).
+    """
+
+    def __init__(
+        self,
+        spec: QuantSpec,
+        observer: Observer,
+        *,
+        observing: bool = True,
+        quantizing: bool = True,
+        learnable: bool = False,
+        learn_zero_point: bool = False,
+    ):
+        super().__init__()
+        if spec.dtype != "int":
+            raise ValueError(f"FakeQuant handles dtype 'int'; {spec.dtype!r} has its own quantizer modules")
+        self.spec = spec
+        self.observer = observer
+        self.observing = observing
+        self.quantizing = quantizing
+        self.learnable = learnable
+        self.learn_zero_point = learn_zero_point
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
+        self.register_buffer("initialized", torch.tensor(False))
+        if learnable:
+            self.learned_scale = nn.Parameter(torch.tensor(1.0))
+            self.learned_zero_point = nn.Parameter(torch.tensor(0.0), requires_grad=learn_zero_point)
+
+    @property
+    def bits(self) -> int:
+        return self.spec.bits
+
+    def freeze(self) -> "FakeQuant":
+        """Stop observing; keep the current qparams (used after calibration and at convert)."""
+        self.observing = False
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observing and not (self.learnable and bool(self.initialized)):
+            self.observer(x)
+            self._update_qparams()
+        if not self.quantizing:
+            return x
+        if not bool(self.initialized):
+            return x  # nothing observed yet (e.g. quantizing disabled during calibration)
+        if self.learnable:
+            zp = self.learned_zero_point if self.learn_zero_point else None
+            if zp is None and self.spec.symmetric is False:
+                zp = self.zero_point.float()
+            scale = self.learned_scale.abs() + torch.finfo(torch.float32).eps
+            return lsq_fake_quantize(x, scale, self.spec, zero_point=zp)
+        return fake_quantize(x, self.scale, self.zero_point, self.spec)
+
+    @torch.no_grad()
+    def _update_qparams(self) -> None:
+        scale, zp = self.observer.calculate_qparams()
+        self.scale = scale.to(self.scale.device)
+        self.zero_point = zp.to(self.zero_point.device)
+        if self.learnable:
+            self.learned_scale.data = scale.clone().to(self.learned_scale.device)
+            self.learned_zero_point.data = zp.float().clone().to(self.learned_zero_point.device)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scale and zero-point in use now (the learned ones for a learnable quantizer)."""
+        if self.learnable:
+            zp = torch.round(self.learned_zero_point).to(torch.int32) if self.learn_zero_point else self.zero_point
+            return self.learned_scale.abs() + torch.finfo(torch.float32).eps, zp
+        return self.scale, self.zero_point
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # qparam buffers take their saved shapes (per-channel scales are vectors).
+        for name in ("scale", "zero_point"):
+            key = prefix + name
+            if key in state_dict and self._buffers[name].shape != state_dict[key].shape:
+                self._buffers[name] = torch.empty_like(state_dict[key])
+        for name in ("learned_scale", "learned_zero_point"):
+            key = prefix + name
+            if key in state_dict and name in self._parameters and self._parameters[name].shape != state_dict[key].shape:
+                self._parameters[name].data = torch.empty_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        mode = "+".join(m for m, on in (("observe", self.observing), ("quantize", self.quantizing)) if on) or "off"
+        return f"{self.spec.describe()}, {mode}" + (", learnable" if self.learnable else "")
