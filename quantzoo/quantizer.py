@@ -117,8 +117,11 @@ class Quantizer:
         was_training = model.training
         model.eval()
         n = 0
-        for batch in batches:
+        for i, batch in enumerate(batches):
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if torch.is_tensor(x) and x.is_floating_point() and not torch.isfinite(x).all():
+                raise DataError(f"{self.name}: calibration batch {i} contains NaN or Inf in its inputs; "
+                                "clean the calibration data")
             model(x)
             n += 1
         model.train(was_training)
