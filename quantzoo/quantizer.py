@@ -96,6 +96,16 @@ class Quantizer:
         """
         raise UnsupportedError(f"{cls.name} does not map W{w_bits}A{a_bits} to a config")
 
+    @classmethod
+    def conformance_model(cls) -> tuple[nn.Module, torch.Tensor] | None:
+        """``(model, example_input)`` on which :mod:`quantzoo.testing` checks this method, or ``None``.
+
+        ``None`` (the default) runs the kit's standard models: a Conv2d+BN+ReLU+Linear CNN on 1x8x8 inputs
+        and a two-layer MLP. Override it for methods that do not quantize those layers (e.g. dynamic
+        quantization of a GRU). The kit seeds torch before calling this, so build fresh random modules.
+        """
+        return None
+
     def to_json(self) -> dict:
         """``{"method": name, "version": v, "config": {...}}``; :func:`quantzoo.load_config` reverses it."""
         return {"method": self.name, "version": self.config.version, "config": self.config.model_dump(mode="json")}
