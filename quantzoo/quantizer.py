@@ -100,8 +100,9 @@ class Quantizer:
     def conformance_model(cls) -> tuple[nn.Module, torch.Tensor] | None:
         """``(model, example_input)`` on which :mod:`quantzoo.testing` checks this method, or ``None``.
 
-        ``None`` (the default) runs the kit's standard models: a Conv2d+BN+ReLU+Linear CNN on 1x8x8 inputs
-        and a two-layer MLP. Override it for methods that do not quantize those layers (e.g. dynamic
+        ``None`` (the default) runs the kit's standard models: a CNN of two Conv2d+BN+ReLU blocks and a
+        Linear on 1x8x8 inputs, and a three-layer MLP (three compute layers each, so a first/last-layer
+        "fp" policy still leaves one quantized). Override it for methods that do not quantize those layers (e.g. dynamic
         quantization of a GRU). The kit seeds torch before calling this, so build fresh random modules.
         """
         return None

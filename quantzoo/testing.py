@@ -62,16 +62,20 @@ _CALIBRATION_BATCHES = 4
 # ---------------------------------------------------------------------------------------------------------
 # standard models and the pipeline every check shares
 # ---------------------------------------------------------------------------------------------------------
+# Three compute layers each, so a method that keeps the first and last layer in float (a common default)
+# still quantizes the middle one.
 def _conv_model() -> tuple[nn.Module, torch.Tensor]:
     model = nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
         nn.Flatten(), nn.Linear(4 * 8 * 8, 10),
     )
     return model, torch.randn(8, 1, 8, 8)
 
 
 def _mlp_model() -> tuple[nn.Module, torch.Tensor]:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                          nn.Linear(16, 10))
     return model, torch.randn(8, 64)
 
 

@@ -1,12 +1,26 @@
-"""The `quantzoo` command line. Each command group lives in its own module of this package."""
+"""The `quantzoo` command line. Each command group lives in its own module of this package.
+
+Errors a user can fix (an unknown name, a bad option, an invalid config) print one line on stderr and exit
+with code 2, without a traceback; ``quantzoo --debug ...`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import click
 
 from ..errors import QuantzooError
+
+#: Exit code of every usage error (click's own convention for bad arguments).
+USAGE_ERROR = 2
+
+
+def fail(message: str) -> None:
+    """Print ``Error: message`` as one line on stderr and exit with code 2."""
+    click.echo(f"Error: {' '.join(str(message).split())}", err=True)
+    sys.exit(USAGE_ERROR)
 
 
 class QuantzooGroup(click.Group):
@@ -18,8 +32,7 @@ class QuantzooGroup(click.Group):
         except (QuantzooError, ValueError, FileNotFoundError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
+            fail(str(exc))
 
 
 @click.group(cls=QuantzooGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +47,8 @@ def cli(ctx, debug):
     Typical use:
       quantzoo list                      # what is installed
       quantzoo info dorefa               # a method, its paper and config schema
+      quantzoo plugins                   # installed plugin packages and their status
+      quantzoo new-plugin mymethod       # start a plugin from the template
       quantzoo bench --suite quick       # score every method, print the leaderboard
     """
     ctx.ensure_object(dict)
@@ -44,12 +59,26 @@ def _load_commands() -> None:
     # Command modules register themselves on `cli`; import order is the order in --help.
     from . import registry_cmds  # noqa: F401
 
-    try:
+    # The harness commands are optional while it is being built; an error inside them still surfaces.
+    if importlib.util.find_spec(f"{__name__}.bench_cmds") is not None:
         from . import bench_cmds  # noqa: F401
-    except ImportError:  # the harness commands are optional while it is being built
-        pass
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``quantzoo`` script."""
     _load_commands()
-    cli(obj={})
+    try:
+        cli.main(args=argv, prog_name="quantzoo", obj={}, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        # click prints usage plus a hint over several lines; quantzoo promises one line.
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        if exc.exit_code == USAGE_ERROR:
+            fail(exc.format_message() + hint)
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
