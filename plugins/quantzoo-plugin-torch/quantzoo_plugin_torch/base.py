@@ -1,0 +1,94 @@
+"""What every method of this plugin shares: availability, the engine setting, 8-bit-only bit mapping."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from quantzoo.errors import UnsupportedError
+from quantzoo.quantizer import Quantizer, QuantizerConfig
+
+from ._compat import SUPPORTED_TORCH, engine_available
+
+Engine = Literal["x86", "fbgemm", "onednn", "qnnpack"]
+
+
+class EngineConfig(QuantizerConfig):
+    """The quantized engine (``torch.backends.quantized.engine``) weights are packed for and run on."""
+
+    engine: Engine = "x86"
+
+
+class PluginQuantizer(Quantizer):
+    """Base of the plugin's methods: reports itself unavailable (with the reason) instead of failing.
+
+    Subclasses set ``a_bits_supported`` (the ``a_bits`` values of the harness they accept with 8-bit
+    weights: 8 for int8 activations, None for float activations) and implement :meth:`availability`.
+    """
+
+    family = "PyTorch native"
+    default_backend = "torch-x86"
+    a_bits_supported: ClassVar[tuple[int | None, ...]] = (8,)
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        """``(True, "")`` or ``(False, reason)``: the torch/torchao API or the engine is missing."""
+        return cls.availability()
+
+    @classmethod
+    def _require_available(cls) -> None:
+        ok, why = cls.is_available()
+        if not ok:
+            raise UnsupportedError(f"{cls.name} is unavailable: {why}")
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        cls._require_available()
+        if w_bits != 8 or a_bits not in cls.a_bits_supported:
+            want = " or ".join("W8A" + ("32 (float activations)" if a is None else str(a))
+                               for a in cls.a_bits_supported)
+            raise UnsupportedError(f"{cls.name} runs int8 kernels only: {want}, not W{w_bits}A{a_bits}")
+        return cls.Config()
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        engine = getattr(self.config, "engine", None)
+        if engine is not None:
+            ok, why = engine_available(engine)
+            if not ok:
+                raise UnsupportedError(f"{self.name}: engine: {why}; choose another engine")
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self._require_available()
+        return super().prepare(model)
+
+    def convert(self, model: nn.Module) -> nn.Module:
+        self._require_available()
+        return super().convert(model)
+
+
+def torch_range_note() -> str:
+    return f"torch {SUPPORTED_TORCH} (running {torch.__version__})"
+
+
+def require_layers(model: nn.Module, types: tuple[type, ...], method: str, what: str) -> None:
+    """Raise if ``model`` has no module the method quantizes (it would silently stay float)."""
+    if not any(isinstance(m, types) for m in model.modules()):
+        raise UnsupportedError(f"{method}: the model has no {what} to quantize; the result would run entirely "
+                               "in float. Pick a method that covers the model's layers")
+
+
+def count_quantized(model: nn.Module) -> int:
+    """Number of torch.ao quantized (static or dynamic) compute modules in ``model``."""
+    import torch.ao.nn.quantized as nnq
+    import torch.ao.nn.quantized.dynamic as nnqd
+
+    kinds = (nnq.Linear, nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nnqd.Linear, nnqd.LSTM, nnqd.GRU,
+             nnqd.LSTMCell, nnqd.GRUCell, nnqd.RNNCell)
+    return sum(isinstance(m, kinds) for m in model.modules())
