@@ -1,0 +1,101 @@
+"""ONNX export in QCDQ form: ``QuantizeLinear → Clip → DequantizeLinear`` (Brevitas ``export_onnx_qcdq``).
+
+Each quantizer of a converted model becomes ``QuantizeLinear(x, s, z)`` to int8/uint8, a ``Clip`` to the
+narrower range where the format is not the full 8-bit one (widths below 8, narrow range, ternary), and
+``DequantizeLinear``. Weights are exported as float initializers passed through the same three nodes (exact,
+since baked weights already lie on the grid). Per-channel scales need opset ≥ 13 (``axis`` of the Q/DQ
+nodes). At most 8 bits: QCDQ has no wider integer type that every runtime runs. The graph computes in float
+(onnxruntime dequantizes before each Gemm/Conv), which is why the ``onnxruntime`` backend reports
+``real_integer=False`` (Brevitas #834).
+
+The export uses torch's TorchScript exporter (``dynamo=False``) with a custom ``symbolic`` for the QCDQ
+function, as Brevitas does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from quantzoo.errors import UnsupportedError
+from quantzoo.math import fake_quantize
+from quantzoo.spec import QuantSpec
+
+MIN_OPSET = 13
+
+
+class _QCDQ(torch.autograd.Function):
+    """Fake-quantize in PyTorch; Q → Clip → DQ in ONNX."""
+
+    @staticmethod
+    def forward(ctx, x, scale, spec):
+        return fake_quantize(x, scale, torch.zeros(scale.shape, dtype=torch.int32), spec)
+
+    @staticmethod
+    def symbolic(g, x, scale, spec):
+        dtype = torch.int8 if spec.signed else torch.uint8
+        full = (-128, 127) if spec.signed else (0, 255)
+        n = 1
+        for d in (scale.type().sizes() or []):
+            n *= d
+        zp_shape = [n] if spec.granularity == "per_channel" else []
+        zp = g.op("Constant", value_t=torch.zeros(zp_shape, dtype=dtype))
+        axis = spec.axis if spec.granularity == "per_channel" else 1
+        q = g.op("QuantizeLinear", x, scale, zp, axis_i=axis)
+        if (spec.qmin, spec.qmax) != full:
+            lo = g.op("Constant", value_t=torch.tensor(spec.qmin, dtype=dtype))
+            hi = g.op("Constant", value_t=torch.tensor(spec.qmax, dtype=dtype))
+            q = g.op("Clip", q, lo, hi)
+        return g.op("DequantizeLinear", q, scale, zp, axis_i=axis)
+
+
+def qcdq(x: torch.Tensor, scale: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Fake-quantize ``x`` with ``scale`` (zero-point 0) in a form that exports as Q → Clip → DQ."""
+    if spec.bits > 8:
+        raise UnsupportedError(f"QCDQ export supports at most 8 bits, not {spec.bits}; quantize to <= 8 bits")
+    return _QCDQ.apply(x, scale.detach().float(), spec)
+
+
+@contextlib.contextmanager
+def export_mode(model: nn.Module):
+    """Switch every Brevitas-style module of ``model`` to emit QCDQ nodes while inside the block."""
+    mods = [m for m in model.modules() if hasattr(m, "export_mode")]
+    for m in mods:
+        m.export_mode = True
+    try:
+        yield model
+    finally:
+        for m in mods:
+            m.export_mode = False
+
+
+def export_onnx_qcdq(model: nn.Module, example_input: torch.Tensor, path: str | Path | None = None,
+                     opset_version: int = MIN_OPSET) -> bytes:
+    """Export a converted model to ONNX QCDQ; returns the bytes (and writes ``path`` if given).
+
+    Raises :class:`UnsupportedError` for opset < 13 or a model the exporter cannot trace.
+    """
+    if opset_version < MIN_OPSET:
+        raise UnsupportedError(f"QCDQ export needs opset_version >= {MIN_OPSET} (per-channel QuantizeLinear), "
+                               f"got {opset_version}")
+    model = model.eval()
+    buf = io.BytesIO()
+    try:
+        with export_mode(model), warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example_input,), buf, dynamo=False, opset_version=opset_version,
+                              input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    except UnsupportedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types
+        raise UnsupportedError(f"ONNX export of {type(model).__name__} failed: {exc}") from exc
+    data = buf.getvalue()
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data
