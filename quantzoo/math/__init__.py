@@ -1,6 +1,5 @@
 """The quantization math every method calls: one implementation, cited, tested against torch and by hand."""
 
-from .binary import binarize, sign, ste, ternary_codes
 from .packing import PACKABLE_BITS, pack_bits, pack_signed, unpack_bits, unpack_signed
 from .ste import grad_scale, lsq_fake_quantize, lsq_grad_factor, round_ste
 from .uniform import (
@@ -14,19 +13,26 @@ from .uniform import (
     uses_fused_kernel,
 )
 
+# imported last: the submodule quantzoo.math.ste must not shadow the function ste
+from .binary import binarize, sign, ste, ternary_codes  # noqa: E402
+from .lowbit import dequantize_codes, grad_transform, quantize_unit  # noqa: E402
+
 __all__ = [
     "PACKABLE_BITS",
     "binarize",
     "compute_qparams",
     "dequantize",
+    "dequantize_codes",
     "expand_qparam",
     "fake_quantize",
     "grad_scale",
+    "grad_transform",
     "lsq_fake_quantize",
     "lsq_grad_factor",
     "pack_bits",
     "pack_signed",
     "quantize",
+    "quantize_unit",
     "reduce_min_max",
     "round_ste",
     "round_to_power_of_two",

@@ -1,0 +1,161 @@
+"""DoReFa-Net: k-bit weights, activations and (optionally) gradients, with independent W/A/G widths.
+
+Zhou, Wu, Ni, Zhou, Wen & Zou 2016, "DoReFa-Net", arXiv:1606.06160:
+
+* eq. 5: ``quantize_k(r) = round((2^k − 1)·r) / (2^k − 1)`` for ``r ∈ [0, 1]``, straight-through
+  (:func:`quantzoo.math.quantize_unit`).
+* eq. 7-8 (1-bit weights): ``r_o = E(|r_i|)·sign(r_i)`` (E over the whole layer), backward
+  ``∂c/∂r_i = ∂c/∂r_o`` (``BinaryWeight("layer", clip=None)``).
+* eq. 9 (k-bit weights, k > 1): ``r_o = 2·quantize_k(tanh(r_i) / (2·max|tanh(r_i)|) + ½) − 1``; the
+  gradient flows through tanh and max by autograd. Stored as codes ``c = round((2^k−1)·w')`` with
+  ``w_q = (c − (2^k−1)/2)·2/(2^k−1)`` (the same number as eq. 9).
+* eq. 11 (activations): ``r_o = quantize_k(r)`` on ``r = clamp(x, 0, 1)``, the bounded activation.
+* eq. 12 (gradients): ``f_γ(dr) = 2·max₀(|dr|)·[quantize_k(dr / (2·max₀(|dr|)) + ½ + N(k)) − ½]`` with
+  ``N(k) = σ/(2^k − 1)``, ``σ ~ Uniform(−½, ½)`` and ``max₀`` over all axes but the batch axis. Applied to
+  the gradient of each quantized layer's output (the backward signal that feeds the next GEMM). The
+  noisy value is clamped to [0, 1] before rounding (the paper's quantize_k assumes that range; the noise can
+  step half a level outside).
+
+Placement of the activation quantizer: the paper quantizes the output of a bounded activation ``h`` that
+replaces ReLU. Here ``quantize_k(clamp(x, 0, 1))`` runs at the *input* of every quantized layer. On the zoo
+models the input of a body layer is ``ReLU(BN(...))`` or its max-pool; since ``clamp(ReLU(x), 0, 1) =
+clamp(x, 0, 1)`` and max-pool commutes with the monotone clamp/quantize, this equals replacing ReLU by the
+paper's clamp and quantizing, without rewriting the model (functional ReLUs work too).
+``activation_prescale`` multiplies x before the clamp: 1.0 is the paper; micronet uses 0.1 (its quirk).
+
+First and last layers are kept in full precision as in the paper's experiments (``first_layer``,
+``last_layer``). Distiller and NNI v2 are weight-only or activation-only; NNI v3 adds the gradient hook.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from quantzoo.errors import UnsupportedError
+from quantzoo.math import grad_transform, quantize_unit, round_ste
+from quantzoo.nn import LayerPolicy
+from quantzoo.nn.packed import (BinaryWeight, CodedWeightQuantizer, WeightCodes, bake_model, int8_layer,
+                                quantize_layers, to_lowbit_layer)
+from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
+
+
+class DorefaWeight(CodedWeightQuantizer):
+    """k-bit DoReFa weights (eq. 9) stored as k-bit codes; for k = 1 use ``BinaryWeight("layer", None)``."""
+
+    def __init__(self, bits: int):
+        super().__init__()
+        if bits < 2:
+            raise ValueError("DorefaWeight is the k > 1 case of eq. 9; 1-bit weights are BinaryWeight('layer')")
+        self.bits = bits
+
+    def encode(self, w: torch.Tensor) -> WeightCodes:
+        n = 2**self.bits - 1
+        t = torch.tanh(w)
+        unit = t / (2 * t.abs().max().clamp(min=torch.finfo(t.dtype).tiny)) + 0.5  # in [0, 1]
+        codes = round_ste(unit * n)                                              # = n·quantize_k(unit)
+        return WeightCodes(codes, torch.tensor(2.0 / n), torch.tensor(n / 2.0), self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+class DorefaActivation(nn.Module):
+    """``quantize_k(clamp(prescale·x, 0, 1))`` (eq. 11); the clamp's gradient is zero outside [0, 1]."""
+
+    def __init__(self, bits: int, prescale: float = 1.0):
+        super().__init__()
+        self.bits = bits
+        self.prescale = prescale
+
+    def forward(self, x):
+        if self.prescale != 1.0:
+            x = x * self.prescale
+        return quantize_unit(torch.clamp(x, 0.0, 1.0), self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, prescale={self.prescale}"
+
+
+def quantize_gradient(g: torch.Tensor, bits: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 12 on a gradient tensor; ``noise`` is σ ~ U(−½, ½) of g's shape (drawn when None)."""
+    if g.dim() == 0 or g.numel() == 0:
+        return g
+    n = 2**bits - 1
+    m = g.abs().reshape(g.shape[0], -1).amax(dim=1).reshape([-1] + [1] * (g.dim() - 1))  # max₀ per sample
+    m = m.clamp(min=torch.finfo(g.dtype).tiny)
+    if noise is None:
+        noise = torch.rand_like(g) - 0.5
+    unit = g / (2 * m) + 0.5 + noise / n
+    return 2 * m * (quantize_unit(torch.clamp(unit, 0.0, 1.0), bits) - 0.5)
+
+
+class DorefaGradient(nn.Module):
+    """Identity forward; the gradient of the layer output is quantized to ``gradient_bits`` (eq. 12)."""
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.gradient_bits = bits
+
+    def forward(self, x):
+        if not torch.is_grad_enabled() or not x.requires_grad:
+            return x
+        return grad_transform(x, lambda g: quantize_gradient(g, self.gradient_bits))
+
+    def extra_repr(self) -> str:
+        return f"gradient_bits={self.gradient_bits}"
+
+
+class DorefaConfig(LayerPolicyConfig):
+    """DoReFa bit widths W/A/G (independent), activation pre-scale and the first/last-layer policy."""
+
+    w_bits: int = Field(4, ge=1, le=8, description="weight bits (1: E|w|·sign(w), eq. 7; 2..8: eq. 9)")
+    a_bits: int | None = Field(4, ge=1, le=16, description="activation bits (None: float activations)")
+    g_bits: int | None = Field(None, ge=1, le=16, description="gradient bits (None: float gradients, eq. 12 off)")
+    activation_prescale: float = Field(1.0, gt=0, description="x·prescale before clamp(·,0,1); micronet: 0.1")
+    first_layer: LayerPolicy = "fp"
+    last_layer: LayerPolicy = "fp"
+
+
+class DorefaQuantizer(Quantizer):
+    """DoReFa-Net: tanh-normalized k-bit weights (E|w|·sign for 1 bit), clamp+k-bit activations, k-bit gradients."""
+
+    name = "dorefa"
+    family = "low-bit uniform"
+    paper = "Zhou et al. 2016, DoReFa-Net, arXiv:1606.06160"
+    description = "k-bit weights via tanh normalisation (1-bit: E|w|·sign), clamp(x,0,1) k-bit activations, noisy k-bit gradients."
+    aliases = ("dorefa-net",)
+    Config = DorefaConfig
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 9)), activation_bits=(*range(1, 17), 32),
+                                needs_training=True)
+    default_backend = "packed"
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        if not 1 <= w_bits <= 8 or (a_bits is not None and not 1 <= a_bits <= 16):
+            raise UnsupportedError(f"dorefa supports weights of 1..8 bits and activations of 1..16 bits or float, "
+                                   f"not W{w_bits}A{a_bits}")
+        return cls.Config(w_bits=w_bits, a_bits=a_bits)
+
+    def weight_quantizer(self) -> nn.Module:
+        if self.config.w_bits == 1:
+            return BinaryWeight("layer", clip=None, scale_grad=False)
+        return DorefaWeight(self.config.w_bits)
+
+    def _prepare(self, model: nn.Module) -> nn.Module:
+        cfg = self.config
+
+        def make(name, mod, role):
+            if role in ("first", "last"):
+                return int8_layer(mod)
+            act = DorefaActivation(cfg.a_bits, cfg.activation_prescale) if cfg.a_bits is not None else None
+            grad = DorefaGradient(cfg.g_bits) if cfg.g_bits is not None else None
+            return to_lowbit_layer(mod, weight_quantizer=self.weight_quantizer(), input_quantizer=act,
+                                   output_quantizer=grad)
+
+        quantize_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer, method=self.name)
+        return model
+
+    def _convert(self, model: nn.Module) -> nn.Module:
+        return bake_model(model)
