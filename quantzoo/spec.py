@@ -41,16 +41,17 @@ class QuantSpec(BaseModel):
         if isinstance(data, dict) and "bits" in data:
             b = data["bits"]
             if isinstance(b, bool) or not isinstance(b, int):
-                raise ValueError(f"bits must be an integer such as 8, got {b!r}")
+                raise ValueError(f"bits must be an integer such as 8, got {b!r}: set bits=<int>")
         return data
 
     @model_validator(mode="after")
     def _check(self) -> "QuantSpec":
+        # Every message names the offending field(s) and the change that makes the spec valid.
         b = self.bits
         if self.dtype == "int":
             if not 2 <= b <= 16:
-                fix = " (use dtype='binary' for 1 bit)" if b == 1 else ""
-                raise ValueError(f"bits={b} is outside 2..16 for dtype 'int'{fix}")
+                fix = "use dtype='binary' for 1 bit" if b == 1 else "choose bits between 2 and 16"
+                raise ValueError(f"bits={b} is outside 2..16 for dtype 'int': {fix}")
         elif self.dtype == "binary":
             if b != 1:
                 raise ValueError(f"bits={b} with dtype 'binary': set bits=1")
@@ -62,13 +63,27 @@ class QuantSpec(BaseModel):
                     f"dtype '{self.dtype}' is symmetric and signed by definition: set symmetric=True, signed=True"
                 )
             if self.granularity == "per_group":
-                raise ValueError(f"dtype '{self.dtype}' supports per_tensor or per_channel, not per_group")
+                raise ValueError(
+                    f"granularity 'per_group' is not defined for dtype '{self.dtype}': "
+                    "use granularity='per_tensor' or 'per_channel'"
+                )
+            if self.rounding != "nearest_even":
+                raise ValueError(
+                    f"rounding='{self.rounding}' has no meaning for dtype '{self.dtype}' (sign/threshold, no "
+                    "rounding): set rounding='nearest_even'"
+                )
         if self.narrow and not self.signed:
-            raise ValueError("narrow=True needs signed=True (narrow drops the most negative signed code)")
+            raise ValueError(
+                "narrow=True needs signed=True (narrow drops the most negative signed code): "
+                "set signed=True or narrow=False"
+            )
         if self.granularity == "per_group" and self.group_size is None:
-            raise ValueError("granularity 'per_group' needs group_size (e.g. group_size=32)")
+            raise ValueError("granularity 'per_group' needs group_size: set group_size (e.g. group_size=32)")
         if self.granularity != "per_group" and self.group_size is not None:
-            raise ValueError("group_size is only used with granularity='per_group': remove it or change granularity")
+            raise ValueError(
+                f"group_size={self.group_size} is only used with granularity='per_group': "
+                "remove group_size or set granularity='per_group'"
+            )
         return self
 
     @property

@@ -9,6 +9,7 @@ from .uniform import (
     fake_quantize,
     quantize,
     reduce_min_max,
+    reduction_rows,
     round_to_power_of_two,
     uses_fused_kernel,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "quantize",
     "quantize_unit",
     "reduce_min_max",
+    "reduction_rows",
     "round_ste",
     "round_to_power_of_two",
     "sign",

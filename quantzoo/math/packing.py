@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError, DataError
+
 PACKABLE_BITS = (1, 2, 4, 8)
 
 
 def _check_bits(bits: int) -> int:
     if bits not in PACKABLE_BITS:
-        raise ValueError(f"bits={bits} cannot be packed: use one of {PACKABLE_BITS}")
+        raise ConfigError(f"bits={bits} cannot be packed: use one of {PACKABLE_BITS}")
     return 8 // bits
 
 
@@ -23,7 +25,10 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     per_byte = _check_bits(bits)
     flat = codes.detach().reshape(-1).to(torch.int64)
     if flat.numel() and (flat.min() < 0 or flat.max() >= 2**bits):
-        raise ValueError(f"pack_bits: codes must lie in [0, {2**bits - 1}] for {bits} bits")
+        raise DataError(
+            f"pack_bits: codes must lie in [0, {2**bits - 1}] for {bits} bits, got [{int(flat.min())}, "
+            f"{int(flat.max())}]: offset signed codes with pack_signed"
+        )
     pad = (-flat.numel()) % per_byte
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
@@ -36,7 +41,8 @@ def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: the first ``numel`` codes as a flat uint8 tensor."""
     per_byte = _check_bits(bits)
     if packed.numel() * per_byte < numel:
-        raise ValueError(f"unpack_bits: {packed.numel()} bytes hold fewer than {numel} codes of {bits} bits")
+        raise DataError(f"unpack_bits: {packed.numel()} bytes hold fewer than {numel} codes of {bits} bits: "
+                        "pass the numel that was packed")
     shifts = torch.arange(per_byte, dtype=torch.int64, device=packed.device) * bits
     mask = (1 << bits) - 1
     codes = (packed.to(torch.int64).reshape(-1, 1) >> shifts) & mask

@@ -15,6 +15,16 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def stochastic_round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Stochastic rounding ``floor(x + u)``, ``u ~ U[0, 1)`` (Gupta et al. 2015, arXiv:1502.02551 eq. 3:
+    round up with probability ``x - floor(x)``) in the forward pass, identity gradient."""
+    return x + (torch.floor(x + torch.rand_like(x)) - x).detach()
+
+
+def _round_ste_for(spec: QuantSpec):
+    return stochastic_round_ste if spec.rounding == "stochastic" else round_ste
+
+
 def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
     """Value of ``x`` with its gradient multiplied by ``factor`` (LSQ, Esser et al. 2020, Fig. 2 ``gradscale``)."""
     scaled = x * factor
@@ -40,13 +50,15 @@ def lsq_fake_quantize(
     outside; ``s`` gets its gradient multiplied by ``grad_factor`` (default ``1/sqrt(numel·Q_P)``).
     With ``zero_point`` (a float tensor, possibly learnable) it is LSQ+ (Bhalgat et al. 2020,
     arXiv:2004.09576 eq. 4): ``v̂ = (round(clip(v/s + β', qmin, qmax)) - β')·s`` with ``β'`` rounded by STE.
+    ``round`` is the spec's rounding (nearest even, or stochastic).
     """
     if grad_factor is None:
         grad_factor = lsq_grad_factor(x.numel() // max(scale.numel(), 1), spec.qmax)
     s = expand_qparam(grad_scale(scale, grad_factor), x, spec)
+    rnd = _round_ste_for(spec)
     if zero_point is None:
         v = torch.clamp(x / s, spec.qmin, spec.qmax)
-        return round_ste(v) * s
+        return rnd(v) * s
     z = expand_qparam(round_ste(grad_scale(zero_point, grad_factor)), x, spec)
     v = torch.clamp(x / s + z, spec.qmin, spec.qmax)
-    return (round_ste(v) - z) * s
+    return (rnd(v) - z) * s

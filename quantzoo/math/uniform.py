@@ -17,32 +17,59 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError, DataError
 from ..spec import QuantSpec
 
 
 def _axis(spec: QuantSpec, x: torch.Tensor) -> int:
-    axis = spec.axis % x.dim() if x.dim() else 0
-    return axis
-
-
-def reduce_min_max(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """Min and max of ``x`` at the spec's granularity (the statistic every min-max observer starts from)."""
-    x = x.detach().float()
-    if spec.granularity == "per_tensor" or x.dim() == 0:
-        return x.min(), x.max()
-    axis = _axis(spec, x)
-    if spec.granularity == "per_channel":
-        flat = x.movedim(axis, 0).reshape(x.shape[axis], -1)
-        return flat.min(dim=1).values, flat.max(dim=1).values
-    groups = x.unflatten(axis, (-1, _group_size(spec, x)))
-    return groups.amin(dim=axis + 1), groups.amax(dim=axis + 1)
+    if not x.dim():
+        return 0
+    if not -x.dim() <= spec.axis < x.dim():
+        raise ConfigError(
+            f"axis={spec.axis} is out of range for a tensor of shape {tuple(x.shape)}: "
+            f"set axis between {-x.dim()} and {x.dim() - 1}"
+        )
+    return spec.axis % x.dim()
 
 
 def _group_size(spec: QuantSpec, x: torch.Tensor) -> int:
     n, g = x.shape[_axis(spec, x)], spec.group_size
     if n % g:
-        raise ValueError(f"per_group: dimension {spec.axis} has {n} elements, not a multiple of group_size={g}")
+        raise ConfigError(
+            f"per_group: dimension {spec.axis} has {n} elements, not a multiple of group_size={g}: "
+            f"choose a group_size that divides {n}"
+        )
     return g
+
+
+def reduction_rows(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``x`` as a 2-D tensor with one row per quantization parameter, and the shape of those parameters.
+
+    per_tensor: one row, shape ``()``; per_channel: ``x.shape[axis]`` rows, shape ``(C,)``; per_group: one
+    row per group, shape ``x.shape`` with ``axis`` replaced by the number of groups. A statistic reduced over
+    the rows' last dimension and reshaped to ``shape`` is therefore what :func:`expand_qparam` broadcasts.
+    """
+    if spec.granularity == "per_tensor" or x.dim() == 0:
+        return x.reshape(1, -1), ()
+    axis = _axis(spec, x)
+    if spec.granularity == "per_channel":
+        return x.movedim(axis, 0).reshape(x.shape[axis], -1), (x.shape[axis],)
+    g = _group_size(spec, x)
+    groups = x.unflatten(axis, (-1, g)).movedim(axis + 1, -1)
+    shape = tuple(groups.shape[:-1])
+    return groups.reshape(-1, g), shape
+
+
+def reduce_min_max(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min and max of ``x`` at the spec's granularity (the statistic every min-max observer starts from)."""
+    x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    if spec.granularity == "per_tensor" or x.dim() == 0:
+        return torch.aminmax(x)
+    rows, shape = reduction_rows(x, spec)
+    lo, hi = torch.aminmax(rows, dim=1)
+    return lo.reshape(shape), hi.reshape(shape)
 
 
 def expand_qparam(p: torch.Tensor, x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
@@ -51,10 +78,23 @@ def expand_qparam(p: torch.Tensor, x: torch.Tensor, spec: QuantSpec) -> torch.Te
         return p
     axis = _axis(spec, x)
     if spec.granularity == "per_channel":
+        if p.numel() != x.shape[axis]:
+            raise ConfigError(
+                f"per_channel: {p.numel()} qparams for {x.shape[axis]} channels along axis {spec.axis} of a "
+                f"tensor of shape {tuple(x.shape)}: compute the qparams on this tensor (or fix axis)"
+            )
         shape = [1] * x.dim()
         shape[axis] = -1
         return p.reshape(shape)
-    return p.repeat_interleave(_group_size(spec, x), dim=axis)
+    g = _group_size(spec, x)
+    want = list(x.shape)
+    want[axis] //= g
+    if list(p.shape) != want:
+        raise ConfigError(
+            f"per_group: qparams of shape {tuple(p.shape)} do not match {tuple(want)} (tensor {tuple(x.shape)}, "
+            f"axis={spec.axis}, group_size={g}): compute the qparams with reduce_min_max on this tensor"
+        )
+    return p.repeat_interleave(g, dim=axis)
 
 
 def round_to_power_of_two(scale: torch.Tensor) -> torch.Tensor:
@@ -81,11 +121,11 @@ def compute_qparams(
     and ``Z`` is recomputed for it.
     """
     if spec.dtype != "int":
-        raise ValueError(f"compute_qparams is for dtype 'int', not {spec.dtype!r}")
+        raise ConfigError(f"compute_qparams is for dtype 'int', not {spec.dtype!r}: use binarize/ternary_codes")
     min_val = torch.as_tensor(min_val, dtype=torch.float32)
     max_val = torch.as_tensor(max_val, dtype=torch.float32)
     if not (torch.isfinite(min_val).all() and torch.isfinite(max_val).all()):
-        raise ValueError("compute_qparams: the observed range contains NaN or Inf; check the input data")
+        raise DataError("compute_qparams: the observed range contains NaN or Inf; check the input data")
     zero = torch.zeros_like(min_val)
     lo, hi = torch.minimum(min_val, zero), torch.maximum(max_val, zero)
     qmin, qmax = spec.qmin, spec.qmax
@@ -163,23 +203,27 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     """Quantize then dequantize ``x`` with a clipped STE gradient for ``x`` (scale and zero-point are constants).
 
     Uses ``torch.fake_quantize_per_tensor_affine`` / ``torch.fake_quantize_per_channel_affine`` where they
-    apply (bit-for-bit the same result as the reference path).
+    apply (bit-for-bit the same result as the reference path, see tests/test_math_uniform.py). Inputs of
+    another floating dtype are computed in float32 and cast back.
     """
     if spec.dtype != "int":
-        raise ValueError(f"fake_quantize is for dtype 'int'; use binarize/ternarize for {spec.dtype!r}")
+        raise ConfigError(f"fake_quantize is for dtype 'int'; use binarize/ternary_codes for {spec.dtype!r}")
     in_dtype = x.dtype
-    xf = x.float() if in_dtype != torch.float32 else x
-    scale = scale.detach().float().to(xf.device)
+    xf = x if in_dtype == torch.float32 else x.float()
+    # Cheap in the common case: detach() is a view, .to() returns self when nothing changes.
+    scale = scale.detach().to(device=xf.device, dtype=torch.float32)
     zero_point = zero_point.detach().to(device=xf.device, dtype=torch.int32)
-    if uses_fused_kernel(spec) and xf.dim() > 0:
+    if spec.rounding == "nearest_even" and spec.granularity != "per_group" and xf.dim() > 0:
         if spec.granularity == "per_tensor" or scale.dim() == 0:
             out = torch.fake_quantize_per_tensor_affine(
                 xf, scale.reshape(()), zero_point.reshape(()), spec.qmin, spec.qmax
             )
         else:
-            out = torch.fake_quantize_per_channel_affine(
-                xf, scale, zero_point, _axis(spec, xf), spec.qmin, spec.qmax
-            )
+            axis = _axis(spec, xf)
+            if scale.numel() != xf.shape[axis] or zero_point.numel() != xf.shape[axis]:
+                for p in (scale, zero_point):  # raises the ConfigError naming the mismatch
+                    expand_qparam(p.reshape(-1), xf, spec)
+            out = torch.fake_quantize_per_channel_affine(xf, scale, zero_point, axis, spec.qmin, spec.qmax)
     else:
         out = _FakeQuantSTE.apply(xf, scale, zero_point.float(), spec)
-    return out.to(in_dtype) if in_dtype != torch.float32 else out
+    return out if in_dtype == torch.float32 else out.to(in_dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError, NotCalibratedError
 from ..math import fake_quantize, lsq_fake_quantize
 from ..observers import Observer
 from ..spec import QuantSpec
@@ -17,6 +18,8 @@ class FakeQuant(nn.Module):
     observes without quantizing; QAT does both; a converted model only quantizes, with frozen qparams.
     ``learnable=True`` turns the scale into a parameter initialised from the observer and trained with
     LSQ's gradient (Esser et al. 2020); the zero-point stays fixed unless ``learn_zero_point`` (LSQ+).
+    A spec with stochastic rounding rounds stochastically only while training and not frozen; evaluation
+    and converted models round to nearest even, so that inference is deterministic.
     """
 
     def __init__(
@@ -31,8 +34,13 @@ class FakeQuant(nn.Module):
     ):
         super().__init__()
         if spec.dtype != "int":
-            raise ValueError(f"FakeQuant handles dtype 'int'; {spec.dtype!r} has its own quantizer modules")
+            raise ConfigError(
+                f"FakeQuant handles dtype 'int', not {spec.dtype!r}: use binarize/ternary_codes in a quantizer "
+                "module of its own for binary/ternary tensors"
+            )
         self.spec = spec
+        # Stochastic rounding is a training device (Gupta et al. 2015); inference rounds to nearest.
+        self._eval_spec = spec.model_copy(update={"rounding": "nearest_even"})
         self.observer = observer
         self.observing = observing
         self.quantizing = quantizing
@@ -61,14 +69,19 @@ class FakeQuant(nn.Module):
         if not self.quantizing:
             return x
         if not bool(self.initialized):
-            return x  # nothing observed yet (e.g. quantizing disabled during calibration)
+            # Never silently run a quantized path in full precision.
+            raise NotCalibratedError(
+                f"FakeQuant({self.spec.describe()}) has no qparams: it never observed data (observing is off). "
+                "Run calibration batches with observing on, or load a state_dict, before quantizing"
+            )
+        spec = self.spec if (self.training and self.observing) else self._eval_spec
         if self.learnable:
             zp = self.learned_zero_point if self.learn_zero_point else None
             if zp is None and self.spec.symmetric is False:
                 zp = self.zero_point.float()
             scale = self.learned_scale.abs() + torch.finfo(torch.float32).eps
-            return lsq_fake_quantize(x, scale, self.spec, zero_point=zp)
-        return fake_quantize(x, self.scale, self.zero_point, self.spec)
+            return lsq_fake_quantize(x, scale, spec, zero_point=zp)
+        return fake_quantize(x, self.scale, self.zero_point, spec)
 
     @torch.no_grad()
     def _update_qparams(self) -> None:

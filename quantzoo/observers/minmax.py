@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from ..math import reduce_min_max
 from ..spec import QuantSpec
 from .base import Observer
@@ -45,7 +46,9 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
     def __init__(self, spec: QuantSpec, averaging_constant: float = 0.01):
         super().__init__(spec)
         if not 0.0 < averaging_constant <= 1.0:
-            raise ValueError(f"averaging_constant={averaging_constant} must lie in (0, 1]")
+            raise ConfigError(
+                f"averaging_constant={averaging_constant} must lie in (0, 1]: e.g. averaging_constant=0.01"
+            )
         self.averaging_constant = averaging_constant
 
     def observe(self, x: torch.Tensor) -> None:
