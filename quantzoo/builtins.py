@@ -27,3 +27,19 @@ def register_backends(register):
 
     for b in CORE_BACKENDS:
         register(b)
+
+
+@hookimpl
+def register_models(register):
+    from .models import CORE_MODELS
+
+    for m in CORE_MODELS:
+        register(m)
+
+
+@hookimpl
+def register_datasets(register):
+    from .datasets import CORE_DATASETS
+
+    for d in CORE_DATASETS:
+        register(d)
