@@ -1,0 +1,49 @@
+"""Which activation follows each compute layer (Distiller's adjacency-map "fusions")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_MODULE_KIND = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+_FUNCTION_KIND = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", torch.tanh: "tanh",
+                  torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.tanh: "tanh"}
+_METHOD_KIND = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
+
+
+def successor_kinds(model: nn.Module, layers: list[str]) -> dict[str, str]:
+    """``{layer: "relu"|"relu6"|"tanh"|"sigmoid"}`` for layers whose only consumer is that activation.
+
+    Uses torch.fx where the model traces, else adjacent children of ``nn.Sequential`` containers.
+    """
+    wanted = set(layers)
+    out: dict[str, str] = {}
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 - untraceable model: fall back to Sequential adjacency
+        gm = None
+    if gm is not None:
+        mods = dict(model.named_modules())
+        for node in gm.graph.nodes:
+            if node.op != "call_module" or node.target not in wanted or len(node.users) != 1:
+                continue
+            (user,) = node.users
+            kind = None
+            if user.op == "call_module":
+                kind = _MODULE_KIND.get(type(mods.get(user.target)))
+            elif user.op == "call_function":
+                kind = _FUNCTION_KIND.get(user.target)
+            elif user.op == "call_method":
+                kind = _METHOD_KIND.get(user.target)
+            if kind:
+                out[node.target] = kind
+        return out
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Sequential):
+            children = list(mod.named_children())
+            for (a_name, _), (_, b) in zip(children, children[1:]):
+                full = f"{name}.{a_name}" if name else a_name
+                if full in wanted and type(b) in _MODULE_KIND:
+                    out[full] = _MODULE_KIND[type(b)]
+    return out

@@ -1,0 +1,291 @@
+"""Distiller's quantization-aware training quantizers: range-linear QAT, DoReFa, PACT and WRPN.
+
+All use Distiller's ``train_with_fp_copy`` semantics through quantzoo's prepare/convert flow: the float
+weight stays the trained parameter and the quantized weight is computed from it in every forward pass
+(Distiller keeps it in a buffer refreshed after each minibatch; the values are the same). Activations are
+quantized where Distiller's ``replacement_factory`` puts them: at every ``nn.ReLU`` module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import field_validator, model_validator
+from torch import nn
+
+from quantzoo import Capabilities, Quantizer, QuantizerConfig, UnsupportedError
+from quantzoo.nn import QuantLayerMixin, compute_layers, set_submodule, to_quant_layer
+
+from .modules import (ClippedActivation, DorefaWeight, EMAActivation, FakeQuantizationWrapper, PACTActivation,
+                      RangeLinearQATWeight, WRPNWeight, _Switchable)
+from .ptq import DistillerQuantizerMixin, split_mode
+from .ranges import Mode
+from .schedule import BITS_OVERRIDES_ERROR, check_overrides, match_override
+
+QAT_OVERRIDE_KEYS = {"bits_activations", "bits_weights", "bits_bias"}
+
+
+def _quantize_model_input(module: nn.Module, args):
+    """Forward pre-hook of range-linear QAT's ``quantize_inputs`` (module-level so deepcopy keeps it valid)."""
+    return (module.inputs_quant(args[0]), *args[1:])
+
+
+class DistillerQATConfig(QuantizerConfig):
+    """Arguments shared by Distiller's QAT quantizers, plus the policy's epochs from the schedule.
+
+    Distiller's constructor defaults are 32 bits ("not quantized"); quantzoo's are 8/8. ``null`` keeps
+    weights or activations FP.
+    """
+
+    bits_activations: int | None = 8
+    bits_weights: int | None = 8
+    bits_bias: int | None = None
+    overrides: dict[str, dict[str, Any]] = {}
+    starting_epoch: int = 0
+    ending_epoch: int | None = None
+    frequency: int = 1
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data):
+        if isinstance(data, dict) and "bits_overrides" in data:
+            raise ValueError(BITS_OVERRIDES_ERROR)
+        return data
+
+    @field_validator("bits_activations")
+    @classmethod
+    def _abits(cls, v):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 16):
+            raise ValueError(f"bits_activations={v!r}: use 2..16, or null for FP activations")
+        return v
+
+    @field_validator("bits_bias")
+    @classmethod
+    def _bbits(cls, v):
+        if v not in (None, 32):
+            raise ValueError("bits_bias: Distiller's QAT keeps the bias in FP (32); set null or 32")
+        return v
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides(cls, v):
+        return check_overrides(v, QAT_OVERRIDE_KEYS)
+
+
+class RangeLinearQATConfig(DistillerQATConfig):
+    mode: Mode | dict[str, Mode] = "SYMMETRIC"
+    ema_decay: float = 0.999
+    per_channel_wts: bool = False
+    quantize_inputs: bool = True
+    num_bits_inputs: int | None = None
+
+
+class PACTConfig(DistillerQATConfig):
+    act_clip_init_val: float = 8.0
+    act_clip_decay: float | None = None
+
+
+class WRPNConfig(DistillerQATConfig):
+    #: "distiller" reproduces Distiller's 2^b+1 weight levels; "paper" is the corrected 2^b−1 (one sign bit).
+    levels: Literal["distiller", "paper"] = "distiller"
+
+
+class _DistillerQAT(DistillerQuantizerMixin, Quantizer):
+    """Shared building: weight quantizers on Linear/Conv, activation quantizers replacing nn.ReLU."""
+
+    family = "uniform affine"
+    default_backend = "fakequant"
+    min_weight_bits = 2
+
+    def _bits(self, name: str, key: str) -> int | None:
+        ov = match_override(name, self.config.overrides) or {}
+        return ov.get(key, getattr(self.config, key))
+
+    def _check_weight_bits(self, b: int | None, name: str) -> None:
+        if b is not None and (isinstance(b, bool) or not self.min_weight_bits <= b <= 16):
+            raise UnsupportedError(f"{self.name}: bits_weights={b} for {name!r}; supported "
+                                   f"{self.min_weight_bits}..16 or null")
+
+    def _weight_quantizer(self, bits: int) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _activation(self, bits: int, relu: nn.Module) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _prepare(self, model: nn.Module) -> nn.Module:
+        n_w = n_a = 0
+        relus = [n for n, m in model.named_modules() if type(m) is nn.ReLU and n]
+        for name in compute_layers(model):
+            b = self._bits(name, "bits_weights")
+            self._check_weight_bits(b, name)
+            if b is not None:
+                set_submodule(model, name, to_quant_layer(model.get_submodule(name),
+                                                          weight_quantizer=self._weight_quantizer(b)))
+                n_w += 1
+        for name in relus:
+            b = self._bits(name, "bits_activations")
+            if b is not None:
+                set_submodule(model, name, self._activation(b, model.get_submodule(name)))
+                n_a += 1
+        if self.config.bits_activations is not None and not relus:
+            raise UnsupportedError(f"{self.name}: Distiller quantizes activations at nn.ReLU modules and this "
+                                   "model has none; set bits_activations: null for weight-only QAT")
+        if not (n_w or n_a):
+            raise UnsupportedError(f"{self.name}: nothing to quantize (every layer kept FP by the config)")
+        return model
+
+    def _switchables(self, model: nn.Module) -> list[_Switchable]:
+        return [m for m in model.modules() if isinstance(m, _Switchable)]
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        """The schedule's policy: quantize during ``starting_epoch <= epoch < ending_epoch``."""
+        end = self.config.ending_epoch
+        on = self.config.starting_epoch <= epoch and (end is None or epoch < end)
+        for m in self._switchables(model):
+            m.active = on
+
+    def _convert(self, model: nn.Module) -> nn.Module:
+        for m in self._switchables(model):
+            m.active = True  # a converted model is always quantized
+        for mod in model.modules():
+            if isinstance(mod, QuantLayerMixin):
+                mod.bake()
+        return model
+
+    @classmethod
+    def _check_harness_bits(cls, w_bits, a_bits, min_w=2):
+        if not min_w <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
+            raise UnsupportedError(f"{cls.name} supports weights {min_w}..16 and activations 2..16 bits, "
+                                   f"not W{w_bits}A{a_bits}")
+
+
+class DistillerQAT(_DistillerQAT):
+    """Range-linear QAT (Distiller ``QuantAwareTrainRangeLinearQuantizer``; Jacob et al. 2018,
+    arXiv:1712.05877 §3): weights from their current range every step, activations after every ReLU (and the
+    model input with ``quantize_inputs``) from an EMA (decay 0.999) with bias correction. The STE is the
+    identity and, as in Distiller, nothing clamps the integer code (see :class:`.modules.RangeLinearQATWeight`
+    for the SYMMETRIC-mode extra code this causes).
+    """
+
+    name = "distiller-qat"
+    paper = "Distiller QuantAwareTrainRangeLinearQuantizer; Jacob et al. 2018, arXiv:1712.05877"
+    description = "Distiller range-linear QAT: EMA 0.999 with bias correction, identity STE without clamp."
+    Config = RangeLinearQATConfig
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+                                needs_training=True)
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        cls._check_harness_bits(w_bits, a_bits)
+        # SYMMETRIC_RESTRICTED weights fit in w_bits (SYMMETRIC's unclamped extra code would not).
+        return cls.Config(bits_weights=w_bits, bits_activations=a_bits,
+                          mode={"activations": "ASYMMETRIC_UNSIGNED", "weights": "SYMMETRIC_RESTRICTED"})
+
+    def _weight_quantizer(self, bits):
+        return RangeLinearQATWeight(bits, split_mode(self.config.mode)[1], self.config.per_channel_wts)
+
+    def _activation(self, bits, relu):
+        return FakeQuantizationWrapper(relu, EMAActivation(bits, split_mode(self.config.mode)[0],
+                                                           self.config.ema_decay))
+
+    def _prepare(self, model):
+        model = super()._prepare(model)
+        cfg = self.config
+        in_bits = cfg.num_bits_inputs or cfg.bits_activations
+        if cfg.quantize_inputs and in_bits is not None:
+            model.inputs_quant = EMAActivation(in_bits, split_mode(cfg.mode)[0], cfg.ema_decay)
+            model.register_forward_pre_hook(_quantize_model_input)
+        return model
+
+
+class DistillerDorefa(_DistillerQAT):
+    """DoReFa-Net (Zhou et al. 2016, arXiv:1606.06160 eq. 9 weights, eq. 11 activations; Distiller
+    ``DorefaQuantizer``): tanh-normalised weights (``E|w|·sign(w)`` at 1 bit); every ReLU becomes
+    ``clamp(x, 0, 1)`` + ``b``-bit rounding. Gradients are not quantized (as in Distiller)."""
+
+    name = "distiller-dorefa"
+    paper = "Zhou et al. 2016, arXiv:1606.06160; Distiller DorefaQuantizer"
+    description = "Distiller DoReFa: tanh weights (1-bit: E|w|·sign), clamp(0,1) activations."
+    Config = DistillerQATConfig
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 17)), activation_bits=(*range(2, 17), 32),
+                                needs_training=True)
+    min_weight_bits = 1
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        cls._check_harness_bits(w_bits, a_bits, min_w=1)
+        return cls.Config(bits_weights=w_bits, bits_activations=a_bits)
+
+    def _weight_quantizer(self, bits):
+        return DorefaWeight(bits)
+
+    def _activation(self, bits, relu):
+        return ClippedActivation(bits, 1.0)
+
+
+class DistillerPACT(_DistillerQAT):
+    """PACT (Choi et al. 2018, arXiv:1805.06085; Distiller ``PACTQuantizer``): every ReLU becomes a learned
+    clip ``min(relu(x), α)`` (α initialised to ``act_clip_init_val`` = 8.0) with ``b``-bit rounding over
+    ``[0, α]``; weights use DoReFa. The α parameters form their own optimizer group whose weight decay is
+    ``act_clip_decay`` (the run's weight decay when null), via :meth:`param_groups`."""
+
+    name = "distiller-pact"
+    paper = "Choi et al. 2018, arXiv:1805.06085; Distiller PACTQuantizer"
+    description = "Distiller PACT: learned activation clip α (init 8.0, own weight decay), DoReFa weights."
+    Config = PACTConfig
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 17)), activation_bits=(*range(2, 17), 32),
+                                needs_training=True)
+    min_weight_bits = 1
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        cls._check_harness_bits(w_bits, a_bits, min_w=1)
+        return cls.Config(bits_weights=w_bits, bits_activations=a_bits)
+
+    def _weight_quantizer(self, bits):
+        return DorefaWeight(bits)
+
+    def _activation(self, bits, relu):
+        return PACTActivation(bits, self.config.act_clip_init_val)
+
+    def param_groups(self, model, lr, weight_decay):
+        clip = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("clip_val")]
+        ids = {id(p) for p in clip}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+        decay = self.config.act_clip_decay
+        groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
+        if clip:
+            groups.append({"params": clip, "lr": lr,
+                           "weight_decay": weight_decay if decay is None else decay})
+        return groups
+
+
+class DistillerWRPN(_DistillerQAT):
+    """WRPN (Mishra et al. 2017, arXiv:1709.01134; Distiller ``WRPNQuantizer``): weights
+    ``round(n·clamp(w, −1, 1))/n``, activations as DoReFa with clip 1. Layer widening and the paper's 1-bit
+    case are not implemented (as in Distiller).
+
+    Quirk reproduced by default (``levels: distiller``): ``n = (2^b−1)/2`` and no clamp of the code, so
+    2-bit weights take five levels ``{0, ±1, ±2}/1.5``; the converted layer reports ``b+1`` weight bits.
+    ``levels: paper`` gives the corrected ``n = 2^(b−1)−1`` (``2^b−1`` levels in ``b`` bits); the harness's
+    :meth:`config_for_bits` uses it so that a W-bit row really stores W-bit weights.
+    """
+
+    name = "distiller-wrpn"
+    paper = "Mishra et al. 2017, arXiv:1709.01134; Distiller WRPNQuantizer"
+    description = "Distiller WRPN: clamp(w,-1,1) weights (Distiller's 2^b+1-level quirk by default), clip-1 activations."
+    Config = WRPNConfig
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+                                needs_training=True)
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        cls._check_harness_bits(w_bits, a_bits)
+        return cls.Config(bits_weights=w_bits, bits_activations=a_bits, levels="paper")
+
+    def _weight_quantizer(self, bits):
+        return WRPNWeight(bits, self.config.levels)
+
+    def _activation(self, bits, relu):
+        return ClippedActivation(bits, 1.0)
