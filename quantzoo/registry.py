@@ -87,14 +87,18 @@ def make_plugin_manager(
         return pm, infos
     only = list(only) if only is not None else _csv_env("QUANTZOO_PLUGINS")
     blocked = set(block) | set(_csv_env("QUANTZOO_BLOCK_PLUGINS") or ())
-    seen = set()
+    seen: dict[str, str | None] = {}
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if ep.name in seen:  # the same distribution visible twice on sys.path
-            continue
-        seen.add(ep.name)
+        dist = ep.dist.name if ep.dist else None
+        if ep.name in seen:
+            if _same_dist(seen[ep.name], dist):  # the same distribution visible twice on sys.path
+                continue
+            raise DuplicateNameError(
+                f"plugin name {ep.name!r} is provided twice: by distribution {seen[ep.name]!r} and by "
+                f"distribution {dist!r}; uninstall one of them")
+        seen[ep.name] = dist
         if (only is not None and ep.name not in only) or ep.name in blocked:
             continue
-        dist = ep.dist.name if ep.dist else None
         info = PluginInfo(ep.name, dist, ep.dist.version if ep.dist else None)
         infos.append(info)
         try:
@@ -109,6 +113,11 @@ def make_plugin_manager(
         except Exception as exc:  # a broken plugin never stops the others
             info.status, info.error = "broken", f"{type(exc).__name__}: {exc}"
     return pm, infos
+
+
+def _same_dist(a: str | None, b: str | None) -> bool:
+    norm = lambda n: re.sub(r"[-_.]+", "-", n).lower() if n else n  # noqa: E731 - PEP 503 normalisation
+    return norm(a) == norm(b)
 
 
 def _hooks(pm: pluggy.PluginManager, plugin) -> list[str]:
