@@ -17,6 +17,7 @@ from .uniform import (
 # imported last: the submodule quantzoo.math.ste must not shadow the function ste
 from .binary import binarize, sign, ste, ternary_codes  # noqa: E402
 from .lowbit import dequantize_codes, grad_transform, quantize_unit  # noqa: E402
+from .logarithmic import log_dequantize, log_quantize, log_quantize_codes  # noqa: E402
 
 __all__ = [
     "PACKABLE_BITS",
@@ -27,6 +28,9 @@ __all__ = [
     "expand_qparam",
     "fake_quantize",
     "grad_scale",
+    "log_dequantize",
+    "log_quantize",
+    "log_quantize_codes",
     "grad_transform",
     "lsq_fake_quantize",
     "lsq_grad_factor",
