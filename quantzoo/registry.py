@@ -147,8 +147,12 @@ class Registry:
         infos = {p.name: p for p in plugins}
         for hook_name, kind in hookspecs.HOOK_KINDS.items():
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                register = lambda obj, _k=kind, _p=impl.plugin_name: self._register(_k, obj, _p)  # noqa: E731
+                # Pass only the arguments the implementation declares (as pluggy does), so that new hook
+                # arguments never break existing plugins.
+                offered = {"register": register}
                 try:
-                    impl.function(register=lambda obj, _k=kind, _p=impl.plugin_name: self._register(_k, obj, _p))
+                    impl.function(**{a: offered[a] for a in impl.argnames if a in offered})
                 except (DuplicateNameError, PluginError):
                     raise
                 except Exception as exc:
