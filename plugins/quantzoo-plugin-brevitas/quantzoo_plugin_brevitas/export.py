@@ -64,7 +64,22 @@ def qcdq(x: torch.Tensor, scale: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
 @contextlib.contextmanager
 def export_mode(model: nn.Module):
     """Switch every Brevitas-style module of ``model`` to emit QCDQ nodes while inside the block."""
+    from .layers import _BrevitasComputeMixin
+    from .tensor_quant import TensorQuant, WeightQuant
+
     mods = [m for m in model.modules() if hasattr(m, "export_mode")]
+    owners = {id(m.weight_quantizer): m for m in model.modules()
+              if isinstance(m, _BrevitasComputeMixin) and m.weight_quantizer is not None}
+    with torch.no_grad():
+        for m in mods:
+            if isinstance(m, WeightQuant):
+                owner = owners.get(id(m))
+                m.export_scale = m.qparams(owner.weight)[0].detach().clone() if owner is not None else None
+            elif isinstance(m, TensorQuant):
+                try:
+                    m.export_scale = m.qparams()[0].detach().clone()
+                except ValueError as exc:
+                    raise UnsupportedError(f"cannot export: {exc} (calibrate or train the model first)") from exc
     for m in mods:
         m.export_mode = True
     try:
@@ -72,6 +87,8 @@ def export_mode(model: nn.Module):
     finally:
         for m in mods:
             m.export_mode = False
+            if isinstance(m, TensorQuant):
+                m.export_scale = None
 
 
 def export_onnx_qcdq(model: nn.Module, example_input: torch.Tensor, path: str | Path | None = None,

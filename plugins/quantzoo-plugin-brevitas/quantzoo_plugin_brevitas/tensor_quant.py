@@ -85,7 +85,10 @@ class TensorQuant(nn.Module):
     def _export(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         from .export import qcdq
 
-        return qcdq(x, scale.detach(), self.spec)
+        # The scale was computed before tracing (export.export_mode) so that it is a constant initializer, not
+        # a chain of Abs/Div/Clip nodes on buffers.
+        frozen = getattr(self, "export_scale", None)
+        return qcdq(x, frozen if frozen is not None else scale.detach(), self.spec)
 
     def extra_repr(self) -> str:
         return f"{self.quant_type}{self.bits} {'signed' if self.signed else 'unsigned'}" + (
