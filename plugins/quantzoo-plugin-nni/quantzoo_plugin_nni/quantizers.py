@@ -1,0 +1,382 @@
+"""NNI-style quantizers: ``nni-qat``, ``nni-ptq``, ``nni-lsq``, ``nni-lsqplus``, ``nni-dorefa``, ``nni-bnn``."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any, Literal
+
+import torch
+from pydantic import field_validator
+from torch import nn
+
+from quantzoo import Capabilities, Quantizer, QuantizerConfig, UnsupportedError
+from quantzoo.errors import ConfigError, QuantzooWarning
+from quantzoo.nn import set_submodule
+from quantzoo.nn.fold import _fuse
+
+from .config_list import INPUT, LAYER_TYPES, OUTPUT, fuse_groups, normalize, resolve
+from .modules import (BNNQuant, DoReFaOutput, DoReFaWeight, FusedOutput, IOQuantWrapper, LSQQuant,
+                      TrackedQuant, _BiasQuant, dorefa_grad_hook, make_layer, target_spec)
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def default_config_list(w_bits: int = 8, a_bits: int | None = 8, weight_scheme: str = "symmetric",
+                        act_scheme: str = "affine", act_dtype: str = "int") -> list[dict]:
+    """Every Linear/Conv: weight ``int{w}`` and (unless ``a_bits`` is None) input ``{act_dtype}{a}``."""
+    targets = ["weight"] + ([INPUT] if a_bits is not None else [])
+    settings = {"weight": {"quant_dtype": f"int{w_bits}", "quant_scheme": weight_scheme}}
+    if a_bits is not None:
+        settings[INPUT] = {"quant_dtype": f"{act_dtype}{a_bits}", "quant_scheme": act_scheme}
+    return [{"op_types": list(LAYER_TYPES), "target_names": targets, "target_settings": settings}]
+
+
+class NNIConfig(QuantizerConfig):
+    """An NNI ``config_list`` (3.0, or 2.x translated with a warning) plus the quantizer's arguments."""
+
+    config_list: list[dict[str, Any]] = default_config_list()
+
+    @field_validator("config_list", mode="before")
+    @classmethod
+    def _normalize(cls, v):
+        try:
+            return normalize(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+
+
+class QATConfig(NNIConfig):
+    quant_start_step: int = 0
+
+
+class PTQConfig(NNIConfig):
+    bias_correction: bool = False
+
+
+class LSQConfig(NNIConfig):
+    #: "v3": step initialised to 0.01 (NNI 3.0); "v2": 2·mean|x|/sqrt(qmax) at the first batch (NNI 2.x).
+    init: Literal["v3", "v2"] = "v3"
+
+
+class LSQPlusConfig(LSQConfig):
+    #: uint inputs: NNI's offset init (qmax−qmin)/2 is the middle code of a uintN range (for intN it is qmax).
+    config_list: list[dict[str, Any]] = default_config_list(act_dtype="uint")
+
+
+class DoReFaConfig(NNIConfig):
+    config_list: list[dict[str, Any]] = [
+        {"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": "int8",
+         "quant_scheme": "affine"},
+        {"op_types": ["ReLU"], "target_names": [OUTPUT], "quant_dtype": "uint8", "quant_scheme": "affine"}]
+    quantize_gradients: bool = True
+
+
+class BNNConfig(NNIConfig):
+    config_list: list[dict[str, Any]] = [
+        {"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": "int8"},
+        {"op_types": ["ReLU"], "target_names": [OUTPUT], "quant_dtype": "int8"}]
+
+
+class _NNIQuantizer(Quantizer):
+    """Builds the targets of a config_list into quantzoo layers (see :mod:`.config_list`)."""
+
+    family = "uniform affine"
+
+    def _target(self, name: str, target: str, setting: dict, module: nn.Module) -> nn.Module:
+        raise NotImplementedError  # pragma: no cover
+
+    def _prepare(self, model: nn.Module) -> nn.Module:
+        cl = self.config.config_list
+        fused_act: dict[str, nn.Module] = {}
+        for group in fuse_groups(cl):
+            layer = model.get_submodule(group[0])
+            for other in group[1:]:
+                mod = model.get_submodule(other)
+                if isinstance(mod, _BN):  # NNI fuse_names: fold the BN into the layer (eval statistics)
+                    layer = _fuse(layer.eval() if not model.training else layer, mod.eval())
+                    set_submodule(model, group[0], layer)
+                    set_submodule(model, other, nn.Identity())
+                else:  # an activation in the group: the layer's _output_ is quantized after it
+                    fused_act[group[0]] = mod
+                    set_submodule(model, other, nn.Identity())
+        plan = resolve(model, cl)
+        if not plan:
+            raise UnsupportedError(f"{self.name}: the config_list selects no module of this model")
+        for name, targets in plan.items():
+            mod = model.get_submodule(name)
+            q = {t: self._target(name, t, s, mod) for t, s in targets.items()}
+            if name in fused_act:
+                q[OUTPUT] = FusedOutput(fused_act[name], q[OUTPUT]) if q.get(OUTPUT) else fused_act[name]
+            if type(mod).__name__ in LAYER_TYPES:
+                new = make_layer(mod, q.get("weight"), q.get(INPUT), q.get(OUTPUT), q.get("bias"))
+            else:
+                new = IOQuantWrapper(mod, q.get(INPUT), q.get(OUTPUT))
+            set_submodule(model, name, new)
+        return model
+
+    def _convert(self, model: nn.Module) -> nn.Module:
+        for mod in model.modules():
+            if hasattr(mod, "bake") and callable(mod.bake):
+                mod.bake()
+        for mod in model.modules():
+            if isinstance(mod, TrackedQuant):
+                mod.observing = False
+        return model
+
+    @classmethod
+    def _check(cls, w_bits, a_bits, lo=2):
+        if not lo <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
+            raise UnsupportedError(f"{cls.name} supports W{lo}..16 / A2..16, not W{w_bits}A{a_bits}")
+
+
+class NNIQAT(_NNIQuantizer):
+    """NNI ``QATQuantizer`` (Jacob et al. 2018, arXiv:1712.05877 §3): every target's min/max tracked with an
+    EMA (decay 0.99, seeded by the first batch) in training; NNI qparams (narrow ``intN``); gradient masked
+    outside ``[qmin, qmax]``. ``quant_start_step``: optimizer steps before fake quantization starts."""
+
+    name = "nni-qat"
+    paper = "NNI QATQuantizer; Jacob et al. 2018, arXiv:1712.05877"
+    description = "NNI QAT: EMA(0.99) ranges, NNI integer ranges (intN narrow), config_list targets."
+    Config = QATConfig
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+                                needs_training=True)
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        cls._check(w_bits, a_bits)
+        return cls.Config(config_list=default_config_list(w_bits, a_bits))
+
+    def _target(self, name, target, setting, module):
+        return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "ema", 0.99)
+
+    def _prepare(self, model):
+        model = super()._prepare(model)
+        self._set_quantizing(model, self.config.quant_start_step <= 0)
+        model.register_buffer("nni_step", torch.zeros((), dtype=torch.int64))
+        return model
+
+    @staticmethod
+    def _set_quantizing(model, on: bool):
+        for m in model.modules():
+            if isinstance(m, TrackedQuant):
+                m.quantizing = on
+
+    def after_optimizer_step(self, model):
+        model.nni_step += 1
+        if int(model.nni_step) == self.config.quant_start_step:
+            self._set_quantizing(model, True)
+
+    def _convert(self, model):
+        self._set_quantizing(model, True)
+        return super()._convert(model)
+
+
+class NNIPTQ(_NNIQuantizer):
+    """NNI ``PtqQuantizer``: global running min/max of every target over the calibration data, then NNI
+    qparams and ``clamp_round``. ``bias_correction`` (NNI's ``is_bias_correction``): the mean output error
+    ``E[y_float-weights − y_quantized]`` per output channel, measured on the calibration data with the layer's
+    quantized input, is added to the bias (empirical bias correction, Nagel et al. 2019, arXiv:1906.04721
+    §4.2)."""
+
+    name = "nni-ptq"
+    paper = "NNI PtqQuantizer; Nagel et al. 2019, arXiv:1906.04721 (bias correction)"
+    description = "NNI PTQ: running min/max calibration, NNI integer ranges, optional bias correction."
+    Config = PTQConfig
+    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+                                needs_calibration=True)
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        cls._check(w_bits, a_bits)
+        return cls.Config(config_list=default_config_list(w_bits, a_bits))
+
+    def _target(self, name, target, setting, module):
+        return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "running")
+
+    def prepare(self, model):
+        prepared = super().prepare(model)
+        # weight/bias ranges are known without data; only activation targets need calibration
+        for mod in prepared.modules():
+            if isinstance(mod, _BiasQuant):
+                for q, t in ((mod.weight_quantizer, mod.weight), (mod.bias_quantizer, mod.bias)):
+                    if isinstance(q, TrackedQuant):
+                        q.track(t.detach())
+                        q.observing, q.quantizing = False, True
+        if not any(isinstance(m, TrackedQuant) and not m.quantizing for m in prepared.modules()):
+            prepared._quantzoo_calibrated = True
+        return prepared
+
+    def calibrate(self, model, batches):
+        acts = [m for m in model.modules() if isinstance(m, TrackedQuant) and m.observing]
+        batches = list(batches)
+        for a in acts:
+            a.quantizing = False
+        super().calibrate(model, batches)
+        for a in acts:
+            a.observing, a.quantizing = False, True
+        if self.config.bias_correction:
+            self._bias_correction(model, batches)
+        return model
+
+    @torch.no_grad()
+    def _bias_correction(self, model, batches):
+        layers = [m for m in model.modules() if isinstance(m, _BiasQuant) and m.bias is not None
+                  and m.weight_quantizer is not None]
+        sums = {id(m): None for m in layers}
+        counts = {id(m): 0 for m in layers}
+
+        def hook(mod, args, out):
+            x = args[0]
+            if mod.input_quantizer is not None:
+                x = mod.input_quantizer(x)
+            err = mod._compute(x, mod.weight) - mod._compute(x, mod.quantized_weight())
+            dims = [d for d in range(err.dim()) if d != 1]
+            s = err.sum(dim=dims)
+            sums[id(mod)] = s if sums[id(mod)] is None else sums[id(mod)] + s
+            counts[id(mod)] += err.numel() // err.shape[1]
+
+        handles = [m.register_forward_hook(hook) for m in layers]
+        try:
+            model.eval()
+            for b in batches:
+                model(b[0] if isinstance(b, (tuple, list)) else b)
+        finally:
+            for h in handles:
+                h.remove()
+        for m in layers:
+            if counts[id(m)]:
+                m.bias.add_(sums[id(m)] / counts[id(m)])
+
+
+class NNILSQ(_NNIQuantizer):
+    """NNI ``LsqQuantizer`` (Esser et al. 2020, arXiv:1902.08153): every target gets a learned step size,
+    initialised to 0.01 (NNI 3.0; ``init: v2`` gives NNI 2.x's ``2·mean|x|/sqrt(qmax)``), gradient scale
+    ``1/sqrt(qmax·numel)``; codes in NNI's integer range (narrow ``intN``), no zero point."""
+
+    name = "nni-lsq"
+    paper = "Esser et al. 2020, arXiv:1902.08153; NNI LsqQuantizer"
+    description = "NNI LSQ: learned step size (init 0.01 as NNI 3.0), NNI integer ranges."
+    Config = LSQConfig
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+                                needs_training=True)
+    learn_zero_point = False
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        cls._check(w_bits, a_bits)
+        # NNI's default intN (narrow) codes; LSQ has no zero point, so the inputs are symmetric.
+        return cls.Config(config_list=default_config_list(w_bits, a_bits, act_scheme="symmetric"), init="v2")
+
+    def _target(self, name, target, setting, module):
+        # LSQ+ learns an offset for affine targets only (Bhalgat et al. §3.1: symmetric weights, asymmetric
+        # activations); NNI 3.0 would give every target an offset initialised to (qmax−qmin)/2.
+        offset = self.learn_zero_point and setting.get("quant_scheme") == "affine"
+        return LSQQuant(target_spec(setting, False), self.config.init, offset)
+
+
+class NNILSQPlus(NNILSQ):
+    """NNI ``LsqPlusQuantizer`` (Bhalgat et al. 2020, arXiv:2004.09576): LSQ with a learned offset β,
+    initialised as NNI 3.0 to ``s = 0.01``, ``β = (qmax−qmin)/2``."""
+
+    name = "nni-lsqplus"
+    paper = "Bhalgat et al. 2020, arXiv:2004.09576; NNI LsqPlusQuantizer"
+    description = "NNI LSQ+: learned step and offset (init 0.01 and (qmax-qmin)/2 as NNI 3.0)."
+    learn_zero_point = True
+    Config = LSQPlusConfig
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        cls._check(w_bits, a_bits)
+        return cls.Config(config_list=default_config_list(w_bits, a_bits, act_dtype="uint"), init="v2")
+
+
+class NNIDoReFa(_NNIQuantizer):
+    """NNI 3.0 ``DoReFaQuantizer`` (Zhou et al. 2016, arXiv:1606.06160): weights by the tanh map on the
+    ``[0, 1]`` affine grid of their dtype, inputs ``clamp_round`` on the batch range, outputs (activation
+    modules, or layers fused with one) ``clamp(x, 0, 1)`` on the grid. Gradients reaching a module with a
+    weight target and no output target are quantized in a backward pre-hook (eq. 12, with noise)."""
+
+    name = "nni-dorefa"
+    paper = "Zhou et al. 2016, arXiv:1606.06160; NNI DoReFaQuantizer"
+    description = "NNI DoReFa: tanh weights, clamp(0,1) outputs, quantized gradients via a backward hook."
+    Config = DoReFaConfig
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+                                needs_training=True)
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        cls._check(w_bits, a_bits)
+        cl = [{"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": f"uint{w_bits}",
+               "quant_scheme": "affine"}]
+        if a_bits is not None:
+            cl.append({"op_types": ["ReLU"], "target_names": [OUTPUT], "quant_dtype": f"uint{a_bits}",
+                       "quant_scheme": "affine"})
+        return cls.Config(config_list=cl)
+
+    def _target(self, name, target, setting, module):
+        spec = target_spec(setting, target in ("weight", "bias"))
+        if target in ("weight", "bias"):
+            if setting.get("quant_scheme") not in ("affine",):
+                warnings.warn(f"nni-dorefa: {name}.{target}: only affine is supported for weights "
+                              f"(got {setting.get('quant_scheme')}); using affine", QuantzooWarning, stacklevel=2)
+            return DoReFaWeight(spec)
+        if target == OUTPUT:
+            fused = any(name == g[0] and len(g) > 1 for g in fuse_groups(self.config.config_list))
+            if type(module).__name__ in LAYER_TYPES and not fused:
+                raise ConfigError(f"nni-dorefa: output quantization is only for activation modules or layers "
+                                  f"fused with one; {name!r} is a {type(module).__name__}")
+            return DoReFaOutput(spec)
+        return TrackedQuant(spec, "batch")
+
+    def _prepare(self, model):
+        model = super()._prepare(model)
+        if self.config.quantize_gradients:
+            for mod in model.modules():
+                if isinstance(mod, _BiasQuant) and isinstance(mod.weight_quantizer, DoReFaWeight) \
+                        and mod.output_quantizer is None:
+                    mod.grad_spec, mod.grad_bits = mod.weight_quantizer.spec, mod.weight_quantizer.bits
+                    mod.register_full_backward_pre_hook(dorefa_grad_hook)
+        return model
+
+
+class NNIBNN(_NNIQuantizer):
+    """NNI ``BNNQuantizer`` (Hubara et al. 2016, arXiv:1602.02830): ``sign`` (0 → +1) of weights and of the
+    selected outputs/inputs with a straight-through gradient (cancelled where ``|x| > 1`` for outputs);
+    latent weights are clamped to ``[−1, 1]`` after every optimizer step."""
+
+    name = "nni-bnn"
+    family = "binary"
+    paper = "Hubara et al. 2016, arXiv:1602.02830; NNI BNNQuantizer"
+    description = "NNI BNN: sign weights and activations with STE, latent weights clipped to [-1, 1]."
+    Config = BNNConfig
+    capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1, 32), needs_training=True)
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        if w_bits != 1 or a_bits not in (1, None):
+            raise UnsupportedError(f"nni-bnn is binary: W1A1 or W1 (float activations), not W{w_bits}A{a_bits}")
+        cl = [{"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": "int8"}]
+        if a_bits == 1:
+            cl.append({"op_types": ["ReLU"], "target_names": [OUTPUT], "quant_dtype": "int8"})
+        return cls.Config(config_list=cl)
+
+    def _target(self, name, target, setting, module):
+        return BNNQuant(is_output=target == OUTPUT)
+
+    @classmethod
+    def conformance_model(cls):
+        # BNN needs a BN before each binarized activation (Hubara et al. 2016 §2.5): without it the
+        # pre-activations of ±1 weights are far outside [-1, 1], where the output STE cancels every gradient.
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                              nn.Linear(32, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+        return model, torch.randn(8, 64)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, model):
+        for mod in model.modules():
+            if isinstance(mod, _BiasQuant) and isinstance(mod.weight_quantizer, BNNQuant):
+                mod.weight.clamp_(-1.0, 1.0)
+
+
+QUANTIZERS = [NNIQAT, NNIPTQ, NNILSQ, NNILSQPlus, NNIDoReFa, NNIBNN]
