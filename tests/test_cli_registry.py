@@ -172,6 +172,8 @@ def test_bad_arguments_exit_2_with_one_line(core_only, capsys, tmp_path, monkeyp
 def test_help_exits_0(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "new-plugin" in out and "plugins" in out
+    code, out, err = run(capsys)  # bare `quantzoo` shows the help too
+    assert code == 0 and out.startswith("Usage: quantzoo") and err == ""
 
 
 # -- new-plugin ------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import click
 
 from ..errors import QuantzooError
 
+# click >= 8.2 raises this (exit 2) for a bare group; older versions print the help themselves.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 #: Exit code of every usage error (click's own convention for bad arguments).
 USAGE_ERROR = 2
 
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
+    except _NO_ARGS_IS_HELP as exc:  # bare `quantzoo`: the help, not an error
+        click.echo(exc.ctx.get_help())
     except click.ClickException as exc:
         # click prints usage plus a hint over several lines; quantzoo promises one line.
         ctx = getattr(exc, "ctx", None)
