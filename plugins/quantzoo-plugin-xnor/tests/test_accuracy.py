@@ -1,0 +1,31 @@
+"""Paper-suite accuracy on MNIST through the harness (slow: trains; run with `pytest -m slow`).
+
+Budget (the same as the paper suite's low-bit entries): QAT from the cached FP checkpoint, 2 epochs,
+Adam lr 1e-3, cosine, batch 128; first/last layers as the method's paper does.
+"""
+
+import pytest
+
+PROTOCOL = {"qat": {"epochs": 2, "lr": 1e-3, "batch_size": 128}, "first_layer": "method", "last_layer": "method"}
+
+
+def _run(method, model, w_bits, a_bits):
+    bench = pytest.importorskip("quantzoo.bench")
+    from quantzoo.errors import DataError
+
+    try:
+        return bench.run_cell(method, model, "mnist", w_bits, a_bits, seed=0, protocol=PROTOCOL)
+    except DataError as e:  # MNIST files absent: say where they were looked for
+        pytest.skip(f"MNIST not available: {e}")
+
+
+@pytest.mark.slow
+def test_bwn_lenet5_within_one_point_of_fp():
+    m = _run("xnor", "lenet5", 1, None)
+    assert m["accuracy"] >= m["fp_accuracy"] - 1.0, m
+
+
+@pytest.mark.slow
+def test_xnor_w1a1_lenet5_at_least_98_5():
+    m = _run("xnor", "lenet5", 1, 1)
+    assert m["accuracy"] >= 98.5, m  # RedBit: 99.37
