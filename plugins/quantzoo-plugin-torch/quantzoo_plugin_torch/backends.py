@@ -27,30 +27,27 @@ from .base import count_quantized
 def repack(model: nn.Module, engine: str) -> int:
     """Re-pack every torch.ao int8 weight of ``model`` (in place) for ``engine``; returns how many."""
     import torch.ao.nn.quantized as nnq
-    import torch.ao.nn.quantized.dynamic as nnqd
-    from torch.ao.nn.quantized.modules.conv import _ConvNd
+    from torch.ao.nn.quantized.dynamic.modules.rnn import RNNBase, RNNCellBase
     from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 
     n = 0
     with engine_scope(engine), torch_ao_calls():
         for mod in model.modules():
-            if isinstance(mod, LinearPackedParams):
+            if isinstance(mod, LinearPackedParams):  # static and dynamic Linear
                 if mod.dtype == torch.float16 and engine not in ("x86", "fbgemm"):
                     raise UnsupportedError(f"engine {engine!r} has no float16 dynamic Linear kernel; use "
                                            "torch-x86 or dtype='qint8'")
-                w, b = mod._weight_bias()
-                mod.set_weight_bias(w, b)
-                n += 1
-            elif isinstance(mod, _ConvNd) and isinstance(mod, nnq.Conv1d | nnq.Conv2d | nnq.Conv3d):
+                mod.set_weight_bias(*mod._weight_bias())
+            elif isinstance(mod, (nnq.Conv1d, nnq.Conv2d, nnq.Conv3d)):
                 mod.set_weight_bias(mod.weight(), mod.bias())
-                n += 1
-            elif isinstance(mod, nnqd.RNNBase | nnqd.RNNCellBase):
+            elif isinstance(mod, RNNBase):  # dynamic LSTM/GRU: {"weight": {...}, "bias": {...}} -> flat dict
                 wb = mod._weight_bias()
-                if isinstance(mod, nnqd.RNNBase):
-                    mod.set_weight_bias(wb)
-                else:
-                    mod.set_weight_bias(wb) if hasattr(mod, "set_weight_bias") else None
-                n += 1
+                mod.set_weight_bias({**wb["weight"], **wb["bias"]})
+            elif isinstance(mod, RNNCellBase):  # dynamic cells take the nested dict as it comes
+                mod.set_weight_bias(mod._weight_bias())
+            else:
+                continue
+            n += 1
     return n
 
 

@@ -133,9 +133,10 @@ class TorchFXQuantizer(PluginQuantizer):
     def _backend_config(self):
         from torch.ao.quantization import backend_config as bc
 
-        getter = {"x86": "get_x86_backend_config", "fbgemm": "get_fbgemm_backend_config",
-                  "onednn": "get_onednn_backend_config", "qnnpack": "get_qnnpack_backend_config"}
-        return getattr(bc, getter[self.config.engine], bc.get_native_backend_config)()
+        # x86/fbgemm: the native config, prepare_fx's documented default (it covers the fbgemm and x86
+        # kernels); onednn and qnnpack: their own configs (which patterns/dtypes those kernels accept).
+        getter = {"onednn": "get_onednn_backend_config", "qnnpack": "get_qnnpack_backend_config"}
+        return getattr(bc, getter.get(self.config.engine, "get_native_backend_config"))()
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx
