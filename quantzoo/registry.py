@@ -112,6 +112,11 @@ def make_plugin_manager(
             info.hooks = _hooks(pm, module)
         except Exception as exc:  # a broken plugin never stops the others
             info.status, info.error = "broken", f"{type(exc).__name__}: {exc}"
+    # A name asked for but not installed (a typo in QUANTZOO_PLUGINS) is shown, not silently ignored.
+    for name in sorted(set(only or ()) - set(seen) - {"quantzoo"}):
+        infos.append(PluginInfo(name, status="broken", error=(
+            f"QUANTZOO_PLUGINS names {name!r} but no installed plugin has that entry point; "
+            f"installed: {', '.join(sorted(seen)) or '(none)'}")))
     return pm, infos
 
 

@@ -178,3 +178,12 @@ def test_cli_duplicate_is_a_one_line_error(site):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert "'qzt-good'" in lines[0] and "'qzt-dup'" in lines[0]
+
+
+def test_env_naming_a_missing_plugin_is_reported(on_path, monkeypatch):
+    monkeypatch.setenv("QUANTZOO_PLUGINS", "qzt-good,qzt-godo")
+    reg = build_registry()
+    missing = _plugin(reg, "qzt-godo")
+    assert missing.status == "broken" and "no installed plugin has that entry point" in missing.error
+    assert "qzt-good" in missing.error  # the installed names are listed
+    assert _plugin(reg, "qzt-good").status == "ok"
