@@ -98,7 +98,11 @@ class DistillerQuantizerMixin:
 
     @classmethod
     def config_from_file(cls, data: dict):
+        """Used by ``quantzoo.bench.load_method_config`` (``quantzoo quantize --config`` and suite entries):
+        a Distiller schedule/``--qe-config-file`` YAML, or else plain config fields / the serialised form."""
         reject_bits_overrides(data)
+        if isinstance(data, dict) and "quantizers" not in data:
+            return cls.make_config(data.get("config", {}) if "method" in data else data)
         return cls.make_config(schedule_kwargs(data, cls.name))
 
 

@@ -93,7 +93,10 @@ def translate_v2(config_list: list) -> list:
                 if b is None:
                     raise ConfigError(f"config_list (2.x): quant_bits has no entry for {t!r}")
                 names.append(target)
-                settings[target] = {"quant_dtype": f"{dtype}{b}", **shared}
+                extra = dict(shared)
+                if target != "weight":  # NNI 2.x applied per-channel schemes to weights only
+                    extra.pop("granularity", None)
+                settings[target] = {"quant_dtype": f"{dtype}{b}", **extra}
         bad = set(types) - {"input", "weight", "output"}
         if bad:
             raise ConfigError(f"config_list (2.x): quant_types {sorted(bad)} unknown; use input/weight/output")

@@ -1,0 +1,130 @@
+"""Distiller schedule YAML (quantizers + policies, regex overrides) selects exactly the layers it should."""
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from quantzoo import ConfigError, QuantzooWarning
+from quantzoo_plugin_distiller import DistillerPACT, DistillerPTQ, method_for_schedule
+from quantzoo_plugin_distiller.modules import PACTActivation
+
+SCHEDULE = """
+quantizers:
+  pact_quantizer:
+    class: PACTQuantizer
+    act_clip_init_val: 8.0
+    bits_activations: 4
+    bits_weights: 3
+    overrides:
+      conv1:
+        bits_weights: null
+        bits_activations: null
+      relu1:
+        bits_weights: null
+        bits_activations: null
+      'layer.*\\.conv.*':
+        bits_weights: 5
+      fc:
+        bits_weights: null
+        bits_activations: null
+policies:
+  - quantizer:
+      instance_name: pact_quantizer
+    starting_epoch: 0
+    ending_epoch: 200
+    frequency: 1
+  - lr_scheduler:
+      instance_name: training_lr
+    starting_epoch: 0
+"""
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.relu1 = nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()
+        self.layer1 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.layer1.conv_a = self.layer1[0]  # same module under a name the regex matches
+        self.relu2 = nn.ReLU()
+        self.conv_b = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = self.relu1(self.conv1(x))
+        x = self.layer1(x)
+        x = self.relu2(self.conv_b(x))
+        return self.fc(x.flatten(1))
+
+
+def test_pact_schedule_overrides_select_layers():
+    data = yaml.safe_load(SCHEDULE)
+    assert method_for_schedule(data) == "distiller-pact"
+    with pytest.warns(QuantzooWarning, match="lr_scheduler"):
+        cfg = DistillerPACT.config_from_file(data)
+    assert (cfg.bits_weights, cfg.bits_activations, cfg.ending_epoch) == (3, 4, 200)
+    prepared = DistillerPACT(cfg).prepare(Net())
+    # conv1 and fc: FP (bits null); layer1.0 (also reachable as layer1.conv_a) -> first match in order is
+    # 'layer.*\.conv.*'? No: named_modules() yields 'layer1.0' (dedup keeps the first name), which matches
+    # no pattern -> global 3 bits. conv_b matches nothing -> 3 bits.
+    assert type(prepared.conv1) is nn.Conv2d and type(prepared.fc) is nn.Linear
+    assert prepared.layer1[0].weight_quantizer.bits == 3
+    assert prepared.conv_b.weight_quantizer.bits == 3
+    # relu1 kept FP by override; layer1.1 and relu2 get PACT with 4 bits
+    assert type(prepared.relu1) is nn.ReLU
+    assert isinstance(prepared.layer1[1], PACTActivation) and prepared.layer1[1].bits == 4
+    assert isinstance(prepared.relu2, PACTActivation)
+
+
+def test_first_match_wins_and_fullmatch():
+    over = {"conv.*": {"bits_weights": 5}, "conv_b": {"bits_weights": 8}, "fc": {"bits_weights": 6}}
+    prepared = DistillerPACT(bits_weights=3, bits_activations=None, overrides=over).prepare(Net())
+    assert prepared.conv_b.weight_quantizer.bits == 5  # 'conv.*' comes first
+    assert prepared.conv1.weight_quantizer.bits == 5
+    assert prepared.fc.weight_quantizer.bits == 6
+    # '^pattern$': 'layer1' does not match 'layer1.0'
+    prepared = DistillerPACT(bits_weights=3, bits_activations=None,
+                             overrides={"layer1": {"bits_weights": None}}).prepare(Net())
+    assert prepared.layer1[0].weight_quantizer.bits == 3
+
+
+def test_ptq_yaml_overrides_keep_layer_fp():
+    data = yaml.safe_load("""
+quantizers:
+  post_train_quantizer:
+    class: PostTrainLinearQuantizer
+    bits_activations: 8
+    bits_parameters: 8
+    mode: {activations: ASYMMETRIC_UNSIGNED, weights: SYMMETRIC}
+    clip_acts: AVG
+    per_channel_wts: true
+    overrides:
+      fc: {clip_acts: NONE}
+      conv1: {bits_weights: null, bits_activations: null}
+""")
+    cfg = DistillerPTQ.config_from_file(data)
+    prepared = DistillerPTQ(cfg).prepare(Net())
+    assert type(prepared.conv1) is nn.Conv2d
+    assert prepared.fc.output_quantizer.clip == "NONE" and prepared.conv_b.output_quantizer.clip == "AVG"
+    assert prepared.conv_b.output_quantizer.half_range  # conv_b feeds relu2
+    assert prepared.conv_b.weight_quantizer.per_channel
+
+
+def test_bits_overrides_and_wrong_class_errors():
+    legacy = {"quantizers": {"q": {"class": "PACTQuantizer", "bits_overrides": {"conv1": {"acts": 8, "wts": 8}}}}}
+    with pytest.raises(ConfigError, match="overrides"):
+        DistillerPACT.config_from_file(legacy)
+    with pytest.raises(ConfigError, match="overrides"):
+        DistillerPTQ(bits_overrides={})
+    with pytest.raises(ConfigError, match="distiller-pact"):
+        DistillerPTQ.config_from_file(yaml.safe_load(SCHEDULE))
+
+
+def test_bench_load_method_config(tmp_path):
+    from quantzoo.bench import load_method_config
+
+    p = tmp_path / "sched.yaml"
+    p.write_text(SCHEDULE)
+    with pytest.warns(QuantzooWarning):
+        cfg = load_method_config(p, "distiller-pact")
+    assert cfg.bits_weights == 3 and "conv1" in cfg.overrides

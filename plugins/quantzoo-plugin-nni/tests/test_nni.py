@@ -1,0 +1,129 @@
+"""NNI config_list (3.0 and 2.x) selection, and worked numbers of each NNI quantizer's formulas."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from quantzoo import ConfigError, QuantzooWarning
+from quantzoo_plugin_nni import NNIBNN, NNIPTQ, NNIQAT, NNILSQ, NNIDoReFa, NNILSQPlus, normalize, resolve
+from quantzoo_plugin_nni.modules import (DoReFaOutput, DoReFaWeight, LSQQuant, TrackedQuant, dorefa_gradient,
+                                         nni_qparams, target_spec)
+
+
+def net():
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 8),
+                         nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_v3_selection():
+    cl = [{"op_types": ["Conv2d", "Linear"], "exclude_op_names": ["5"], "target_names": ["_input_", "weight"],
+           "quant_dtype": "int4", "target_settings": {"_input_": {"quant_dtype": "uint8", "quant_scheme": "affine"}}},
+          {"op_names_re": ["[14]"], "op_types": ["ReLU"], "target_names": ["_output_"], "quant_dtype": "uint4"}]
+    plan = resolve(net(), normalize(cl))
+    assert sorted(plan) == ["0", "1", "3", "4"]
+    assert set(plan["0"]) == {"_input_", "weight"} and plan["0"]["weight"]["quant_dtype"] == "int4"
+    assert plan["3"]["_input_"] == {"quant_dtype": "uint8", "quant_scheme": "affine", "granularity": "default"}
+    assert set(plan["1"]) == {"_output_"}
+    # exclude by type and regex (re.match = prefix)
+    plan = resolve(net(), normalize([{"op_types": ["Linear", "Conv2d"], "exclude_op_names_re": ["3"],
+                                      "target_names": ["weight"]}]))
+    assert sorted(plan) == ["0", "5"]
+    # no target_names: every target of the type (Linear: _input_, weight, bias, _output_)
+    plan = resolve(net(), normalize([{"op_names": ["5"]}]))
+    assert set(plan["5"]) == {"_input_", "weight", "bias", "_output_"}
+
+
+def test_v2_translated_with_notice():
+    v2 = [{"quant_types": ["weight", "input"], "quant_bits": {"weight": 4, "input": 8}, "op_types": ["Linear"],
+           "quant_scheme": "per_channel_symmetric"},
+          {"exclude": True, "op_names": ["5"]}]
+    with pytest.warns(QuantzooWarning, match="2.x"):
+        cl = normalize(v2)
+    plan = resolve(net(), cl)
+    assert sorted(plan) == ["3"]
+    assert plan["3"]["weight"] == {"quant_dtype": "int4", "quant_scheme": "symmetric", "granularity": "per_channel"}
+    assert plan["3"]["_input_"]["quant_dtype"] == "int8"
+    with pytest.warns(QuantzooWarning):
+        q = NNIQAT(config_list=v2)
+    prepared = q.prepare(net())
+    assert type(prepared[0]) is nn.Conv2d and type(prepared[5]) is nn.Linear
+    assert prepared[3].weight_quantizer.spec.granularity == "per_channel"
+
+
+def test_bad_config_list():
+    with pytest.raises(ConfigError, match="quant_dtype"):
+        NNIQAT(config_list=[{"op_types": ["Linear"], "quant_dtype": "int99"}])
+    with pytest.raises(ConfigError, match="op_names"):
+        NNIQAT(config_list=[{"target_names": ["weight"]}])
+
+
+def test_qparams_worked_numbers():
+    # int8 narrow symmetric, range [-1, 2]: s = 2/((127+127)/2) = 2/127, zp = (127-127+1)//2 = 0
+    s, z = nni_qparams(torch.tensor(-1.0), torch.tensor(2.0), target_spec({"quant_dtype": "int8"}, True))
+    assert float(s) == pytest.approx(2 / 127) and int(z) == 0
+    # uint8 symmetric: s = 2/127.5, zp = (255+0+1)//2 = 128
+    s, z = nni_qparams(torch.tensor(-1.0), torch.tensor(2.0),
+                       target_spec({"quant_dtype": "uint8", "quant_scheme": "symmetric"}, False))
+    assert float(s) == pytest.approx(2 / 127.5) and int(z) == 128
+    # uint2 affine on [-1, 2]: s = 3/3 = 1, zp = 0 - round(-1) = 1; x = 0.6 -> round(1.6) = 2 -> (2-1)*1 = 1
+    spec = target_spec({"quant_dtype": "uint2", "quant_scheme": "affine"}, False)
+    tq = TrackedQuant(spec, "ema").train()
+    assert tq(torch.tensor([-1.0, 0.6, 2.0])).tolist() == [-1.0, 1.0, 2.0]
+    # EMA 0.99: second batch max 4 -> 0.99*2 + 0.01*4 = 2.02
+    tq(torch.tensor([0.0, 4.0]))
+    assert float(tq.tracked_max) == pytest.approx(2.02)
+
+
+def test_lsq_dorefa_bnn_worked_numbers():
+    # LSQ v3: s = 0.01, int4 narrow [-7, 7]: x = [0.034, -0.2, 0.05] -> round(clamp(x/s)) = [3, -7, 5] * 0.01
+    lsq = LSQQuant(target_spec({"quant_dtype": "int4"}, False))
+    x = torch.tensor([0.034, -0.2, 0.05], requires_grad=True)
+    y = lsq(x)
+    assert y.tolist() == pytest.approx([0.03, -0.07, 0.05], rel=1e-4)
+    y.sum().backward()
+    # d/ds: (round(v)-v) inside, qmin outside; times g = 1/sqrt(7*3): (3-3.4) + (-7) + (5-5)
+    assert float(lsq.scale.grad) == pytest.approx((-0.4 - 7) / math.sqrt(21), rel=1e-4)
+    # LSQ v2 init: 2*mean|x|/sqrt(qmax) = 2*0.2/sqrt(7)
+    v2 = LSQQuant(target_spec({"quant_dtype": "int4"}, False), init="v2")
+    v2(torch.tensor([0.1, -0.3]))
+    assert float(v2.scale) == pytest.approx(0.4 / math.sqrt(7))
+    # DoReFa weight, int2 narrow [-1, 1]: grid s = 1/2, zp = -1 -> u in [0,1] on {0, .5, 1} -> 2u-1 in {-1,0,1}
+    w = torch.tensor([0.5, -1.0, 0.1])
+    t = torch.tanh(w)
+    u = t / (2 * t.abs().max()) + 0.5  # [.803, 0, .566] -> [1, 0, .5]
+    assert DoReFaWeight(target_spec({"quant_dtype": "int2"}, True))(w).tolist() == [1.0, -1.0, 0.0]
+    assert torch.allclose(2 * torch.round(u * 2) / 2 - 1, torch.tensor([1.0, -1.0, 0.0]))
+    # DoReFa output uint2: clamp(x,0,1), s = 1/3: [-1, .4, 2] -> [0, 1/3, 1]
+    out = DoReFaOutput(target_spec({"quant_dtype": "uint2"}, False))(torch.tensor([-1.0, 0.4, 2.0]))
+    assert out.tolist() == pytest.approx([0, 1 / 3, 1])
+    # DoReFa gradient, uint2, noise 0: grid over [-1/6, 7/6], s = (4/3)/3 = 4/9, zp = round(1/6 / (4/9)) = 0
+    # g = [0.5, -1] (one sample): m = 1; g/(2m)+.5 = [.75, 0] -> codes round([.75/(4/9)+... ])
+    g = torch.tensor([[0.5, -1.0]])
+    spec = target_spec({"quant_dtype": "uint2"}, False)
+    gq = dorefa_gradient(g, 2, spec, noise=torch.zeros(1, 1))
+    # affine [-1/6, 7/6]: s = (4/3)/3 = 4/9, zp = -round((-1/6)/(4/9)) = -round(-.375) = 0
+    # .75/(4/9) = 1.6875 -> 2 -> 8/9; 0 -> 0 => g' = 2*(q - .5) = [2*(8/9 - .5), -1]
+    assert gq.tolist()[0] == pytest.approx([2 * (8 / 9 - 0.5), -1.0], rel=1e-5)
+
+
+def test_quantizers_on_toy_model():
+    x = torch.randn(4, 1, 4, 4)
+    for cls in (NNIQAT, NNILSQ, NNILSQPlus, NNIDoReFa):
+        q = cls(config=cls.config_for_bits(4, 4))
+        p = q.prepare(net())
+        p.train()
+        p(x).sum().backward()
+    q = NNIPTQ(bias_correction=True)
+    p = q.prepare(net())
+    before = p[3].bias.detach().clone()
+    q.calibrate(p, [x])
+    assert not torch.equal(before, p[3].bias)  # the mean output error was folded into the bias
+    b = NNIBNN()
+    p = b.prepare(net())
+    with torch.no_grad():
+        p[3].weight.mul_(10)
+    b.after_optimizer_step(p)
+    assert float(p[3].weight.abs().max()) <= 1.0
+    assert set(torch.unique(p[3].quantized_weight()).tolist()) <= {-1.0, 1.0}
