@@ -2,10 +2,12 @@
 
 Two cases, both 8-bit: per-tensor affine on a 64x64x32x32 activation (quint8 range [0, 255]) and
 per-channel symmetric on a 256x256x3x3 conv weight (qint8 range [-128, 127], axis 0). For each case the
-contenders run interleaved (torch, quantzoo, torch, quantzoo, ...) after a warm-up, so that load from
-other processes hits both alike; the figure reported is the ratio of the medians
-``quantzoo / torch`` (goal <= 1.2), with the median of the per-round ratios as a cross-check.
-quantzoo's reference (non-fused) autograd path is timed too, for information.
+contenders run interleaved, one call each per round, in an order that rotates every round (so neither
+always runs first, after the other's memory traffic), after a warm-up, so that load from other processes
+hits all alike; the figure reported is the ratio of the medians ``quantzoo / torch`` (goal <= 1.2), with
+the median of the per-round ratios as a cross-check. quantzoo's reference (non-fused) autograd path is
+timed too, for information, and a small 8-bit per-tensor case (4096 values) shows the Python dispatch
+overhead, where the kernel itself costs almost nothing.
 
 Usage::
 
@@ -63,8 +65,11 @@ def _case(name: str, shape: tuple[int, ...], spec: QuantSpec, repeats: int, warm
             if not torch.equal(fn(x), want):
                 raise SystemExit(f"{name}: {label} differs from torch's fused kernel")
     times = {label: [] for label in contenders}
+    labels = list(contenders)
     for r in range(warmup + repeats):
-        for label, fn in contenders.items():
+        order = labels[r % len(labels):] + labels[:r % len(labels)]
+        for label in order:
+            fn = contenders[label]
             t0 = time.perf_counter()
             _fwd_bwd(fn, x, grad)
             dt = time.perf_counter() - t0
@@ -91,15 +96,20 @@ def main() -> None:
         ("8-bit per-channel, conv weight 256x256x3x3", (256, 256, 3, 3),
          QuantSpec(bits=8, signed=True, symmetric=True, granularity="per_channel", axis=0)),
     ]
+    info = [("info: dispatch overhead, 8-bit per-tensor on 4096 values", (64, 64),
+             QuantSpec(bits=8, signed=False, symmetric=False))]
     goal_met = True
-    for name, shape, spec in cases:
-        res = _case(name, shape, spec, args.repeats, args.warmup)
+    for name, shape, spec in cases + info:
+        res = _case(name, shape, spec, args.repeats if name in dict((c[0], 1) for c in cases) else 200,
+                    args.warmup)
         m = res["median_s"]
-        print(f"{name}: torch {m['torch'] * 1e3:.2f} ms, quantzoo {m['quantzoo'] * 1e3:.2f} ms, "
+        unit, f = ("ms", 1e3) if m["torch"] > 1e-3 else ("us", 1e6)
+        print(f"{name}: torch {m['torch'] * f:.2f} {unit}, quantzoo {m['quantzoo'] * f:.2f} {unit}, "
               f"ratio {res['ratio']:.3f} (paired {res['paired_ratio']:.3f}); "
-              f"reference path {m['reference'] * 1e3:.2f} ms (ratio {res['reference_ratio']:.2f}, info)")
-        goal_met &= res["ratio"] <= 1.2
-    print("goal ratio <= 1.2:", "met" if goal_met else "NOT met")
+              f"reference path {m['reference'] * f:.2f} {unit} (ratio {res['reference_ratio']:.2f}, info)")
+        if (name, shape, spec) in cases:
+            goal_met &= res["ratio"] <= 1.2
+    print("goal ratio <= 1.2 (the two issue cases):", "met" if goal_met else "NOT met")
 
 
 if __name__ == "__main__":

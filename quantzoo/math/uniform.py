@@ -210,20 +210,30 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
         raise ConfigError(f"fake_quantize is for dtype 'int'; use binarize/ternary_codes for {spec.dtype!r}")
     in_dtype = x.dtype
     xf = x if in_dtype == torch.float32 else x.float()
-    # Cheap in the common case: detach() is a view, .to() returns self when nothing changes.
-    scale = scale.detach().to(device=xf.device, dtype=torch.float32)
-    zero_point = zero_point.detach().to(device=xf.device, dtype=torch.int32)
+    qmin, qmax = spec.qmin, spec.qmax
     if spec.rounding == "nearest_even" and spec.granularity != "per_group" and xf.dim() > 0:
         if spec.granularity == "per_tensor" or scale.dim() == 0:
-            out = torch.fake_quantize_per_tensor_affine(
-                xf, scale.reshape(()), zero_point.reshape(()), spec.qmin, spec.qmax
-            )
+            if xf.device.type == "cpu" and scale.device.type == "cpu":
+                # The scalar overload: the same kernel arithmetic (float32 scale, 1/S in float32) with less
+                # dispatch than the tensor-qparams overload; .item() is free on CPU (no device sync).
+                out = torch.fake_quantize_per_tensor_affine(xf, float(scale), int(zero_point), qmin, qmax)
+            else:
+                s = scale.detach().to(device=xf.device, dtype=torch.float32).reshape(())
+                z = zero_point.detach().to(device=xf.device, dtype=torch.int32).reshape(())
+                out = torch.fake_quantize_per_tensor_affine(xf, s, z, qmin, qmax)
         else:
             axis = _axis(spec, xf)
-            if scale.numel() != xf.shape[axis] or zero_point.numel() != xf.shape[axis]:
+            n = xf.shape[axis]
+            if scale.numel() != n or zero_point.numel() != n:
                 for p in (scale, zero_point):  # raises the ConfigError naming the mismatch
                     expand_qparam(p.reshape(-1), xf, spec)
-            out = torch.fake_quantize_per_channel_affine(xf, scale, zero_point, axis, spec.qmin, spec.qmax)
+            # detach() is a view and .to() returns self when nothing changes: no copies in the common case.
+            s = scale.detach().to(device=xf.device, dtype=torch.float32)
+            z = zero_point.detach().to(device=xf.device, dtype=torch.int32)
+            out = torch.fake_quantize_per_channel_affine(xf, s, z, axis, qmin, qmax)
     else:
-        out = _FakeQuantSTE.apply(xf, scale, zero_point.float(), spec)
+        s = scale.detach().to(device=xf.device, dtype=torch.float32)
+        # Integer zero-points, as the fused kernels take them (a float zero-point is truncated alike).
+        z = zero_point.detach().to(device=xf.device, dtype=torch.int32).float()
+        out = _FakeQuantSTE.apply(xf, s, z, spec)
     return out if in_dtype == torch.float32 else out.to(in_dtype)
