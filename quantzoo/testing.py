@@ -385,6 +385,27 @@ def check_weights_on_grid(quantizer: Quantizer) -> None:
                 "write the quantized weight at convert, not the float one")
 
 
+def check_layers_quantized(quantizer: Quantizer) -> None:
+    """Every layer of a type in capabilities.module_types holds a quantized weight after convert (except a
+    first/last layer that the config keeps float)."""
+    types = set(quantizer.capabilities.module_types)
+    cfg = quantizer.config
+    for label, build in _conformance_models(quantizer):
+        model, _ = _build(build, _SEED)
+        layers = [n for n, m in model.named_modules() if n and type(m).__name__ in types]
+        # Without a first/last-layer policy in the config, the first and last layer may stay float.
+        keep_first = getattr(cfg, "first_layer", "fp") == "fp"
+        keep_last = getattr(cfg, "last_layer", "fp") == "fp"
+        required = layers[int(keep_first): len(layers) - int(keep_last)] if len(layers) > 1 else layers
+        converted, _ = _converted(quantizer, build)
+        # Converted models may rename or regroup modules (wrappers, graph modules), so count, not match names.
+        found = list(find_quantized_weights(converted))
+        assert len(found) >= len(required), (
+            f"{_who(quantizer)}: on the {label}, convert() left {len(found)} quantized weight(s) for the "
+            f"{len(required)} layer(s) {required} that must be quantized (capabilities.module_types lists "
+            f"{sorted(types)}); quantize every such layer, or narrow module_types to what the method quantizes")
+
+
 def check_forward_deterministic(quantizer: Quantizer) -> None:
     """Two eval-mode forward passes of a converted model give identical outputs."""
     for label, build in _conformance_models(quantizer):
@@ -493,7 +514,8 @@ def check_state_dict_roundtrip_converted(quantizer: Quantizer) -> None:
 ALL_CHECKS = (
     check_name, check_registered, check_capabilities, check_config_defaults, check_config_frozen,
     check_config_forbids_extra, check_config_json_roundtrip, check_config_for_bits,
-    check_prepare_convert_shapes, check_weights_on_grid, check_forward_deterministic, check_gradients_flow,
+    check_prepare_convert_shapes, check_weights_on_grid, check_layers_quantized, check_forward_deterministic,
+    check_gradients_flow,
     check_uncalibrated_convert_raises, check_convert_warns_untrained, check_outputs_finite,
     check_state_dict_roundtrip_prepared, check_state_dict_roundtrip_converted,
 )
@@ -515,7 +537,7 @@ def yield_checks(quantizer: Quantizer | type[Quantizer], *, allow_unregistered: 
     yield from (check_capabilities, check_config_defaults, check_config_frozen, check_config_forbids_extra)
     yield check_config_json_roundtrip_unregistered if allow_unregistered else check_config_json_roundtrip
     yield from (check_config_for_bits, check_prepare_convert_shapes, check_weights_on_grid,
-                check_forward_deterministic)
+                check_layers_quantized, check_forward_deterministic)
     if caps.qat:
         yield check_gradients_flow
     if caps.needs_calibration:

@@ -84,6 +84,17 @@ class OffGrid(UniformQuantizer):
         return model
 
 
+class SkipsConvs(UniformQuantizer):
+    """Claims Conv2d in module_types but quantizes only Linear layers."""
+
+    name = "skips-convs"
+
+    def _prepare(self, model):
+        replace_layers(model, lambda n, m, r: to_quant_layer(m, weight_quantizer=_DetachedWeightQuant()),
+                       types=(nn.Linear,))
+        return model
+
+
 class MutableConfig(UniformQuantizer):
     name = "mutable-config"
 
@@ -193,6 +204,7 @@ class NoBits(UniformQuantizer):
 @pytest.mark.parametrize("double, check, message", [
     (StaysFloat, kit.check_weights_on_grid, "no quantized weight"),
     (OffGrid, kit.check_weights_on_grid, "claims 2 bits"),
+    (SkipsConvs, kit.check_layers_quantized, r"left 1 quantized weight\(s\) for the 3 layer\(s\) \['0', '3', '7'\]"),
     (MutableConfig, kit.check_config_frozen, "Config is mutable"),
     (ExtraKeys, kit.check_config_forbids_extra, "accepted an unknown key"),
     (BadName, kit.check_name, "lowercase slug"),
