@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import field_validator, model_validator
 from torch import nn
 
-from quantzoo import Capabilities, Quantizer, QuantizerConfig, UnsupportedError
+from quantzoo import Capabilities, LayerPolicyConfig, Quantizer, UnsupportedError
 from quantzoo.nn import QuantLayerMixin, compute_layers, find_bn_pairs, fold_batch_norms, set_submodule, to_quant_layer
 
 from .graph import successor_kinds
@@ -35,9 +35,12 @@ def split_mode(mode: Any) -> tuple[str, str]:
     return mode, mode
 
 
-class DistillerPTQConfig(QuantizerConfig):
+class DistillerPTQConfig(LayerPolicyConfig):
     """``PostTrainLinearQuantizer`` arguments (same names as Distiller's YAML).
 
+    ``first_layer``/``last_layer`` (quantzoo's layer policy, default "same" = Distiller's behaviour):
+    "fp" keeps the first/last compute layer in FP, "int8" quantizes it with 8-bit weights and activations
+    (it acts like an override that comes after the user's ``overrides``).
     Activation ranges come from ``model_activation_stats`` (a stats YAML), else from :meth:`calibrate`
     (Distiller's two-pass collector; ``stats_out`` writes them), or per batch with ``dynamic: true``.
     """
@@ -140,9 +143,16 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
                           mode={"activations": "ASYMMETRIC_UNSIGNED", "weights": "SYMMETRIC"})
 
     # -- building ---------------------------------------------------------------------------------------
-    def _layer_settings(self, name: str) -> dict | None:
+    def _layer_settings(self, name: str, role: str = "body") -> dict | None:
         cfg = self.config
-        ov = match_override(name, cfg.overrides) or {}
+        ov = dict(match_override(name, cfg.overrides) or {})
+        policy = {"first": cfg.first_layer, "last": cfg.last_layer}.get(role, "same")
+        if policy == "fp":
+            return None
+        if policy == "int8":
+            ov.update({"bits_weights": 8, "bits_parameters": 8})
+            if ov.get("bits_activations", cfg.bits_activations) is not None:
+                ov["bits_activations"] = 8
         act_mode, wt_mode = split_mode(ov.get("mode", cfg.mode))
         s = {
             "bits_a": ov.get("bits_activations", cfg.bits_activations),
@@ -169,10 +179,11 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
                         stats[layer]["output"] = stats[bn]["output"]
             fold_batch_norms(model, inplace=True)
         layers = compute_layers(model)
+        roles = {layers[-1]: "last", layers[0]: "first"} if layers else {}
         succ = successor_kinds(model, layers)
         quantized = 0
         for name in layers:
-            s = self._layer_settings(name)
+            s = self._layer_settings(name, roles.get(name, "body"))
             if s is None:
                 continue
             half = s["half_range"] or succ.get(name) in ("relu", "relu6")

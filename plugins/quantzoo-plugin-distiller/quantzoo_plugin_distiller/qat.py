@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import field_validator, model_validator
 from torch import nn
 
-from quantzoo import Capabilities, Quantizer, QuantizerConfig, UnsupportedError
+from quantzoo import Capabilities, LayerPolicyConfig, Quantizer, UnsupportedError
 from quantzoo.nn import QuantLayerMixin, compute_layers, set_submodule, to_quant_layer
 
 from .modules import (ClippedActivation, DorefaWeight, EMAActivation, FakeQuantizationWrapper, PACTActivation,
@@ -30,10 +30,12 @@ def _quantize_model_input(module: nn.Module, args):
     return (module.inputs_quant(args[0]), *args[1:])
 
 
-class DistillerQATConfig(QuantizerConfig):
+class DistillerQATConfig(LayerPolicyConfig):
     """Arguments shared by Distiller's QAT quantizers, plus the policy's epochs from the schedule.
 
-    Distiller's constructor defaults are 32 bits ("not quantized"); quantzoo's are 8/8. ``null`` keeps
+    ``first_layer``/``last_layer`` (quantzoo's layer policy, default "same"): "fp" keeps the first/last
+    Linear/Conv weights FP, "int8" gives them 8-bit weights (and 8-bit model inputs for range-linear QAT's
+    ``quantize_inputs``). Distiller's constructor defaults are 32 bits ("not quantized"); quantzoo's are 8/8. ``null`` keeps
     weights or activations FP.
     """
 
@@ -116,8 +118,13 @@ class _DistillerQAT(DistillerQuantizerMixin, Quantizer):
     def _prepare(self, model: nn.Module) -> nn.Module:
         n_w = n_a = 0
         relus = [n for n, m in model.named_modules() if type(m) is nn.ReLU and n]
-        for name in compute_layers(model):
-            b = self._bits(name, "bits_weights")
+        layers = compute_layers(model)
+        roles = {layers[-1]: self.config.last_layer, layers[0]: self.config.first_layer} if layers else {}
+        for name in layers:
+            policy = roles.get(name, "same")
+            if policy == "fp":
+                continue
+            b = 8 if policy == "int8" else self._bits(name, "bits_weights")
             self._check_weight_bits(b, name)
             if b is not None:
                 set_submodule(model, name, to_quant_layer(model.get_submodule(name),
@@ -193,7 +200,9 @@ class DistillerQAT(_DistillerQAT):
         model = super()._prepare(model)
         cfg = self.config
         in_bits = cfg.num_bits_inputs or cfg.bits_activations
-        if cfg.quantize_inputs and in_bits is not None:
+        if cfg.first_layer == "int8" and in_bits is not None:
+            in_bits = 8
+        if cfg.quantize_inputs and in_bits is not None and cfg.first_layer != "fp":
             model.inputs_quant = EMAActivation(in_bits, split_mode(cfg.mode)[0], cfg.ema_decay)
             model.register_forward_pre_hook(_quantize_model_input)
         return model

@@ -128,3 +128,12 @@ def test_bench_load_method_config(tmp_path):
     with pytest.warns(QuantzooWarning):
         cfg = load_method_config(p, "distiller-pact")
     assert cfg.bits_weights == 3 and "conv1" in cfg.overrides
+
+
+def test_layer_policy_first_last():
+    prepared = DistillerPACT(bits_weights=3, bits_activations=4, first_layer="int8", last_layer="fp").prepare(Net())
+    assert prepared.conv1.weight_quantizer.bits == 8 and type(prepared.fc) is nn.Linear
+    assert prepared.conv_b.weight_quantizer.bits == 3
+    p = DistillerPTQ(bits_parameters=4, bits_activations=4, first_layer="int8", last_layer="int8").prepare(Net())
+    assert p.conv1.weight_quantizer.bits == 8 and p.conv1.input_quantizer.bits == 8 and p.fc.weight_quantizer.bits == 8
+    assert p.conv_b.weight_quantizer.bits == 4

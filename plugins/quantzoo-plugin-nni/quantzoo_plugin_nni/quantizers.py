@@ -10,7 +10,7 @@ import torch
 from pydantic import field_validator
 from torch import nn
 
-from quantzoo import Capabilities, Quantizer, QuantizerConfig, UnsupportedError
+from quantzoo import Capabilities, LayerPolicyConfig, Quantizer, UnsupportedError
 from quantzoo.errors import ConfigError, QuantzooWarning
 from quantzoo.nn import set_submodule
 from quantzoo.nn.fold import _fuse
@@ -32,8 +32,13 @@ def default_config_list(w_bits: int = 8, a_bits: int | None = 8, weight_scheme: 
     return [{"op_types": list(LAYER_TYPES), "target_names": targets, "target_settings": settings}]
 
 
-class NNIConfig(QuantizerConfig):
-    """An NNI ``config_list`` (3.0, or 2.x translated with a warning) plus the quantizer's arguments."""
+class NNIConfig(LayerPolicyConfig):
+    """An NNI ``config_list`` (3.0, or 2.x translated with a warning) plus the quantizer's arguments.
+
+    ``first_layer``/``last_layer`` (quantzoo's layer policy, default "same" = NNI's behaviour) act after the
+    config_list on the first/last Linear/Conv it selected: "fp" drops them, "int8" sets every target of
+    them to 8 bits (``int8`` for the first layer, whose raw input may be negative; the last keeps int/uint).
+    """
 
     config_list: list[dict[str, Any]] = default_config_list()
 
@@ -101,6 +106,7 @@ class _NNIQuantizer(Quantizer):
                     fused_act[group[0]] = mod
                     set_submodule(model, other, nn.Identity())
         plan = resolve(model, cl)
+        self._apply_layer_policy(model, plan)
         if not plan:
             raise UnsupportedError(f"{self.name}: the config_list selects no module of this model")
         for name, targets in plan.items():
@@ -114,6 +120,22 @@ class _NNIQuantizer(Quantizer):
                 new = IOQuantWrapper(mod, q.get(INPUT), q.get(OUTPUT))
             set_submodule(model, name, new)
         return model
+
+    def _apply_layer_policy(self, model: nn.Module, plan: dict) -> None:
+        from quantzoo.nn import compute_layers
+
+        layers = [n for n in compute_layers(model) if n in plan]
+        if not layers:
+            return
+        for role, name in (("first", layers[0]), ("last", layers[-1])):
+            policy = getattr(self.config, f"{role}_layer")
+            if policy == "fp":
+                plan.pop(name, None)
+            elif policy == "int8" and name in plan:
+                for target, setting in plan[name].items():
+                    unsigned = setting["quant_dtype"].startswith("u") and role == "last"
+                    setting["quant_dtype"] = "uint8" if unsigned else "int8"
+                    setting["policy_int8"] = True
 
     def _convert(self, model: nn.Module) -> nn.Module:
         for mod in model.modules():
@@ -265,8 +287,10 @@ class NNILSQ(_NNIQuantizer):
     @classmethod
     def config_for_bits(cls, w_bits, a_bits):
         cls._check(w_bits, a_bits)
-        # NNI's default intN (narrow) codes; LSQ has no zero point, so the inputs are symmetric.
-        return cls.Config(config_list=default_config_list(w_bits, a_bits, act_scheme="symmetric"), init="v2")
+        # LSQ has no zero point; Esser et al. (§3) use unsigned codes for the post-ReLU inputs and keep the
+        # first and last layers at 8 bits, which also keeps the (signed) raw input of the first layer signed.
+        return cls.Config(config_list=default_config_list(w_bits, a_bits, act_scheme="symmetric", act_dtype="uint"),
+                          init="v2", first_layer="int8", last_layer="int8")
 
     def _target(self, name, target, setting, module):
         # LSQ+ learns an offset for affine targets only (Bhalgat et al. §3.1: symmetric weights, asymmetric
@@ -288,7 +312,8 @@ class NNILSQPlus(NNILSQ):
     @classmethod
     def config_for_bits(cls, w_bits, a_bits):
         cls._check(w_bits, a_bits)
-        return cls.Config(config_list=default_config_list(w_bits, a_bits, act_dtype="uint"), init="v2")
+        return cls.Config(config_list=default_config_list(w_bits, a_bits, act_dtype="uint"), init="v2",
+                          first_layer="int8", last_layer="int8")
 
 
 class NNIDoReFa(_NNIQuantizer):
@@ -362,6 +387,8 @@ class NNIBNN(_NNIQuantizer):
         return cls.Config(config_list=cl)
 
     def _target(self, name, target, setting, module):
+        if setting.get("policy_int8"):  # the layer policy's 8-bit first/last layer: NNI QAT at int8
+            return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "ema", 0.99)
         return BNNQuant(is_output=target == OUTPUT)
 
     @classmethod
