@@ -82,6 +82,8 @@ class _BrevitasBase(Quantizer):
     family = "uniform affine (scaled integer)"
     paper = _PAPER
     Config = BrevitasConfig
+    #: the converted model is exported to ONNX QCDQ and scored in onnxruntime (fake-quant accuracy is reported too)
+    default_backend = "onnxruntime"
 
     def _presets(self):
         cfg = self.config
@@ -138,7 +140,6 @@ class BrevitasPTQ(_BrevitasBase):
     aliases = ("brevitas",)
     description = "Brevitas-style PTQ: BN merge, layer swap, percentile calibration, bias correction."
     Config = BrevitasPTQConfig
-    default_backend = "fakequant"
     capabilities = Capabilities(ptq=True, qat=False, weight_bits=tuple(range(2, 9)),
                                 activation_bits=(*range(2, 9), 32), needs_calibration=True)
 
