@@ -333,6 +333,15 @@ def check_config_json_roundtrip_unregistered(quantizer: Quantizer) -> None:
     _check_json_roundtrip(quantizer, through_registry=False)
 
 
+def check_config_schema(quantizer: Quantizer) -> None:
+    """Config.model_json_schema() works and is JSON (``quantzoo info`` shows it)."""
+    try:
+        json.dumps(type(quantizer).Config.model_json_schema())
+    except Exception as exc:  # noqa: BLE001
+        raise AssertionError(f"{_who(quantizer)}: Config.model_json_schema() failed ({type(exc).__name__}: {exc}); "
+                             "use field types pydantic can describe (or give them a json_schema)") from exc
+
+
 def check_config_for_bits(quantizer: Quantizer) -> None:
     """config_for_bits returns a Config or raises UnsupportedError, and maps at least one harness setting."""
     cls, who = type(quantizer), _who(quantizer)
@@ -386,8 +395,7 @@ def check_weights_on_grid(quantizer: Quantizer) -> None:
 
 
 def check_layers_quantized(quantizer: Quantizer) -> None:
-    """Every layer of a type in capabilities.module_types holds a quantized weight after convert (except a
-    first/last layer that the config keeps float)."""
+    """Every layer of a capabilities.module_types type is quantized, bar a first/last layer kept float."""
     types = set(quantizer.capabilities.module_types)
     cfg = quantizer.config
     for label, build in _conformance_models(quantizer):
@@ -513,7 +521,7 @@ def check_state_dict_roundtrip_converted(quantizer: Quantizer) -> None:
 #: Every check in the order they run, for documentation; :func:`yield_checks` picks the applicable ones.
 ALL_CHECKS = (
     check_name, check_registered, check_capabilities, check_config_defaults, check_config_frozen,
-    check_config_forbids_extra, check_config_json_roundtrip, check_config_for_bits,
+    check_config_forbids_extra, check_config_json_roundtrip, check_config_schema, check_config_for_bits,
     check_prepare_convert_shapes, check_weights_on_grid, check_layers_quantized, check_forward_deterministic,
     check_gradients_flow,
     check_uncalibrated_convert_raises, check_convert_warns_untrained, check_outputs_finite,
@@ -536,7 +544,7 @@ def yield_checks(quantizer: Quantizer | type[Quantizer], *, allow_unregistered: 
         yield check_registered
     yield from (check_capabilities, check_config_defaults, check_config_frozen, check_config_forbids_extra)
     yield check_config_json_roundtrip_unregistered if allow_unregistered else check_config_json_roundtrip
-    yield from (check_config_for_bits, check_prepare_convert_shapes, check_weights_on_grid,
+    yield from (check_config_schema, check_config_for_bits, check_prepare_convert_shapes, check_weights_on_grid,
                 check_layers_quantized, check_forward_deterministic)
     if caps.qat:
         yield check_gradients_flow

@@ -216,3 +216,14 @@ def test_generated_plugin_installs_lists_and_passes_its_own_tests(tmp_path, caps
          str(root / "tests")], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     assert "passed" in tests.stdout and "failed" not in tests.stdout
+
+
+@pytest.mark.parametrize("kind, name", [(e.kind, e.name) for e in get_registry().entries()])
+def test_info_works_for_every_registered_component(kind, name):
+    """Registry-parametrized: `quantzoo info` describes every installed component as JSON."""
+    from quantzoo.cli.registry_cmds import describe_entry
+
+    info = describe_entry(get_registry().entry(kind, name))
+    json.dumps(info)
+    assert (info["name"], info["kind"]) == (name, kind) and info["provider"]
+    assert info["description"], f"{kind} {name!r} has no description; set the class attribute description"

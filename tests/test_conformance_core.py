@@ -95,6 +95,16 @@ class SkipsConvs(UniformQuantizer):
         return model
 
 
+class NoSchema(UniformQuantizer):
+    """A config field of a type pydantic cannot describe."""
+
+    name = "no-schema"
+
+    class Config(UniformConfig):
+        model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+        module: nn.Module | None = None
+
+
 class MutableConfig(UniformQuantizer):
     name = "mutable-config"
 
@@ -206,6 +216,7 @@ class NoBits(UniformQuantizer):
     (OffGrid, kit.check_weights_on_grid, "claims 2 bits"),
     (SkipsConvs, kit.check_layers_quantized, r"left 1 quantized weight\(s\) for the 3 layer\(s\) \['0', '3', '7'\]"),
     (MutableConfig, kit.check_config_frozen, "Config is mutable"),
+    (NoSchema, kit.check_config_schema, "model_json_schema"),
     (ExtraKeys, kit.check_config_forbids_extra, "accepted an unknown key"),
     (BadName, kit.check_name, "lowercase slug"),
     (GoodDouble, kit.check_registered, "not registered"),
