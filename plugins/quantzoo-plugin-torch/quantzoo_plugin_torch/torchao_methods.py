@@ -278,10 +278,22 @@ class TorchAOPT2EQuantizer(PluginQuantizer):
         with _quiet_loggers("torchao", "torch.utils._pytree"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             graph = convert_pt2e(model.observed)
+        _drop_unused_tensors(graph)
         out = PT2EQuantized(graph)
         if not out.weights:
             raise UnsupportedError("torchao-pt2e: convert_pt2e quantized no weight; the model would run in float")
         return out
+
+
+def _drop_unused_tensors(graph) -> None:
+    """convert_pt2e leaves the float weights registered beside the int8 copies the graph reads; drop every
+    parameter/buffer no ``get_attr`` node uses, so the state_dict (and the size) is the int8 model's."""
+    used = {n.target for n in graph.graph.nodes if n.op == "get_attr"}
+    names = [n for n, _ in graph.named_parameters()] + [n for n, _ in graph.named_buffers()]
+    for name in names:
+        if name not in used:
+            owner, _, attr = name.rpartition(".")
+            delattr(graph.get_submodule(owner) if owner else graph, attr)
 
 
 TORCHAO_QUANTIZERS = [TorchAOInt8DynamicQuantizer, TorchAOInt8WeightOnlyQuantizer, TorchAOPT2EQuantizer]
