@@ -590,10 +590,15 @@ def parametrize_with_checks(quantizers: Iterable[Quantizer | type[Quantizer]], *
     """
     import pytest
 
-    params = []
+    quantizers = list(quantizers)
     for q in quantizers:
         if not (isinstance(q, Quantizer) or (isinstance(q, type) and issubclass(q, Quantizer))):
             raise TypeError(f"parametrize_with_checks takes Quantizer classes or instances, got {q!r}")
+    ids = [_quantizer_id(q) for q in quantizers]
+    # The same method twice (e.g. two configs): number them, dorefa[0], dorefa[1].
+    ids = [f"{i}[{ids[:k].count(i)}]" if ids.count(i) > 1 else i for k, i in enumerate(ids)]
+    params = []
+    for q, qid in zip(quantizers, ids):
         for check in yield_checks(q, allow_unregistered=allow_unregistered):
-            params.append(pytest.param(q, _with_fresh_instance(check), id=f"{_quantizer_id(q)}-{check.__name__}"))
+            params.append(pytest.param(q, _with_fresh_instance(check), id=f"{qid}-{check.__name__}"))
     return pytest.mark.parametrize("quantizer, check", params)

@@ -63,6 +63,8 @@ def test_list_pattern_and_kind(core_only, capsys):
     assert rows and {r["kind"] for r in rows} == {"observer"}
     code, out, _ = run(capsys, "list", "no-such-*", "--json")
     assert code == 0 and json.loads(out) == []
+    code, out, err = run(capsys, "list", "no-such-*", "--kind", "backend")
+    assert code == 0 and out == "" and err == "No backend names match 'no-such-*'.\n"
 
 
 def test_list_text(core_only, capsys):

@@ -52,6 +52,9 @@ def test_parametrize_ids_name_method_and_check():
     ids = [p.id for p in mark.args[1]]
     assert "good-double-check_weights_on_grid" in ids
     assert "good-double-check_registered" not in ids  # unregistered doubles skip the registry lookup
+    twice = [p.id for p in parametrize_with_checks([GoodDouble, GoodDouble(learnable_scale=True)],
+                                                   allow_unregistered=True).args[1]]
+    assert "good-double[0]-check_name" in twice and "good-double[1]-check_name" in twice
     registered = [p.id for p in parametrize_with_checks([UniformQuantizer]).args[1]]
     assert "uniform-check_registered" in registered and "uniform-check_config_json_roundtrip" in registered
 

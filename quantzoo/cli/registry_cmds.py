@@ -56,6 +56,10 @@ def list_cmd(pattern, kind, as_json):
     if as_json:
         _echo_json(rows)
         return
+    if not rows:
+        what = f"{kind} names" if kind else "names"
+        click.echo(f"No {what} match {pattern!r}." if pattern else f"No {kind or 'component'} is registered.",
+                   err=True)
     for r in rows:
         click.echo(f"{r['kind']:<10} {r['name']:<28} {r['provider']:<14} {r['description']}")
 
