@@ -88,6 +88,19 @@ class _NNIQuantizer(Quantizer):
 
     family = "uniform affine"
 
+    @classmethod
+    def config_from_file(cls, data):
+        """Used by ``quantzoo.bench.load_method_config``: a bare NNI ``config_list`` (3.0 or 2.x), a mapping
+        with ``config_list`` plus other config fields, or quantzoo's serialised ``{method, config}`` form."""
+        if isinstance(data, list):
+            return cls.make_config({"config_list": data})
+        if isinstance(data, dict) and "method" in data and "config" in data:
+            return cls.make_config(data["config"] or {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.name}: a config file holds an NNI config_list (a list) or a mapping with "
+                              f"'config_list', not {type(data).__name__}")
+        return cls.make_config(data)
+
     def _target(self, name: str, target: str, setting: dict, module: nn.Module) -> nn.Module:
         raise NotImplementedError  # pragma: no cover
 

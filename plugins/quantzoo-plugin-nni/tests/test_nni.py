@@ -138,3 +138,21 @@ def test_layer_policy_and_lsq_harness_config():
     assert p[5].input_quantizer.spec.describe().startswith("uint8")
     p = NNIQAT(first_layer="fp").prepare(net())
     assert type(p[0]) is nn.Conv2d
+
+
+def test_config_files(tmp_path):
+    from quantzoo.bench import load_method_config
+
+    p = tmp_path / "v3.json"
+    p.write_text('[{"op_types": ["Linear"], "target_names": ["weight"], "quant_dtype": "int4"}]')
+    cfg = load_method_config(p, "nni-qat")
+    prepared = NNIQAT(cfg).prepare(net())
+    assert type(prepared[0]) is nn.Conv2d and prepared[3].weight_quantizer.bits == 4
+    p = tmp_path / "v2.yaml"
+    p.write_text("config_list:\n  - quant_types: [weight]\n    quant_bits: {weight: 4}\n    op_types: [Conv2d]\n"
+                 "quant_start_step: 10\n")
+    with pytest.warns(QuantzooWarning, match="2.x"):
+        cfg = load_method_config(p, "nni-qat")
+    assert cfg.quant_start_step == 10
+    plan = resolve(net(), cfg.config_list)
+    assert list(plan) == ["0"] and plan["0"]["weight"]["quant_dtype"] == "int4"
