@@ -148,11 +148,11 @@ def compute_qparams(
 
 def _rounded(x: torch.Tensor, scale: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """``round(x * (1/S))`` with the spec's rounding, in float32 (the integer part before ``+Z``)."""
-    y = x * (1.0 / scale)
+    y = x * (1.0 / scale)  # a fresh tensor: the in-place steps below save allocations, not values
     if spec.rounding == "stochastic":
         # Gupta et al. 2015 (arXiv:1502.02551) eq. 3: round down with probability 1-(y-floor y).
-        return torch.floor(y + torch.rand_like(y))
-    return torch.round(y)  # round half to even, as torch's nearbyint
+        return y.add_(torch.rand_like(y)).floor_()
+    return y.round_()  # round half to even, as torch's nearbyint
 
 
 def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
@@ -183,10 +183,10 @@ class _FakeQuantSTE(torch.autograd.Function):
     def forward(ctx, x, scale, zero_point, spec):
         s = expand_qparam(scale, x, spec)
         z = expand_qparam(zero_point, x, spec)
-        q = _rounded(x, s, spec) + z
+        q = _rounded(x, s, spec).add_(z)
         mask = (q >= spec.qmin) & (q <= spec.qmax)
         ctx.save_for_backward(mask)
-        return (torch.clamp(q, spec.qmin, spec.qmax) - z) * s
+        return q.clamp_(spec.qmin, spec.qmax).sub_(z).mul_(s)
 
     @staticmethod
     def backward(ctx, grad):
