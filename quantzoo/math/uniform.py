@@ -6,8 +6,10 @@ Conventions follow PyTorch (and Jacob et al. 2018, arXiv:1712.05877, eq. 1 ``r =
     x̂ = (q - Z) * S
 
 ``1/S`` is computed once in float32 and rounding is applied before adding ``Z``, exactly as in
-``torch.fake_quantize_per_tensor_affine``; the fused torch kernel is used whenever it applies, and the
-reference path below reproduces it bit for bit otherwise (per-group, stochastic rounding).
+``torch.fake_quantize_per_tensor_affine``. :func:`fake_quantize` calls the fused torch kernels wherever
+they apply (per-tensor and per-channel, round to nearest even, any width 2..16); the reference autograd
+path below serves the rest (per-group, stochastic rounding) and gives bit-for-bit the same values and
+gradients as the fused kernels where both apply (tests/test_math_uniform.py forces it to prove that).
 
 Shapes of ``scale``/``zero_point`` by granularity: per_tensor a scalar tensor; per_channel a vector of
 length ``x.shape[axis]``; per_group ``x.shape`` with ``axis`` replaced by the number of groups.
