@@ -219,10 +219,12 @@ def test_qat_trains_and_converts_to_int8():
     from quantzoo.training import TrainConfig, fit
 
     torch.manual_seed(0)
-    x, y = torch.rand(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
     q = TorchQATQuantizer(fused_fake_quant=False)
     prepared = q.prepare(SmallCNN((1, 8, 8), 10))
-    fit(q, prepared, [(x[:32], y[:32]), (x[32:], y[32:])], TrainConfig(epochs=1, lr=1e-3))
+    before = prepared.module.features[0].weight.detach().clone()
+    fit(q, prepared, [(x, y)], TrainConfig(epochs=1, lr=1e-2))
+    assert not torch.equal(prepared.module.features[0].weight, before)  # the float weights trained
     conv = q.convert(prepared)
     assert isinstance(conv.module.features[0], nnq.Conv2d)
     assert torch.isfinite(conv(x)).all()
