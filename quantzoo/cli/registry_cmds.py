@@ -92,7 +92,9 @@ def find_entry(reg: Registry, name: str, kind: str | None) -> Entry:
 def describe_entry(entry: Entry) -> dict:
     """What ``quantzoo info`` shows: common fields plus what applies to the entry's kind."""
     obj = entry.obj
-    doc = inspect.getdoc(obj) or ""
+    # Descriptors (ModelDef/DatasetDef instances) carry their text in `description`; their class docstring
+    # would describe the descriptor type, not the model.
+    doc = (inspect.getdoc(obj) or "") if inspect.isclass(obj) else ""
     info = {"name": entry.name, "kind": entry.kind, "provider": entry.provider, "aliases": list(entry.aliases),
             "description": entry.description, "details": doc if doc and doc != entry.description else "",
             "config_schema": None}
