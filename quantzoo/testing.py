@@ -46,6 +46,7 @@ from .quantizer import Quantizer, QuantizerConfig
 
 __all__ = [
     "ALL_CHECKS",
+    "HARNESS_SETTINGS",
     "check_quantizer",
     "find_quantized_weights",
     "parametrize_with_checks",
@@ -130,7 +131,7 @@ def _prepared(quantizer: Quantizer, build: Callable, seed: int = _SEED, *, train
     prepared = quantizer.prepare(model)
     if caps.needs_calibration or (caps.ptq and not caps.qat):
         quantizer.calibrate(prepared, _calibration_batches(x, seed))
-    if train if train is not None else caps.needs_training:
+    if caps.needs_training if train is None else train:
         _train_step(quantizer, prepared, x)
     prepared.eval()
     return prepared, x
