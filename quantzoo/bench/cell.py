@@ -126,7 +126,7 @@ def get_baseline(model: str, dataset: str, seed: int, budget: Budget | dict | No
         torch.manual_seed(seed)
         net = build_fp_model(model, dataset)
         t0 = time.perf_counter()
-        fit(None, net, splits.train_batches(budget.batch_size, seed), _train_config(budget))
+        fit(None, net, splits.train_batches(budget.batch_size, seed, samples=budget.samples), _train_config(budget))
         train_s = time.perf_counter() - t0
         acc = accuracy(net, splits.test_batches())
         cache.save(key, net.state_dict(), {"config": baseline_key(model, dataset, seed, budget, splits.input_shape,
@@ -139,7 +139,7 @@ def get_baseline(model: str, dataset: str, seed: int, budget: Budget | dict | No
 def _train_config(budget: Budget):
     from ..training import TrainConfig
 
-    return TrainConfig(**budget.model_dump(exclude={"batch_size"}))
+    return TrainConfig(**budget.model_dump(exclude={"batch_size", "samples"}))
 
 
 # -- measurements ------------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def accuracy(model: nn.Module, batches) -> float:
 
 
 @torch.no_grad()
-def latency_ms(model: nn.Module, x: torch.Tensor, *, budget_s: float = 0.4, max_runs: int = 200) -> float:
+def latency_ms(model: nn.Module, x: torch.Tensor, *, budget_s: float = 0.2, max_runs: int = 200) -> float:
     """Median wall time of one forward pass in milliseconds (3 warm-up runs, then up to ``budget_s``)."""
     model.eval()
     for _ in range(3):

@@ -92,6 +92,11 @@ def run_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_bi
 
 def execute_cell(cell: Cell | dict, cache_dir=None) -> dict:
     """The metrics of one cell (see the README's Protocol section for each key)."""
+    return quantize_cell(cell, cache_dir)[0]
+
+
+def quantize_cell(cell: Cell | dict, cache_dir=None):
+    """``(metrics, model)``: the metrics of one cell and the converted model (the FP model for the FP row)."""
     cell = Cell.from_dict(cell) if isinstance(cell, dict) else cell
     proto = Protocol.model_validate(cell.protocol)
     torch.set_num_threads(proto.threads)
@@ -118,7 +123,7 @@ def execute_cell(cell: Cell | dict, cache_dir=None) -> dict:
             for b in proto.latency_batches:
                 m[f"fp_latency_b{b}_ms"] = latency_ms(folded, splits.test_x[:b])
         m.update(wall_s=time.perf_counter() - t_start, peak_rss_mb=peak_rss_mb())
-        return m
+        return m, fp_model
 
     from ..api import get_quantizer
 
@@ -158,7 +163,7 @@ def execute_cell(cell: Cell | dict, cache_dir=None) -> dict:
     m["compression"] = fp_size / m["size_bytes"] if m.get("size_bytes") else None
     m["delta"] = m["accuracy"] - base.accuracy
     m.update(wall_s=time.perf_counter() - t_start, peak_rss_mb=peak_rss_mb())
-    return m
+    return m, converted
 
 
 def _train(quantizer, prepared, splits, proto: Protocol, seed: int):
@@ -167,17 +172,18 @@ def _train(quantizer, prepared, splits, proto: Protocol, seed: int):
     from ..training import TrainConfig, fit
 
     budget = proto.qat
-    cfg = TrainConfig(**budget.model_dump(exclude={"batch_size"}))
+    cfg = TrainConfig(**budget.model_dump(exclude={"batch_size", "samples"}))
     if len(proto.lr_grid) <= 1:
         if proto.lr_grid:
             cfg = cfg.model_copy(update={"lr": proto.lr_grid[0]})
-        fit(quantizer, prepared, splits.train_batches(budget.batch_size, seed), cfg)
+        fit(quantizer, prepared, splits.train_batches(budget.batch_size, seed, samples=budget.samples), cfg)
         return prepared, {"qat_lr": cfg.lr}
     trials = []
     for lr in proto.lr_grid:
         torch.manual_seed(seed)
         trial = copy.deepcopy(prepared)
-        fit(quantizer, trial, splits.train_batches(budget.batch_size, seed, holdout=proto.holdout),
+        fit(quantizer, trial, splits.train_batches(budget.batch_size, seed, holdout=proto.holdout,
+                                                    samples=budget.samples),
             cfg.model_copy(update={"lr": lr}))
         trials.append((accuracy(trial, splits.holdout_batches(proto.holdout)), lr, trial))
     best = max(trials, key=lambda t: (t[0], -t[1]))

@@ -26,6 +26,8 @@ class Budget(TrainConfig):
     """A training budget plus its batch size (the unit of the protocol's fairness rule 2)."""
 
     batch_size: int = Field(64, ge=1)
+    #: Train on a fixed subset of this many training samples (drawn by the seed); None = the whole split.
+    samples: int | None = Field(None, ge=1)
 
 
 #: FP baseline recipes per (model, data set); measured on this machine's CPU (1 thread):

@@ -14,6 +14,7 @@ from ..errors import DataError
 #: Seed offsets, so that the calibration subset, the hold-out split and the shuffling never share a stream.
 CALIBRATION_STREAM = 1_000_003
 HOLDOUT_STREAM = 2_000_003
+SUBSET_STREAM = 3_000_017
 
 
 class Batches:
@@ -79,9 +80,13 @@ class Splits:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
 
-    def train_batches(self, batch_size: int, seed: int, *, holdout: float = 0.0) -> Batches:
-        """Shuffled training batches (seeded); ``holdout > 0`` leaves out the :meth:`holdout_split` part."""
+    def train_batches(self, batch_size: int, seed: int, *, holdout: float = 0.0, samples: int | None = None) -> Batches:
+        """Shuffled training batches (seeded); ``holdout > 0`` leaves out the :meth:`holdout_batches` part;
+        ``samples`` keeps a fixed subset of that many samples (drawn by ``seed``, the same for every method)."""
         x, y = (self.train_x, self.train_y) if holdout <= 0 else self._holdout_parts(holdout)[0]
+        if samples is not None and samples < len(x):
+            idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(SUBSET_STREAM + int(seed)))[:samples]
+            x, y = x[idx], y[idx]
         return Batches(x, y, batch_size, shuffle=True, seed=seed)
 
     def test_batches(self, batch_size: int = 1000) -> Batches:

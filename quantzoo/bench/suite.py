@@ -1,0 +1,286 @@
+"""Suite files (TOML): which methods, models, bit settings and seeds a benchmark runs, under which protocol.
+
+A suite is validated completely (pydantic, then names against the registry) before any cell runs. Format::
+
+    name = "quick"
+    description = "..."
+    seeds = [0]
+
+    [protocol]                  # quantzoo.bench.Protocol: shared by every method
+    calibration_samples = 512
+    first_layer = "int8"        # fp | int8 | same | method
+    last_layer = "int8"
+    bn_fold = "method"          # method | before
+    [protocol.qat]              # the one QAT budget
+    epochs = 1
+    lr = 1e-4
+
+    [[targets]]                 # model/data set pairs; each gets an FP32 row per seed
+    model = "cnn"
+    dataset = "digits"
+    baseline = { epochs = 8 }   # optional: the FP recipe (default: quantzoo.bench.DEFAULT_BASELINES)
+    paper_fp = 99.41            # optional: published FP accuracy printed beside ours
+
+    [[entries]]                 # method rows
+    methods = ["*"]             # fnmatch patterns over installed quantizers
+    exclude = []
+    models = ["*"]              # patterns over "model" or "model/dataset" of the targets
+    bits = ["W8A8", "W4A4"]     # WnAm; A32 (or "Wn") = float activations; "default" = method defaults
+    modes = ["auto"]            # ptq | qat | auto (ptq where supported, else qat)
+    config = {}                 # overrides merged into config_for_bits(w, a)
+    protocol = {}               # paper suites only: per-entry budget (recorded in each row)
+    paper = { accuracy = 99.35, source = "TWN (Li & Liu 2016), Table 2" }
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigError, UnsupportedError
+from ..quantizer import format_validation_error
+from .cell import FLOAT_BITS, FP_METHOD, Cell
+from .configs import deep_merge
+from .protocol import Budget, Protocol
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+_BITS = re.compile(r"^W(\d+)(?:A(\d+))?$", re.IGNORECASE)
+
+
+def parse_bits(text: str) -> tuple[int | None, int | None]:
+    """``"W4A8"`` → (4, 8); ``"W2"``/``"W2A32"`` → (2, 32) (float activations); ``"default"`` → (None, None)."""
+    if str(text).lower() == "default":
+        return None, None
+    m = _BITS.match(str(text).strip())
+    if not m:
+        raise ValueError(f"bits {text!r} is not of the form W<n>A<m> (e.g. W8A8, W2A32, W1A1) or 'default'")
+    w, a = int(m.group(1)), int(m.group(2)) if m.group(2) else FLOAT_BITS
+    if not 1 <= w <= 32 or not 1 <= a <= 32:
+        raise ValueError(f"bits {text!r}: widths must lie in 1..32")
+    return w, a
+
+
+class Paper(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accuracy: float = Field(ge=0, le=100)
+    source: str = ""
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    dataset: str
+    baseline: Budget | None = None
+    paper_fp: float | None = Field(None, ge=0, le=100)
+    paper_source: str = ""
+    seeds: list[int] | None = Field(None, min_length=1)  # overrides the suite's seeds (e.g. fewer on MNIST)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.dataset}"
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    methods: list[str] = ["*"]
+    exclude: list[str] = []
+    models: list[str] = ["*"]
+    bits: list[str] = ["W8A8"]
+    modes: list[str] = ["auto"]
+    config: dict = {}
+    protocol: dict = {}
+    paper: Paper | None = None
+    seeds: list[int] | None = Field(None, min_length=1)  # overrides the target's/suite's seeds
+
+    @field_validator("methods", "exclude", "models", mode="before")
+    @classmethod
+    def _listify(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v):
+        for b in v:
+            parse_bits(b)
+        return v
+
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, v):
+        bad = [m for m in v if m not in ("ptq", "qat", "auto")]
+        if bad:
+            raise ValueError(f"modes {bad} are not ptq, qat or auto")
+        return v
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    seeds: list[int] = Field([0], min_length=1)
+    jobs: int = Field(1, ge=1)  # default parallel cells when the CLI does not say (--jobs)
+    protocol: Protocol = Protocol()
+    targets: list[Target] = Field(min_length=1)
+    entries: list[Entry] = []
+    source: str | None = None  # the file it came from (set by load_suite)
+
+
+def builtin_suites() -> dict[str, Path]:
+    """Suite names shipped with quantzoo (``quantzoo/bench/suites/*.toml``, also ``benchmarks/suites/``)."""
+    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.toml"))}
+
+
+def find_suite(name_or_path: str | os.PathLike) -> Path:
+    """A suite file by path, or by built-in name (``quick``, ``standard``, ``paper``)."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists() or os.sep in str(name_or_path):
+        if not p.is_file():
+            raise ConfigError(f"suite file {p} does not exist")
+        return p
+    suites = builtin_suites()
+    if str(name_or_path) in suites:
+        return suites[str(name_or_path)]
+    raise ConfigError(f"unknown suite {str(name_or_path)!r}; built-in suites: {', '.join(suites) or '(none)'}, "
+                      "or give the path of a .toml file")
+
+
+def load_suite(name_or_path: str | os.PathLike) -> Suite:
+    """Parse and validate a suite (schema, then model/data-set names against the registry)."""
+    path = find_suite(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"suite {path}: invalid TOML: {e}") from None
+    data.setdefault("name", path.stem)
+    try:
+        suite = Suite.model_validate({**data, "source": str(path)})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(f"suite {path}", e)) from None
+    check_suite(suite)
+    return suite
+
+
+def check_suite(suite: Suite) -> None:
+    """Names that must exist: every target's model and data set, and that the model fits the data set."""
+    from ..registry import get_registry
+
+    reg = get_registry()
+    for i, t in enumerate(suite.targets):
+        where = f"suite {suite.source or suite.name}: targets[{i}]"
+        try:
+            m, d = reg.get("model", t.model), reg.get("dataset", t.dataset)
+        except Exception as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if d.name not in m.datasets:
+            raise ConfigError(f"{where}: model {m.name!r} does not fit data set {d.name!r} (it fits "
+                              f"{', '.join(m.datasets)})")
+    for i, e in enumerate(suite.entries):
+        if e.protocol:
+            try:
+                Protocol.model_validate(deep_merge(suite.protocol.model_dump(mode="json"), e.protocol))
+            except ValidationError as err:
+                raise ConfigError(format_validation_error(f"suite {suite.source}: entries[{i}].protocol", err)) from None
+
+
+@dataclass
+class Plan:
+    """The cells of a suite (FP rows first), and what was left out and why."""
+
+    suite: Suite
+    cells: list[Cell] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)  # method patterns that matched no installed method
+
+
+def _matches(name: str, patterns) -> bool:
+    return any(fnmatchcase(name.lower(), p.lower()) for p in patterns)
+
+
+def _model_modules(model: str, dataset: str) -> set[str]:
+    from ..models import build_model
+
+    return {type(m).__name__ for m in build_model(model, dataset).modules()}
+
+
+def plan_suite(suite: Suite, *, methods: str | None = None, models: str | None = None,
+               data_root: str | None = None) -> Plan:
+    """Expand a suite into cells. ``methods``/``models``: extra comma-separated fnmatch filters (CLI).
+
+    A method gets a row for a bit setting when its ``capabilities`` allow the widths and its
+    ``config_for_bits`` returns a config; otherwise the (method, bits) pair is listed in ``skipped``. A config
+    override that the method rejects is an error (raised here, before anything runs).
+    """
+    from ..registry import get_registry
+    from .execute import make_cell
+
+    reg = get_registry()
+    mfilter = [p.strip() for p in methods.split(",")] if methods else None
+    tfilter = [p.strip() for p in models.split(",")] if models else None
+    targets = [t for t in suite.targets
+               if tfilter is None or _matches(t.model, tfilter) or _matches(t.name, tfilter)]
+    plan = Plan(suite)
+    seen: set[str] = set()
+
+    def add(cell: Cell) -> None:
+        if cell.key not in seen:
+            seen.add(cell.key)
+            plan.cells.append(cell)
+
+    for t in targets:
+        for seed in t.seeds or suite.seeds:
+            add(make_cell(FP_METHOD, t.model, t.dataset, seed=seed, protocol=suite.protocol, baseline=t.baseline,
+                          data_root=data_root,
+                          paper={"accuracy": t.paper_fp, "source": t.paper_source} if t.paper_fp else None))
+    modules = {t.name: _model_modules(t.model, t.dataset) for t in targets}
+    installed = reg.names("quantizer")
+    for i, entry in enumerate(suite.entries):
+        names = [n for n in installed if _matches(n, entry.methods) and not _matches(n, entry.exclude)
+                 and (mfilter is None or _matches(n, mfilter))]
+        if not names and mfilter is None:
+            plan.unmatched.append(f"entries[{i}].methods={entry.methods}")
+        proto = (Protocol.model_validate(deep_merge(suite.protocol.model_dump(mode="json"), entry.protocol))
+                 if entry.protocol else suite.protocol)
+        for name in names:
+            cls = reg.get("quantizer", name)
+            caps = cls.capabilities
+            for t in targets:
+                if not (_matches(t.model, entry.models) or _matches(t.name, entry.models)):
+                    continue
+                if not set(caps.module_types) & modules[t.name]:
+                    plan.skipped.append((f"{name} {t.name}", f"quantizes {', '.join(caps.module_types)}; "
+                                                             "the model has none"))
+                    continue
+                for bits in entry.bits:
+                    w, a = parse_bits(bits)
+                    if w is not None and (w not in caps.weight_bits or a not in (caps.activation_bits or (FLOAT_BITS,))):
+                        plan.skipped.append((f"{name} {bits} {t.name}", "outside the method's capabilities"))
+                        continue
+                    for mode in _modes(entry.modes, caps):
+                        for seed in entry.seeds or t.seeds or suite.seeds:
+                            try:
+                                cell = make_cell(name, t.model, t.dataset, w, a, seed, entry.config, mode=mode,
+                                                 protocol=proto, baseline=t.baseline, data_root=data_root,
+                                                 paper=entry.paper.model_dump() if entry.paper else None)
+                            except UnsupportedError as e:
+                                plan.skipped.append((f"{name}[{mode}] {bits} {t.name}", str(e)))
+                                break
+                            except ConfigError as e:
+                                raise ConfigError(f"suite {suite.source or suite.name}: entries[{i}] ({name}): "
+                                                  f"{e}") from None
+                            add(cell)
+    return plan
+
+
+def _modes(modes: list[str], caps) -> list[str]:
+    out = []
+    for m in modes:
+        m = ("ptq" if caps.ptq else "qat") if m == "auto" else m
+        if ((m == "ptq" and caps.ptq) or (m == "qat" and caps.qat)) and m not in out:
+            out.append(m)
+    return out

@@ -1,0 +1,80 @@
+"""Suite files: validation before anything runs, built-in suites load, planning follows capabilities."""
+
+import pytest
+
+from quantzoo.bench.suite import builtin_suites, find_suite, load_suite, parse_bits, plan_suite
+from quantzoo.errors import ConfigError
+
+from quantzoo.bench.testing import write_suite
+
+
+def test_parse_bits():
+    assert parse_bits("W8A8") == (8, 8)
+    assert parse_bits("w2") == (2, 32) and parse_bits("W2A32") == (2, 32)
+    assert parse_bits("default") == (None, None)
+    for bad in ("8/8", "W0A8", "W33A8", "eight", "WA"):
+        with pytest.raises(ValueError):
+            parse_bits(bad)
+
+
+@pytest.mark.parametrize("name", ["quick", "standard", "paper"])
+def test_builtin_suites_load_and_plan(name):
+    assert name in builtin_suites()
+    suite = load_suite(name)
+    plan = plan_suite(suite)
+    fp = [c for c in plan.cells if c.mode == "fp"]
+    assert len(fp) == sum(len(t.seeds or suite.seeds) for t in suite.targets)
+    assert plan.cells[: len(fp)] == fp  # FP rows first (they train the baselines)
+    assert len({c.key for c in plan.cells}) == len(plan.cells)
+
+
+def test_quick_suite_covers_every_installed_method_but_the_slow_export_one():
+    import quantzoo
+
+    plan = plan_suite(load_suite("quick"))
+    covered = {c.method for c in plan.cells}
+    installed = set(quantzoo.list_quantizers()) - {"torchao-pt2e"}
+    assert installed <= covered
+
+
+def test_planning_follows_capabilities(tmp_path):
+    suite = load_suite(write_suite(tmp_path, bits=("W8A8", "W1A1", "W2A32"), modes=("ptq", "qat")))
+    plan = plan_suite(suite)
+    labels = {(c.method, c.mode, c.bits_label) for c in plan.cells}
+    assert ("uniform", "ptq", "W8A8") in labels and ("uniform", "qat", "W2A32") in labels
+    assert not any(c.w_bits == 1 for c in plan.cells)  # uniform has no 1-bit setting
+    assert any("W1A1" in what for what, _ in plan.skipped)
+
+
+BAD = {
+    "toml syntax": ("name = \n", "invalid TOML"),
+    "unknown key": ('name = "x"\nbogus = 1\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n', "bogus"),
+    "no targets": ('name = "x"\n', "targets"),
+    "bad bits": ('name = "x"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n[[entries]]\nbits = ["8/8"]\n',
+                 "W<n>A<m>"),
+    "bad mode": ('name = "x"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n[[entries]]\nmodes = ["fast"]\n',
+                 "fast"),
+    "unknown model": ('name = "x"\n[[targets]]\nmodel = "resnet50"\ndataset = "digits"\n', "Unknown model"),
+    "misfit": ('name = "x"\n[[targets]]\nmodel = "lenet5"\ndataset = "digits"\n', "does not fit"),
+    "bad protocol": ('name = "x"\n[protocol]\ncalibration_samples = 0\n[[targets]]\nmodel = "mlp"\n'
+                     'dataset = "digits"\n', "calibration_samples"),
+    "bad budget": ('name = "x"\n[protocol.qat]\noptimizer = "rmsprop"\n[[targets]]\nmodel = "mlp"\n'
+                   'dataset = "digits"\n', "optimizer"),
+    "seeds type": ('name = "x"\nseeds = "zero"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n', "seeds"),
+    "bad config": ('name = "x"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n[[entries]]\nmethods = ["uniform"]\n'
+                   'config = { nope = 1 }\n', "nope"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_suite_files_are_rejected_with_the_field(tmp_path, case):
+    text, needle = BAD[case]
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        plan_suite(load_suite(p))
+
+
+def test_unknown_suite_name_lists_the_builtins():
+    with pytest.raises(ConfigError, match="quick"):
+        find_suite("quik")
