@@ -49,7 +49,10 @@ from .cell import FLOAT_BITS, FP_METHOD, Cell
 from .configs import deep_merge
 from .protocol import Budget, Protocol
 
+#: Built-in suites ship inside the package (symlinks to benchmarks/suites/ in the repository, copied into
+#: wheels); in a checkout, ``benchmarks/suites/*.toml`` is the place to edit and add suites.
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
+REPO_SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 _BITS = re.compile(r"^W(\d+)(?:A(\d+))?$", re.IGNORECASE)
 
 
@@ -132,8 +135,10 @@ class Suite(BaseModel):
 
 
 def builtin_suites() -> dict[str, Path]:
-    """Suite names shipped with quantzoo (``quantzoo/bench/suites/*.toml``, also ``benchmarks/suites/``)."""
-    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.toml"))}
+    """Suite names → files: ``benchmarks/suites/*.toml`` of a checkout, else those shipped in the package."""
+    found = {p.stem: p for p in sorted(SUITES_DIR.glob("*.toml")) if p.is_file()}
+    found.update({p.stem: p for p in sorted(REPO_SUITES_DIR.glob("*.toml"))})
+    return dict(sorted(found.items()))
 
 
 def find_suite(name_or_path: str | os.PathLike) -> Path:
