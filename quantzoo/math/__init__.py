@@ -1,7 +1,7 @@
 """The quantization math every method calls: one implementation, cited, tested against torch and by hand."""
 
 from .packing import PACKABLE_BITS, pack_bits, pack_signed, unpack_bits, unpack_signed
-from .ste import grad_scale, lsq_fake_quantize, lsq_grad_factor, round_ste
+from .ste import grad_scale, lsq_fake_quantize, lsq_grad_factor, round_ste, stochastic_round_ste
 from .uniform import (
     compute_qparams,
     dequantize,
@@ -43,6 +43,7 @@ __all__ = [
     "round_ste",
     "round_to_power_of_two",
     "sign",
+    "stochastic_round_ste",
     "ste",
     "ternary_codes",
     "unpack_bits",
