@@ -25,11 +25,6 @@ from .schedule import BITS_OVERRIDES_ERROR, check_overrides, match_override
 QAT_OVERRIDE_KEYS = {"bits_activations", "bits_weights", "bits_bias"}
 
 
-def _quantize_model_input(module: nn.Module, args):
-    """Forward pre-hook of range-linear QAT's ``quantize_inputs`` (module-level so deepcopy keeps it valid)."""
-    return (module.inputs_quant(args[0]), *args[1:])
-
-
 class DistillerQATConfig(LayerPolicyConfig):
     """Arguments shared by Distiller's QAT quantizers, plus the policy's epochs from the schedule.
 
@@ -170,7 +165,7 @@ class _DistillerQAT(DistillerQuantizerMixin, Quantizer):
 class DistillerQAT(_DistillerQAT):
     """Range-linear QAT (Distiller ``QuantAwareTrainRangeLinearQuantizer``; Jacob et al. 2018,
     arXiv:1712.05877 §3): weights from their current range every step, activations after every ReLU (and the
-    model input with ``quantize_inputs``) from an EMA (decay 0.999) with bias correction. The STE is the
+    first layer's input with ``quantize_inputs``) from an EMA (decay 0.999) with bias correction. The STE is the
     identity and, as in Distiller, nothing clamps the integer code (see :class:`.modules.RangeLinearQATWeight`
     for the SYMMETRIC-mode extra code this causes).
     """
@@ -202,9 +197,13 @@ class DistillerQAT(_DistillerQAT):
         in_bits = cfg.num_bits_inputs or cfg.bits_activations
         if cfg.first_layer == "int8" and in_bits is not None:
             in_bits = 8
-        if cfg.quantize_inputs and in_bits is not None and cfg.first_layer != "fp":
-            model.inputs_quant = EMAActivation(in_bits, split_mode(cfg.mode)[0], cfg.ema_decay)
-            model.register_forward_pre_hook(_quantize_model_input)
+        layers = compute_layers(model, tuple(type(m) for m in model.modules() if isinstance(m, QuantLayerMixin)))
+        if cfg.quantize_inputs and in_bits is not None and layers:
+            # Distiller quantizes the model's input in a forward pre-hook; quantzoo puts that quantizer on the
+            # first compute layer's input (the same tensor when nothing but reshapes precede it), so that it
+            # is part of the layer and never becomes an extra child of an nn.Sequential.
+            first = model.get_submodule(layers[0])
+            first.input_quantizer = EMAActivation(in_bits, split_mode(cfg.mode)[0], cfg.ema_decay)
         return model
 
 

@@ -174,5 +174,50 @@ def test_qat_methods_on_toy_model():
     # range-linear QAT: ReLU wrapped, model input quantized
     q = DistillerQAT(bits_weights=4, bits_activations=4)
     prepared = q.prepare(_toy())
-    assert type(prepared[1]).__name__ == "FakeQuantizationWrapper" and hasattr(prepared, "inputs_quant")
+    assert type(prepared[1]).__name__ == "FakeQuantizationWrapper"
+    assert isinstance(prepared[0].input_quantizer, EMAActivation) and len(prepared) == 2
     prepared(x)
+
+
+X = torch.tensor([[1.0, 0.25]])
+W = torch.tensor([[0.5, -1.0], [0.25, 2.0]])
+
+
+@pytest.mark.filterwarnings("ignore::quantzoo.QuantzooWarning")
+@pytest.mark.parametrize("cls, kw", [(DistillerDorefa, {}), (DistillerPACT, {"act_clip_init_val": 1.0})])
+def test_toy_model_dorefa_pact_forward(cls, kw):
+    # 2-bit DoReFa weights of W (see test_dorefa_pact_wrpn_worked_numbers): codes [[2,0],[2,3]] ->
+    # w_q = [[1/3, -1], [1/3, 1]]. y = x w_q^T = [1/3 - 1/4, 1/3 + 1/4] = [1/12, 7/12]; the ReLU becomes
+    # clamp(0, 1) (PACT: min(relu, alpha=1)) and round(3y)/3 = [round(.25), round(1.75)]/3 = [0, 2/3].
+    q = cls(bits_weights=2, bits_activations=2, **kw)
+    prepared = q.prepare(_toy())
+    assert torch.allclose(prepared[0].quantized_weight(), torch.tensor([[1 / 3, -1.0], [1 / 3, 1.0]]))
+    assert torch.allclose(prepared(X), torch.tensor([[0.0, 2 / 3]]))
+    assert torch.allclose(q.convert(prepared)(X), torch.tensor([[0.0, 2 / 3]]))
+
+
+@pytest.mark.filterwarnings("ignore::quantzoo.QuantzooWarning")
+def test_toy_model_wrpn_and_range_linear_qat_forward():
+    # WRPN corrected 2 bits (n = 1): round(clamp(W)) = [[round(.5)=0, -1], [round(.25)=0, 1]];
+    # y = [-1/4, 1/4] -> clamp(0,1), round(3y)/3 = [0, round(.75)/3] = [0, 1/3].
+    q = DistillerWRPN(bits_weights=2, bits_activations=2, levels="paper")
+    p = q.prepare(_toy())
+    assert p[0].quantized_weight().tolist() == [[0.0, -1.0], [0.0, 1.0]]
+    assert torch.allclose(p(X), torch.tensor([[0.0, 1 / 3]]))
+    # Range-linear QAT, harness setting W4A4 (SYMMETRIC_RESTRICTED weights, ASYMMETRIC_UNSIGNED activations):
+    # weights (w01 = -0.9 here, away from a rounding tie): s = 7/max|W| = 3.5;
+    # W*3.5 = [[1.75, -3.15], [.875, 7]] -> [[2, -3], [1, 7]] / 3.5.
+    # model input (first EMA batch = its own range [.25, 1] widened to [0, 1]): s = 15 -> [15, 3.75] ->
+    # [15, 4]/15. Then y = x_q w_q^T, ReLU, and the ReLU's EMA range [0, max y]: s = 15/max y.
+    q = DistillerQAT(DistillerQAT.config_for_bits(4, 4))
+    toy = _toy()
+    with torch.no_grad():
+        toy[0].weight[0, 1] = -0.9
+    p = q.prepare(toy).train()
+    wq = torch.tensor([[2.0, -3.0], [1.0, 7.0]]) / 3.5
+    assert torch.allclose(p[0].quantized_weight(), wq)
+    xq = torch.tensor([[15.0, 4.0]]) / 15
+    y = torch.relu(xq @ wq.T)
+    s = 15 / y.max()
+    # (tolerance: float32 bias correction 0.001/(1-0.999) is 1 + 1.3e-5, not exactly 1)
+    assert torch.allclose(p(X), torch.round(y * s) / s, atol=1e-4)
