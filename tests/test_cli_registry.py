@@ -196,15 +196,14 @@ def test_new_plugin_writes_the_template(capsys, tmp_path):
     assert_one_line_error(code, err, "already exists")
 
 
-def test_generated_plugin_installs_lists_and_passes_its_own_tests(tmp_path, capsys):
+def test_generated_plugin_installs_lists_and_passes_its_own_tests(tmp_path, capsys, install_plugin_projects):
     """The template is tested by itself: render it, pip-install it into a temporary site directory, find it
     with `quantzoo list`, and run the generated test (conformance kit + a hand-worked value)."""
     code, _, _ = run(capsys, "new-plugin", "tmpl-check", "--dir", str(tmp_path))
     assert code == 0
     root = tmp_path / "quantzoo-plugin-tmpl-check"
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(site), str(root)], check=True, capture_output=True)
+    install_plugin_projects(site, [(root, "quantzoo-plugin-tmpl-check", "quantzoo_plugin_tmpl_check", "tmpl-check")])
     env = {**os.environ, "PYTHONPATH": str(site), "QUANTZOO_PLUGINS": "tmpl-check"}
     env.pop("QUANTZOO_BLOCK_PLUGINS", None)
     listed = subprocess.run(

@@ -187,3 +187,20 @@ def test_env_naming_a_missing_plugin_is_reported(on_path, monkeypatch):
     assert missing.status == "broken" and "no installed plugin has that entry point" in missing.error
     assert "qzt-good" in missing.error  # the installed names are listed
     assert _plugin(reg, "qzt-good").status == "ok"
+
+
+def test_hand_written_dist_info_is_discovered_too(tmp_path, build_plugins, monkeypatch, fresh_registry):
+    """Without setuptools (a Python 3.12 venv) the fixture writes the dist-info itself; it must work alike."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "setuptools" else real(name, *a))
+    site = build_plugins(tmp_path, {"qzt-hand": GOOD.replace('"qzt-good"', '"qzt-hand"')})
+    assert not list(site.glob("*.dist-info/RECORD"))  # really the hand-written path
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        reg = build_registry(only=["qzt-hand"])
+        assert reg.entry("quantizer", "qzt-hand").provider == "qzt-hand"
+        assert _plugin(reg, "qzt-hand").distribution == "quantzoo-plugin-qzt-hand"
+    finally:
+        sys.modules.pop("quantzoo_plugin_qzt_hand", None)
