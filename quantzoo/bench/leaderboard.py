@@ -105,7 +105,7 @@ def table(records: list[dict]) -> tuple[list[str], list[list]]:
     # rank: mean over targets of the row's accuracy rank among rows that have that target (1 = best)
     ranks: dict[tuple, list[int]] = defaultdict(list)
     for t in targets:
-        scored = sorted((k for k in rowkeys if t in cells[k] and cells[k][t]["accuracy"] is not None),
+        scored = sorted((k for k in rowkeys if k[1] != "fp" and t in cells[k] and cells[k][t]["accuracy"] is not None),
                         key=lambda k: -cells[k][t]["accuracy"])
         for i, k in enumerate(scored):
             ranks[k].append(i + 1)
