@@ -80,9 +80,6 @@ def make_plugin_manager(
     pm.add_hookspecs(hookspecs)
     pm.register(builtins, name="quantzoo")
     infos = [PluginInfo("quantzoo", "quantzoo", _version("quantzoo"), _hooks(pm, builtins))]
-    if os.environ.get("QUANTZOO_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
-        pm.enable_tracing()
     if not load_entrypoints:
         return pm, infos
     only = list(only) if only is not None else _csv_env("QUANTZOO_PLUGINS")
@@ -150,8 +147,13 @@ class Registry:
         self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
         self._aliases: dict[str, dict[str, str]] = {k: {} for k in KINDS}
         infos = {p.name: p for p in plugins}
+        # The hooks are called one implementation at a time (so one failure is attributed to its plugin),
+        # which bypasses pluggy's own tracing: QUANTZOO_TRACE_PLUGINS is honoured here.
+        self._trace = bool(os.environ.get("QUANTZOO_TRACE_PLUGINS"))
         for hook_name, kind in hookspecs.HOOK_KINDS.items():
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                if self._trace:
+                    sys.stderr.write(f"quantzoo trace: {hook_name}() in plugin {impl.plugin_name!r}\n")
                 register = lambda obj, _k=kind, _p=impl.plugin_name: self._register(_k, obj, _p)  # noqa: E731
                 # Pass only the arguments the implementation declares (as pluggy does), so that new hook
                 # arguments never break existing plugins.
@@ -182,6 +184,8 @@ class Registry:
                     f"plugin {provider!r} ({name}); uninstall one or block it with QUANTZOO_BLOCK_PLUGINS"
                 )
         self._entries[kind][name] = Entry(kind, name, obj, provider, aliases)
+        if self._trace:
+            sys.stderr.write(f"quantzoo trace:   registered {kind} {name!r}\n")
         for a in aliases:
             self._aliases[kind][a] = name
 

@@ -253,3 +253,12 @@ def test_hook_implementations_may_omit_arguments():
 
     make_registry(noargs=NoArgs)
     assert calls == [True]
+
+
+def test_trace_plugins_prints_every_hook_call(monkeypatch, capsys):
+    monkeypatch.setenv("QUANTZOO_TRACE_PLUGINS", "1")
+    make_registry(t=plugin(register_quantizers=[quantizer("traced")]))
+    err = capsys.readouterr().err
+    assert "quantzoo trace: register_quantizers() in plugin 't'" in err
+    assert "quantzoo trace:   registered quantizer 'traced'" in err
+    assert "register_observers() in plugin 'quantzoo'" in err
