@@ -100,6 +100,26 @@ def test_learnable_lsq_mode_trains_the_scale():
     assert fq.observer.max_val.item() == x.max().item()
 
 
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_learnable_gradient_scale_counts_features_per_sample_for_activations(per_sample):
+    # Esser et al. 2020 §2.2: g = 1/sqrt(N_W·Q_P) for weights, 1/sqrt(N_F·Q_P) for activations, N_F the
+    # features of one sample. A (16, 10) activation at 4 bits (Q_P = 7): g = 1/sqrt(10·7), not 1/sqrt(160·7).
+    import math
+
+    from quantzoo.math import lsq_fake_quantize
+
+    spec = QuantSpec(bits=4)
+    fq = FakeQuant(spec, MinMaxObserver(spec), learnable=True, per_sample=per_sample)
+    x = torch.randn(16, 10)
+    fq(x)
+    fq.learned_scale.grad = None
+    fq(x).sum().backward()
+    s = fq.learned_scale.detach().clone().requires_grad_(True)
+    lsq_fake_quantize(x, s.abs() + torch.finfo(torch.float32).eps, spec, grad_factor=1.0).sum().backward()
+    n = 10 if per_sample else 160
+    torch.testing.assert_close(fq.learned_scale.grad, s.grad / math.sqrt(n * 7))
+
+
 def test_learnable_per_channel_state_dict_round_trip():
     spec = QuantSpec(bits=4, granularity="per_channel", axis=0)
     fq = FakeQuant(spec, MinMaxObserver(spec), learnable=True)
@@ -292,3 +312,4 @@ def test_uniform_int8_policy_builds_8bit_first_and_last_layers():
     assert prepared[2].weight_quantizer.bits == 4
     assert type(prepared[6]) is nn.Linear
     assert isinstance(prepared[2].input_quantizer.observer, MovingAverageMinMaxObserver)
+    assert prepared[2].input_quantizer.per_sample and not prepared[2].weight_quantizer.per_sample

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, NotCalibratedError
-from ..math import fake_quantize, lsq_fake_quantize
+from ..math import fake_quantize, lsq_fake_quantize, lsq_grad_factor
 from ..observers import Observer
 from ..spec import QuantSpec
 
@@ -31,6 +31,7 @@ class FakeQuant(nn.Module):
         quantizing: bool = True,
         learnable: bool = False,
         learn_zero_point: bool = False,
+        per_sample: bool = False,
     ):
         super().__init__()
         if spec.dtype != "int":
@@ -46,6 +47,9 @@ class FakeQuant(nn.Module):
         self.quantizing = quantizing
         self.learnable = learnable
         self.learn_zero_point = learn_zero_point
+        #: The tensor has a leading batch dimension (an activation): LSQ's gradient scale then counts the
+        #: features of one sample, N_F, not N_F·batch (Esser et al. 2020 §2.2: g = 1/sqrt(N_F·Q_P)).
+        self.per_sample = per_sample
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
         self.register_buffer("initialized", torch.tensor(False))
@@ -80,7 +84,9 @@ class FakeQuant(nn.Module):
             if zp is None and self.spec.symmetric is False:
                 zp = self.zero_point.float()
             scale = self.learned_scale.abs() + torch.finfo(torch.float32).eps
-            return lsq_fake_quantize(x, scale, spec, zero_point=zp)
+            n = x[0].numel() if (self.per_sample and x.dim() > 1) else x.numel()
+            g = lsq_grad_factor(n // max(scale.numel(), 1), self.spec.qmax)
+            return lsq_fake_quantize(x, scale, spec, zero_point=zp, grad_factor=g)
         return fake_quantize(x, self.scale, self.zero_point, spec)
 
     @torch.no_grad()

@@ -56,8 +56,9 @@ class UniformQuantizer(Quantizer):
         act = None if a_bits is None else QuantSpec(bits=a_bits, signed=False, symmetric=False)
         return cls.Config(weight=QuantSpec(bits=w_bits, granularity="per_channel"), activation=act)
 
-    def _fake_quant(self, spec: QuantSpec, observer: str) -> FakeQuant:
-        return FakeQuant(spec, make_observer(observer, spec), learnable=self.config.learnable_scale)
+    def _fake_quant(self, spec: QuantSpec, observer: str, per_sample: bool = False) -> FakeQuant:
+        return FakeQuant(spec, make_observer(observer, spec), learnable=self.config.learnable_scale,
+                         per_sample=per_sample)
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.config
@@ -66,11 +67,10 @@ class UniformQuantizer(Quantizer):
 
         def make(name, mod, role):
             w_spec, a_spec = (int8_w, int8_a) if role in ("first", "last") else (cfg.weight, cfg.activation)
-            return to_quant_layer(
-                mod,
-                weight_quantizer=self._fake_quant(w_spec, cfg.weight_observer),
-                input_quantizer=self._fake_quant(a_spec, cfg.activation_observer) if a_spec else None,
-            )
+            # Layer inputs carry a batch dimension: LSQ's N counts one sample's features.
+            act = self._fake_quant(a_spec, cfg.activation_observer, per_sample=True) if a_spec else None
+            return to_quant_layer(mod, weight_quantizer=self._fake_quant(w_spec, cfg.weight_observer),
+                                  input_quantizer=act)
 
         replace_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer)
         return model
