@@ -243,10 +243,12 @@ class NNIPTQ(_NNIQuantizer):
         return prepared
 
     def calibrate(self, model, batches):
-        acts = [m for m in model.modules() if isinstance(m, TrackedQuant) and m.observing]
+        # activation targets still waiting for data (weight/bias ranges were set at prepare)
+        acts = [m for m in model.modules() if isinstance(m, TrackedQuant) and m.tracking == "running"
+                and not m.quantizing]
         batches = list(batches)
         for a in acts:
-            a.quantizing = False
+            a.observing, a.quantizing = True, False
         super().calibrate(model, batches)
         for a in acts:
             a.observing, a.quantizing = False, True

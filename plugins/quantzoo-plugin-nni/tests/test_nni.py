@@ -156,3 +156,51 @@ def test_config_files(tmp_path):
     assert cfg.quant_start_step == 10
     plan = resolve(net(), cfg.config_list)
     assert list(plan) == ["0"] and plan["0"]["weight"]["quant_dtype"] == "int4"
+
+
+X = torch.tensor([[1.0, 0.3]])
+
+
+def toy():
+    """Linear(2→2, no bias) with W = [[0.5, -0.9], [0.25, 2.0]], then a ReLU."""
+    lin = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.5, -0.9], [0.25, 2.0]]))
+    return nn.Sequential(lin, nn.ReLU())
+
+
+def test_toy_qat_and_ptq_forward():
+    # weight int4 symmetric (narrow [-7, 7]): s = 2/7; W/s = [[1.75, -3.15], [.875, 7]] -> [[2, -3], [1, 7]]*2/7
+    # input int4 affine on x = [1, .3]: min' = 0, max 1, s = 1/14, zp = -7 - round(0) = -7;
+    # q = round(x*14) - 7 = [7, round(4.2) - 7 = -3] -> x̂ = (q + 7)/14 = [1, 4/14]
+    cl = [{"op_types": ["Linear"], "target_names": ["weight", "_input_"], "quant_dtype": "int4",
+           "target_settings": {"_input_": {"quant_scheme": "affine"}}}]
+    wq = torch.tensor([[2.0, -3.0], [1.0, 7.0]]) * 2 / 7
+    xq = torch.tensor([[1.0, 4 / 14]])
+    for q in (NNIQAT(config_list=cl), NNIPTQ(config_list=cl)):
+        p = q.prepare(toy())
+        if isinstance(q, NNIPTQ):
+            q.calibrate(p, [X])
+        else:
+            p.train()
+        assert torch.allclose(p[0].quantized_weight(), wq)
+        assert torch.allclose(p(X), torch.relu(xq @ wq.T))
+
+
+def test_toy_lsq_bnn_dorefa_forward():
+    # LSQ (v3, s = 0.01) int4: every |w|/0.01 > 7 -> w_q = ±0.07; x/0.01 clamps to 7 -> x̂ = [.07, .07];
+    # y = x̂ w_q^T = [.07*.07 - .07*.07, .07*.07 + .07*.07] = [0, .0098]
+    cl = [{"op_types": ["Linear"], "target_names": ["weight", "_input_"], "quant_dtype": "int4"}]
+    p = NNILSQ(config_list=cl).prepare(toy())
+    assert torch.allclose(p[0].quantized_weight(), torch.tensor([[0.07, -0.07], [0.07, 0.07]]), atol=1e-6)
+    assert torch.allclose(p(X), torch.tensor([[0.0, 0.0098]]), atol=1e-6)
+    # BNN: sign(W) = [[1, -1], [1, 1]]; y = [0.7, 1.3]; ReLU output binarized -> [1, 1]
+    p = NNIBNN().prepare(toy())
+    assert p[0].quantized_weight().tolist() == [[1.0, -1.0], [1.0, 1.0]]
+    assert p(X).tolist() == [[1.0, 1.0]]
+    # DoReFa W uint2 affine over [0,1] (s = 1/3, zp = 0): tanh(W) = [[.462, -.716], [.245, .964]],
+    # u = t/(2*.964) + .5 = [[.740, .129], [.627, 1]] -> round(3u) = [[2, 0], [2, 3]] -> 2c/3 - 1;
+    # ReLU output uint2 clamp(0,1): y = [1/3 - .3, 1/3 + .3] -> 3y = [.1, 1.9] -> round(3y)/3 = [0, 2/3]
+    p = NNIDoReFa(NNIDoReFa.config_for_bits(2, 2)).prepare(toy())
+    assert torch.allclose(p[0].quantized_weight(), torch.tensor([[1 / 3, -1.0], [1 / 3, 1.0]]))
+    assert torch.allclose(p(X), torch.tensor([[0.0, 2 / 3]]))
