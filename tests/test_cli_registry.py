@@ -142,7 +142,7 @@ def test_info_name_in_two_kinds_asks_for_kind():
     reg = Registry(pm, [*infos, PluginInfo("same-name")])
     import click
 
-    with pytest.raises(click.UsageError, match="'minmax' is a quantizer and a observer: pass --kind"):
+    with pytest.raises(click.UsageError, match="'minmax' is a quantizer and an observer: pass --kind"):
         find_entry(reg, "minmax", None)
     assert find_entry(reg, "minmax", "observer").obj is MinMaxObserver
     assert find_entry(reg, "minmax", "quantizer").provider == "same-name"

@@ -78,7 +78,7 @@ def find_entry(reg: Registry, name: str, kind: str | None) -> Entry:
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
-        kinds = " and ".join(f"a {e.kind}" for e in hits)
+        kinds = " and ".join(f"{'an' if e.kind[0] in 'aeiou' else 'a'} {e.kind}" for e in hits)
         raise click.UsageError(f"{name!r} is {kinds}: pass --kind {hits[0].kind} (or another kind) to choose")
     # Unknown everywhere: report it in the kind whose names are closest (quantizer when none is close).
     def closeness(k: str) -> float:
