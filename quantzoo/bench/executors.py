@@ -44,6 +44,16 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _context():
+    """``fork`` where available and safe (this process runs torch single-threaded, so no OpenMP pool is
+    live): workers inherit the loaded registry and data instead of re-importing every plugin; else ``spawn``."""
+    import torch
+
+    if "fork" in multiprocessing.get_all_start_methods() and torch.get_num_threads() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
 class SequentialExecutor:
     """Runs each cell in this process as it is submitted."""
 
@@ -77,8 +87,7 @@ class PoolExecutor:
         self._pool = self._new()
 
     def _new(self):
-        return cf.ProcessPoolExecutor(max_workers=self.capacity, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_init_worker)
+        return cf.ProcessPoolExecutor(max_workers=self.capacity, mp_context=_context(), initializer=_init_worker)
 
     def submit(self, cell: Cell):
         try:

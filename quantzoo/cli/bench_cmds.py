@@ -53,6 +53,9 @@ def bench_cmd(suite_name, db_path, methods, models, executor, address, jobs, for
     from ..bench.runner import run_plan
     from ..bench.suite import load_suite, plan_suite
 
+    import torch
+
+    torch.set_num_threads(1)  # the protocol's thread count (cells set it again); also makes fork-based pools safe
     suite = load_suite(suite_name)  # validated before anything runs
     plan = plan_suite(suite, methods=methods, models=models, data_root=_data_root(data_dir))
     if methods and not any(c.mode != "fp" for c in plan.cells):
