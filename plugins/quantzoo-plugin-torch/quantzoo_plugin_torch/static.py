@@ -133,10 +133,13 @@ class TorchFXQuantizer(PluginQuantizer):
     def _backend_config(self):
         from torch.ao.quantization import backend_config as bc
 
-        # x86/fbgemm: the native config, prepare_fx's documented default (it covers the fbgemm and x86
-        # kernels); onednn and qnnpack: their own configs (which patterns/dtypes those kernels accept).
-        getter = {"onednn": "get_onednn_backend_config", "qnnpack": "get_qnnpack_backend_config"}
-        return getattr(bc, getter.get(self.config.engine, "get_native_backend_config"))()
+        # The native config (prepare_fx's documented default) for x86/fbgemm/onednn; qnnpack's own config
+        # (the dtypes its kernels accept). Not get_onednn_backend_config: its conv+add fusion emits
+        # quantized::conv2d_add, whose kernel is registered for the x86 engine only ("Didn't find engine
+        # for operation quantized::conv2d_add.X86" under onednn, torch 2.13).
+        if self.config.engine == "qnnpack":
+            return bc.get_qnnpack_backend_config()
+        return bc.get_native_backend_config()
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx

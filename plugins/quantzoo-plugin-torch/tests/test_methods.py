@@ -85,6 +85,16 @@ def test_fx_converts_resnet_tiny_to_int8():
 
 
 @pytest.mark.parametrize("engine", ["x86", "fbgemm", "onednn", "qnnpack"])
+def test_fx_every_engine_on_resnet(engine):
+    torch.manual_seed(0)
+    model = ResNetTiny((1, 8, 8), 10).eval()
+    x = torch.rand(16, 1, 8, 8)
+    conv = _run(TorchFXQuantizer(engine=engine), model, x)
+    lowered = quantzoo.get_backend(f"torch-{'x86' if engine == 'fbgemm' else engine}").lower(conv)
+    assert (lowered(x) - model(x)).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("engine", ["x86", "fbgemm", "onednn", "qnnpack"])
 @pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
 def test_static_every_engine_and_granularity(engine, granularity):
     torch.manual_seed(0)
