@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -112,8 +111,6 @@ def quantize_model(
     """
     kinds = input_kinds(model) if act_quant is not None else None
     traced = kinds is not None
-
-
     int8_w = int8_weight_quant or get_preset("Int8WeightPerChannelFloat")
 
     def make(name: str, mod: nn.Module, role: str) -> nn.Module:
@@ -187,7 +184,7 @@ def bias_correction_mode(model: nn.Module):
                 m.bias.add_(corr.to(m.bias.dtype))
 
 
-def run_batches(model: nn.Module, batches, fn: Callable | None = None) -> int:
+def run_batches(model: nn.Module, batches) -> int:
     """Run ``batches`` (tensors or (x, y) pairs) through ``model`` without gradients; returns the count."""
     n = 0
     with torch.no_grad():

@@ -163,6 +163,7 @@ class ActQuant(TensorQuant):
         self.collect_steps = int(settings.get("collect_stats_steps", 300))
         self.momentum = settings.get("scaling_stats_momentum", 0.1)
         self.calibrating = False
+        self.frozen = False  # set at convert: no more statistics, even in training mode
         self.register_buffer("counter", torch.zeros((), dtype=torch.int64))
         self.register_buffer("running", torch.ones(()))
         self.value = nn.Parameter(torch.ones(()))
@@ -200,7 +201,7 @@ class ActQuant(TensorQuant):
         self.calibrating = False
         if self.learn and 0 < int(self.counter) <= self.collect_steps:
             self.finalize()
-        self.learn_frozen = True
+        self.frozen = True
         return self
 
     @property
@@ -225,12 +226,11 @@ class ActQuant(TensorQuant):
         return s, torch.zeros((), dtype=torch.int32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frozen = getattr(self, "learn_frozen", False)
         if self.calibrating:
             if int(self.counter) < self.collect_steps:
                 self._collect(x)
             return x  # Brevitas' calibration_mode disables activation quantization while collecting
-        if self.training and not frozen and not self.learned:
+        if self.training and not self.frozen and not self.learned:
             if int(self.counter) < self.collect_steps or not self.learn:
                 stat = self._collect(x)
                 s = self._restrict(stat)

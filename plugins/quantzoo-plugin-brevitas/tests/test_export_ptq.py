@@ -155,3 +155,17 @@ def test_config_for_bits():
         BrevitasPTQ.config_for_bits(1, 1)
     with pytest.raises(UnsupportedError):
         BrevitasQAT.config_for_bits(8, 16)
+
+
+def test_converted_weights_lie_on_the_integer_grid():
+    # W4 per-channel narrow: every baked weight is an integer in [-7, 7] times its channel's scale max|W_c|/7;
+    # the first/last layers ("int8" policy) use [-127, 127].
+    q = BrevitasPTQ(BrevitasPTQ.config_for_bits(4, 8), first_layer="int8", last_layer="same")
+    model = _float_model().eval()
+    conv = q.convert(q.calibrate(q.prepare(model), [torch.randn(8, 1, 8, 8)]))
+    for layer, qmax in ((conv[0], 127), (conv[5], 7)):
+        s = layer.weight_scale.reshape(-1, *[1] * (layer.weight.dim() - 1))
+        codes = layer.weight.detach() / s
+        assert torch.allclose(codes, codes.round(), atol=1e-3)
+        assert codes.round().abs().max() == qmax
+        assert layer.weight_bits == (8 if qmax == 127 else 4)
