@@ -293,3 +293,19 @@ def test_pt2e_exposes_int8_weights_and_rejects_untraceable():
     assert len(conv.weights) == 4  # 3 convs + 1 linear, int8 per channel
     assert all(getattr(conv.graph, v.names[0]).dtype == torch.int8 for v in conv.weights)
     assert conv(torch.rand(5, 1, 8, 8)).shape == (5, 10)  # batch dimension stays dynamic
+
+
+def test_torch_without_quantize_dynamic_reports_it_unavailable(monkeypatch):
+    import torch.ao.quantization as tq
+
+    monkeypatch.delattr(tq, "quantize_dynamic")
+    _compat.torch_ao_api.cache_clear()
+    try:
+        ok, why = TorchDynamicQuantizer.is_available()
+        assert not ok and "quantize_dynamic is missing" in why
+        with pytest.raises(UnsupportedError, match="torch-dynamic is unavailable"):
+            TorchDynamicQuantizer.config_for_bits(8, 8)
+        assert TorchStaticQuantizer.is_available() == (True, "")  # the other flows are unaffected
+    finally:
+        monkeypatch.undo()
+        _compat.torch_ao_api.cache_clear()
