@@ -51,18 +51,23 @@ def make_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_b
                                f"qat={caps.qat})")
     if isinstance(config, QuantizerConfig):
         cfg = cls.make_config(config)
-        if w_bits is None:
-            w_bits = _bits_of(cfg, "weight") or 8
-            a_bits = _bits_of(cfg, "activation") or FLOAT_BITS
     else:
         cfg = bits_config(cls, w_bits, a_bits, config, proto)
+    if w_bits is None:  # the method's own defaults: read the widths back from its config
+        w_bits = _bits_of(cfg, "weight", "weight_bits", "w_bits", "bits") or FLOAT_BITS
+        a_bits = _bits_of(cfg, "activation", "activation_bits", "a_bits") or FLOAT_BITS
     return Cell(method=cls.name, w_bits=int(w_bits or 32), a_bits=int(a_bits or FLOAT_BITS), mode=mode,
                 config=cfg.model_dump(mode="json"), config_version=cfg.version, **common)
 
 
-def _bits_of(cfg, field: str) -> int | None:
-    spec = getattr(cfg, field, None)
-    return getattr(spec, "bits", None)
+def _bits_of(cfg, *fields: str) -> int | None:
+    """The first integer width found among ``fields`` of a config (a spec's ``.bits`` or a plain int)."""
+    for f in fields:
+        v = getattr(cfg, f, None)
+        v = getattr(v, "bits", v)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None
 
 
 def run_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_bits: int | None = 8,
@@ -99,7 +104,15 @@ def quantize_cell(cell: Cell | dict, cache_dir=None):
     """``(metrics, model)``: the metrics of one cell and the converted model (the FP model for the FP row)."""
     cell = Cell.from_dict(cell) if isinstance(cell, dict) else cell
     proto = Protocol.model_validate(cell.protocol)
+    threads = torch.get_num_threads()
     torch.set_num_threads(proto.threads)
+    try:
+        return _quantize_cell(cell, proto, cache_dir)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting is theirs
+
+
+def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
     t_start = time.perf_counter()
     splits = load_splits(cell.dataset, cell.data_root)
     base = get_baseline(cell.model, cell.dataset, cell.seed, cell.baseline, data_root=cell.data_root,

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import ConfigError, QuantzooError
+from ..errors import ConfigError
 from .cell import Cell
 from .db import now
 
@@ -32,8 +32,7 @@ def safe_execute(cell: dict, cache_dir: str | None = None) -> dict:
             status, error = "failed", "accuracy is NaN"
     except Exception as e:  # noqa: BLE001 - a failed cell is recorded, the sweep goes on
         metrics = {"traceback": traceback.format_exc(limit=8)}
-        status = "failed"
-        error = f"{type(e).__name__}: {e}" if isinstance(e, QuantzooError) else f"{type(e).__name__}: {e}"
+        status, error = "failed", f"{type(e).__name__}: {e}"
     metrics.setdefault("wall_s", time.perf_counter() - t0)
     return {"status": status, "metrics": metrics, "error": error, "started_at": started, "finished_at": now()}
 
