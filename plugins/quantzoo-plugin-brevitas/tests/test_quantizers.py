@@ -145,3 +145,24 @@ def test_return_quant_tensor_needs_output_quant():
         QuantLinear(4, 2, return_quant_tensor=True)
     with pytest.raises(UnsupportedError, match="bias_quant"):
         QuantLinear(4, 2, bias_quant=Int8ActPerTensorFloat)
+
+
+def test_fixed_point_activation_scale_is_power_of_two_learned_in_log_domain():
+    from quantzoo_plugin_brevitas import Int8ActPerTensorFixedPoint
+
+    q = QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, collect_stats_steps=1)
+    x = torch.linspace(-3.0, 3.0, 1001)
+    q.train()
+    q(x)
+    q(x)  # second step: the log2 threshold becomes the parameter
+    p = abs_percentile(x, 99.999).item()
+    assert q.act_quant.value.item() == pytest.approx(math.log2(p), rel=1e-6)
+    scale = q.act_quant.qparams()[0].item()
+    assert scale == 2 ** math.ceil(math.log2(p / 128))  # 2^ceil(log2(threshold) − log2(128))
+
+
+def test_eval_before_any_statistics_still_quantizes():
+    q = QuantIdentity(bit_width=2).eval()  # signed 2-bit: codes −2..1
+    x = torch.linspace(-1.0, 1.0, 101)
+    out = q(x)
+    assert torch.unique(out).numel() <= 4 and not torch.equal(out, x)
