@@ -58,8 +58,12 @@ def read_config_file(path: str | os.PathLike) -> Any:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist; give the path of a .json, .yaml/.yml or .toml file")
-    text = p.read_text()
     ext = p.suffix.lower()
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {p}: cannot read it as text ({e}); give a UTF-8 .json, .yaml or .toml "
+                          "file") from None
     try:
         if ext == ".json":
             return json.loads(text)

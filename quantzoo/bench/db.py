@@ -103,6 +103,11 @@ class ResultsDB:
                 raise ResultsDBError(f"results database {self.path} does not exist; run `quantzoo bench` first "
                                      "or pass --db PATH")
             self.conn = self._connect(f"file:{self.path}?mode=ro", uri=True)
+            try:  # a file that is not SQLite, or SQLite without our table, fails here with one clear line
+                self.conn.execute("SELECT cell_key FROM cells LIMIT 1").fetchall()
+            except sqlite3.Error as e:
+                raise ResultsDBError(f"{self.path} is not a quantzoo results database ({e}); pass the --db file "
+                                     "that `quantzoo bench` wrote") from None
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -162,6 +162,8 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"suite {path}: invalid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"suite {path}: cannot read it as a UTF-8 TOML file ({e})") from None
     data.setdefault("name", path.stem)
     try:
         suite = Suite.model_validate({**data, "source": str(path)})
@@ -248,7 +250,7 @@ def plan_suite(suite: Suite, *, methods: str | None = None, models: str | None =
         names = [n for n in installed if _matches(n, entry.methods) and not _matches(n, entry.exclude)
                  and (mfilter is None or _matches(n, mfilter))]
         if not names and mfilter is None:
-            plan.unmatched.append(f"entries[{i}].methods={entry.methods}")
+            plan.unmatched.append(f"entries[{i}].methods={entry.methods}{_suggest(entry.methods, installed)}")
         proto = (Protocol.model_validate(deep_merge(suite.protocol.model_dump(mode="json"), entry.protocol))
                  if entry.protocol else suite.protocol)
         for name in names:
@@ -280,6 +282,15 @@ def plan_suite(suite: Suite, *, methods: str | None = None, models: str | None =
                                                   f"{e}") from None
                             add(cell)
     return plan
+
+
+def _suggest(patterns: list[str], installed: list[str]) -> str:
+    """`` (did you mean: uniform?)`` for plain names close to an installed method (a typo, not a missing plugin)."""
+    import difflib
+
+    close = sorted({c for p in patterns if not any(ch in p for ch in "*?[")
+                    for c in difflib.get_close_matches(p.lower(), installed, n=2, cutoff=0.75)})
+    return f" (did you mean: {', '.join(close)}?)" if close else ""
 
 
 def _modes(modes: list[str], caps) -> list[str]:

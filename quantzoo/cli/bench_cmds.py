@@ -69,6 +69,7 @@ def bench_cmd(suite_name, db_path, methods, models, executor, address, jobs, for
         click.echo(f"{len(plan.cells)} cells; {len(plan.skipped)} unsupported combinations skipped")
         return
     _warn_unmatched(plan)
+    _check_data(plan)
     jobs = jobs or suite.jobs
     db = ResultsDB(db_path)
     click.echo(f"suite {suite.name}: {len(plan.cells)} cells, db {db.path}, executor {executor} (jobs {jobs})",
@@ -84,6 +85,15 @@ def bench_cmd(suite_name, db_path, methods, models, executor, address, jobs, for
 def _warn_unmatched(plan) -> None:
     for u in plan.unmatched:
         click.echo(f"note: {u} matches no installed method (plugin not installed?)", err=True)
+
+
+def _check_data(plan) -> None:
+    """Load each data set once before any cell runs: a missing or corrupt file is one error now, not a failed
+    row per cell (the splits stay cached for the cells of this process and of forked workers)."""
+    from ..bench.cell import load_splits
+
+    for dataset, root in sorted({(c.dataset, c.data_root or "") for c in plan.cells}):
+        load_splits(dataset, root or None)
 
 
 def _records(db, keys):

@@ -5,6 +5,7 @@ The baseline row of every leaderboard, and the worked example that plugins copy.
 
 from __future__ import annotations
 
+from pydantic import field_validator
 from torch import nn
 
 from ..errors import UnsupportedError
@@ -22,6 +23,19 @@ class UniformConfig(LayerPolicyConfig):
     weight_observer: str = "minmax"
     activation_observer: str = "moving_average_minmax"
     learnable_scale: bool = False  # LSQ-style learned activation/weight step sizes during QAT
+
+    @field_validator("weight_observer", "activation_observer")
+    @classmethod
+    def _observer_registered(cls, v: str) -> str:
+        # A misspelt observer must fail when the config is made, not at prepare() after the FP baseline.
+        from ..errors import UnknownNameError
+        from ..registry import get_registry
+
+        try:
+            get_registry().get("observer", v)
+        except UnknownNameError as e:  # as a ValueError, so that the message names the field
+            raise ValueError(str(e)) from None
+        return v
 
 
 def make_observer(name: str, spec: QuantSpec):
