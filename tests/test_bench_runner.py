@@ -159,3 +159,26 @@ def test_ray_and_local_executors_agree(tmp_path, cache_dir):
     assert s.ok == len(plan.cells) == 5
     acc = lambda db: {r["cell_key"]: (r["accuracy"], r["fakequant_accuracy"]) for r in db.rows()}  # noqa: E731
     assert acc(local) == acc(remote)
+
+
+# -- two `quantzoo bench` processes on one database at once (slow: two CLI start-ups; the claim mechanism itself
+# is tested in the default run by test_bench_db.py::test_two_processes_never_run_the_same_cell) ---------------
+@pytest.mark.slow
+def test_two_concurrent_bench_processes_split_the_work(tmp_path, cache_dir):
+    import re
+
+    suite = write_suite(tmp_path, bits=("W8A8", "W7A7", "W6A6", "W5A5", "W4A4", "W3A3"), modes=("ptq", "qat"))
+    db_path = tmp_path / "r.sqlite"
+    env = {**os.environ, "QUANTZOO_CACHE": cache_dir, "QUANTZOO_PLUGINS": ""}
+    cmd = cli_cmd("bench", "--suite", str(suite), "--db", str(db_path), "--no-progress")
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    ran = [int(re.search(r"ran (\d+) \(", err).group(1)) for _, err in outs]
+    total = 13  # FP + uniform {ptq, qat} x 6 widths
+    with sqlite3.connect(db_path) as c:
+        rows = c.execute("SELECT cell_key, status, attempts FROM cells").fetchall()
+    assert len(rows) == len({k for k, _, _ in rows}) == total  # no lost, no duplicated rows
+    assert all(s == "ok" and a == 1 for _, s, a in rows)  # each cell ran exactly once
+    assert sum(ran) == total  # together they ran every cell once
