@@ -70,3 +70,13 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, env, args, needle, monk
     r = CliRunner().invoke(cli, args, obj={}, env=env)
     assert r.exit_code == 2, r.output
     assert needle in r.output and "Traceback" not in r.output
+
+
+def test_missing_data_dir_fails_before_any_cell_runs(tmp_path, env):
+    suite = tmp_path / "m.toml"
+    suite.write_text('name = "m"\n[[targets]]\nmodel = "mlp"\ndataset = "mnist"\n')
+    db = tmp_path / "r.sqlite"
+    r = CliRunner().invoke(cli, ["bench", "--suite", str(suite), "--db", str(db), "--data-dir",
+                                 str(tmp_path / "nowhere"), "--no-progress"], obj={}, env=env)
+    assert r.exit_code == 2 and "MNIST/raw" in r.output and "nowhere" in r.output
+    assert not db.exists() or "running" not in db.read_bytes().decode("latin1")

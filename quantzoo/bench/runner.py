@@ -76,6 +76,7 @@ def run_plan(plan: Plan, db: ResultsDB, *, executor: str = "local", jobs: int = 
              force: bool = False, retry_failed: bool = False, cache_dir=None, progress: bool = True) -> Summary:
     """Run every cell of ``plan`` not already finished in ``db`` (all of them with ``force``)."""
     t0 = time.perf_counter()
+    preflight(plan)
     run_id = uuid.uuid4().hex[:8]
     owner = owner_id(run_id)
     summary = Summary(total=len(plan.cells), skipped_unsupported=len(plan.skipped))
@@ -129,6 +130,16 @@ def run_plan(plan: Plan, db: ResultsDB, *, executor: str = "local", jobs: int = 
         bar.close()
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def preflight(plan: Plan) -> None:
+    """Load every data set of the plan before any cell runs: a missing or corrupt file is one clear
+    :class:`~quantzoo.errors.DataError` now, not a failure in every cell later. (Forked pool workers also
+    inherit the loaded tensors.)"""
+    from .cell import load_splits
+
+    for dataset, root in sorted({(c.dataset, c.data_root) for c in plan.cells}, key=str):
+        load_splits(dataset, root)
 
 
 def _hkey(handle):
