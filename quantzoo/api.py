@@ -14,6 +14,9 @@ from .registry import get_registry
 
 def get_quantizer(name: str) -> type[Quantizer]:
     """The quantizer class registered as ``name`` (case-insensitive; aliases work)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"method must be a quantizer name such as 'uniform' (see quantzoo.list_quantizers()), "
+                          f"not {type(name).__name__}")
     return get_registry().get("quantizer", name)
 
 

@@ -319,3 +319,156 @@ def test_cli_bad_input(case: Bad, tmp_path, no_long_work):
     line = one_line_error(out, err)
     assert case.needle.replace("{tmp}", str(tmp_path)) in line, line
     assert not (tmp_path / "pwned").exists()  # a YAML python tag never runs
+
+
+# -- the Python API ------------------------------------------------------------------------------------------
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _quantize(*args, **kw):
+    return lambda: quantzoo.quantize(*args, **kw)
+
+
+def _spec(**kw):
+    return lambda: QuantSpec(**kw)
+
+
+def _run_cell(**kw):
+    from quantzoo.bench import run_cell
+
+    args = {"method": "uniform", "model": "mlp", "dataset": "digits", "w_bits": 8, "a_bits": 8, **kw}
+    return lambda: run_cell(**args)
+
+
+def _load_dataset(name, root):
+    from quantzoo.datasets import load_dataset
+
+    return lambda: load_dataset(name, root)
+
+
+NAN_BATCH = [torch.full((2, 4), float("nan"))]
+INF_BATCH = [(torch.tensor([[0.0, 1.0, float("inf"), 2.0]]), torch.tensor([0]))]
+
+#: (id, call, exception type, text the message must contain). Specs raise pydantic's ValidationError (a
+#: ValueError) whose text names the field; everything else raises a quantzoo error (or TypeError for a
+#: non-module, Python's convention).
+API_CASES = [
+    ("quantize-non-module", _quantize("model.pt", "uniform"), TypeError, "expects a torch.nn.Module, got str"),
+    ("quantize-unknown-method", _quantize(_mlp(), "unifrom"), UnknownNameError, "Did you mean: uniform"),
+    ("quantize-method-not-a-string", _quantize(_mlp(), None), ConfigError, "method"),
+    ("quantize-config-wrong-type", _quantize(_mlp(), "uniform", 42), ConfigError, "config must be"),
+    ("quantize-unknown-override", _quantize(_mlp(), "uniform", bogus=1), ConfigError, "bogus"),
+    ("quantize-bits-0", _quantize(_mlp(), "uniform", {"weight": {"bits": 0}}), ConfigError, "bits=0"),
+    ("quantize-bits-minus-1", _quantize(_mlp(), "uniform", {"weight": {"bits": -1}}), ConfigError, "bits=-1"),
+    ("quantize-bits-33", _quantize(_mlp(), "uniform", {"weight": {"bits": 33}}), ConfigError, "bits=33"),
+    ("quantize-bits-eight", _quantize(_mlp(), "uniform", {"weight": {"bits": "eight"}}), ConfigError, "'eight'"),
+    ("quantize-binary-asymmetric-activations",
+     _quantize(_mlp(), "uniform", {"activation": {"dtype": "binary", "bits": 1, "symmetric": False}}), ConfigError,
+     "activation"),
+    ("quantize-empty-calibration", _quantize(_mlp(), "uniform", calibration=[]), DataError, "empty"),
+    ("quantize-empty-calibration-iterator", _quantize(_mlp(), "uniform", calibration=iter(())), DataError, "empty"),
+    ("quantize-nan-calibration", _quantize(_mlp(), "uniform", calibration=NAN_BATCH), DataError, "batch 0"),
+    ("quantize-inf-calibration", _quantize(_mlp(), "uniform", calibration=INF_BATCH), DataError, "NaN or Inf"),
+    ("quantize-ptq-without-calibration", _quantize(_mlp(), "uniform"), QuantzooError, "calibrate"),
+    ("load-config-version", lambda: quantzoo.load_config({"method": "uniform", "version": 99, "config": {}}),
+     ConfigError, "version 99"),
+    ("load-config-not-a-mapping", lambda: quantzoo.load_config(["uniform"]), ConfigError, '"method"'),
+    ("get-backend-unknown", lambda: quantzoo.get_backend("tensorrt"), UnknownNameError, "tensorrt"),
+    ("get-observer-unknown", lambda: quantzoo.get_observer("minimax"), UnknownNameError, "Did you mean: minmax"),
+    ("config-for-bits-unsupported", lambda: quantzoo.get_quantizer("uniform").config_for_bits(1, 1),
+     UnsupportedError, "uniform supports"),
+    ("run-cell-mode", _run_cell(mode="train"), UnsupportedError, "'train'"),
+    ("run-cell-bits-0", _run_cell(w_bits=0), UnsupportedError, "W0"),
+    ("run-cell-misfit", _run_cell(model="lenet5"), UnsupportedError, "does not fit"),
+    ("load-dataset-unknown", _load_dataset("cifar10", None), UnknownNameError, "cifar10"),
+    ("load-dataset-missing-mnist", _load_dataset("mnist", "/nonexistent/qz-data"), DataError, "/nonexistent"),
+    ("spec-binary-asymmetric", _spec(dtype="binary", bits=1, symmetric=False), ValueError, "symmetric"),
+    ("spec-binary-unsigned", _spec(dtype="binary", bits=1, signed=False), ValueError, "signed"),
+    ("spec-binary-bits-8", _spec(dtype="binary", bits=8), ValueError, "set bits=1"),
+    ("spec-ternary-bits-3", _spec(dtype="ternary", bits=3), ValueError, "set bits=2"),
+    ("spec-ternary-per-group", _spec(dtype="ternary", bits=2, granularity="per_group", group_size=8), ValueError,
+     "per_group"),
+    ("spec-binary-stochastic", _spec(dtype="binary", bits=1, rounding="stochastic"), ValueError, "rounding"),
+    ("spec-bits-0", _spec(bits=0), ValueError, "bits=0"),
+    ("spec-bits-1-int", _spec(bits=1), ValueError, "dtype='binary'"),
+    ("spec-bits-minus-1", _spec(bits=-1), ValueError, "bits=-1"),
+    ("spec-bits-33", _spec(bits=33), ValueError, "bits=33"),
+    ("spec-bits-eight", _spec(bits="eight"), ValueError, "'eight'"),
+    ("spec-bits-bool", _spec(bits=True), ValueError, "True"),
+    ("spec-narrow-unsigned", _spec(narrow=True, signed=False), ValueError, "narrow"),
+    ("spec-per-group-no-size", _spec(granularity="per_group"), ValueError, "group_size"),
+    ("spec-group-size-per-tensor", _spec(group_size=16), ValueError, "group_size=16"),
+    ("spec-group-size-0", _spec(granularity="per_group", group_size=0), ValueError, "group_size"),
+    ("spec-unknown-granularity", _spec(granularity="per_row"), ValueError, "granularity"),
+    ("spec-unknown-field", _spec(bitz=8), ValueError, "bitz"),
+    ("spec-unknown-dtype", _spec(dtype="fp8"), ValueError, "dtype"),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
+def test_api_bad_input(case):
+    _, call, exc, needle = case
+    with pytest.raises(exc) as info:
+        call()
+    assert needle in str(info.value), str(info.value)
+
+
+def test_suite_method_typo_is_reported_with_a_suggestion(tmp_path):
+    """A suite entry whose method matches nothing is a note, not an error (the plugin may just not be installed
+    here), and a typo of an installed name gets a suggestion."""
+    from quantzoo.bench.suite import load_suite, plan_suite
+
+    p = tmp_path / "s.toml"
+    p.write_text(f'{TARGET}[[entries]]\nmethods = ["unifrom"]\n[[entries]]\nmethods = ["not-installed-xyz"]\n')
+    plan = plan_suite(load_suite(p))
+    assert "did you mean: uniform?" in plan.unmatched[0]
+    assert "did you mean" not in plan.unmatched[1]
+    assert [c.method for c in plan.cells] == ["fp32"]
+
+
+# -- the real `quantzoo` process: exit status 2 and no traceback on stderr; --debug shows it ----------------
+SUBPROCESS_CASES = [
+    (("info", "unifrom"), "Did you mean: uniform"),
+    (("quantize", "--method", "uniform", "--model", "mlp", "--dataset", "digits", "--bits", "W33A8", "--out", "x.pt"),
+     "1..32"),
+    (("leaderboard", "--db", "junk.sqlite"), "not a quantzoo results database"),
+]
+
+
+def _quantzoo(args, cwd, *extra_env):
+    env = {**os.environ, "QUANTZOO_PLUGINS": "", "QUANTZOO_CACHE": str(cwd / "cache")}  # core only: fast start
+    cmd = [sys.executable, "-c", "from quantzoo.cli import main; main()", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def sub_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sub")
+    (d / "s.toml").write_text('name = "s"\n[[targets]]\nmodel = ')
+    (d / "junk.sqlite").write_bytes(b"junk" * 300)
+    return d
+
+
+@pytest.mark.parametrize("args,needle", SUBPROCESS_CASES, ids=[a[0] + "-" + n[:12] for a, n in SUBPROCESS_CASES])
+def test_subprocess_exit_code_2_and_no_traceback(args, needle, sub_dir):
+    proc = _quantzoo(args, sub_dir)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr
+
+
+def test_debug_flag_shows_the_traceback(sub_dir):
+    proc = _quantzoo(("--debug", "bench", "--suite", "s.toml"), sub_dir)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "invalid TOML" in proc.stderr
+
+
+def test_count_of_distinct_bad_inputs():
+    """The figure quoted in issue 8's closing note: every entry above is a distinct bad input (unique ids)."""
+    ids = [f"cli:{c.id}" for c in CLI_CASES] + [f"api:{c[0]}" for c in API_CASES]
+    assert len(ids) == len(set(ids))
+    # SUBPROCESS_CASES repeat CLI cases in a real process (exit status, stderr) and are not counted again.
+    print(f"\ndistinct bad inputs: {len(ids)} (CLI {len(CLI_CASES)}, Python API {len(API_CASES)}); "
+          f"{len(SUBPROCESS_CASES) + 1} more runs in a real process")
+    assert len(ids) >= 50
