@@ -79,3 +79,18 @@ def test_bad_suite_files_are_rejected_with_the_field(tmp_path, case):
 def test_unknown_suite_name_lists_the_builtins():
     with pytest.raises(ConfigError, match="quick"):
         find_suite("quik")
+
+
+def test_entry_config_file_relative_to_the_suite(tmp_path):
+    (tmp_path / "u.yaml").write_text("weight_observer: minmax\nweight: {bits: 5}\nactivation: null\n")
+    p = tmp_path / "s.toml"
+    p.write_text('name = "s"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n[[entries]]\nmethods = ["uniform"]\n'
+                 'config_file = "u.yaml"\nconfig = { first_layer = "fp" }\n')
+    cells = [c for c in plan_suite(load_suite(p)).cells if c.mode != "fp"]
+    assert len(cells) == 1
+    c = cells[0]
+    assert (c.w_bits, c.a_bits) == (5, 32) and c.config["weight_observer"] == "minmax"
+    assert c.config["first_layer"] == "fp"
+    p.write_text(p.read_text() + 'bits = ["W4A4"]\n')
+    with pytest.raises(ConfigError, match="config_file"):
+        load_suite(p)

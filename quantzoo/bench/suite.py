@@ -28,6 +28,7 @@ A suite is validated completely (pydantic, then names against the registry) befo
     bits = ["W8A8", "W4A4"]     # WnAm; A32 (or "Wn") = float activations; "default" = method defaults
     modes = ["auto"]            # ptq | qat | auto (ptq where supported, else qat)
     config = {}                 # overrides merged into config_for_bits(w, a)
+    config_file = "x.yaml"      # instead of bits: a method config file (JSON/YAML/TOML, Distiller/NNI formats)
     protocol = {}               # paper suites only: per-entry budget (recorded in each row)
     paper = { accuracy = 99.35, source = "TWN (Li & Liu 2016), Table 2" }
 """
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError, UnsupportedError
 from ..quantizer import format_validation_error
@@ -94,9 +95,12 @@ class Entry(BaseModel):
     methods: list[str] = ["*"]
     exclude: list[str] = []
     models: list[str] = ["*"]
-    bits: list[str] = ["W8A8"]
+    bits: list[str] | None = None  # default ["W8A8"]; with config_file: the file's own widths ("default")
     modes: list[str] = ["auto"]
     config: dict = {}
+    #: A method config file (JSON/YAML/TOML or the method's own format, e.g. a Distiller schedule or an NNI
+    #: config_list), relative to the suite file; it replaces config_for_bits, ``config`` still overrides it.
+    config_file: str | None = None
     protocol: dict = {}
     paper: Paper | None = None
     seeds: list[int] | None = Field(None, min_length=1)  # overrides the target's/suite's seeds
@@ -109,9 +113,17 @@ class Entry(BaseModel):
     @field_validator("bits")
     @classmethod
     def _bits(cls, v):
-        for b in v:
+        for b in v or ():
             parse_bits(b)
         return v
+
+    @model_validator(mode="after")
+    def _bits_default(self):
+        if self.config_file and self.bits not in (None, ["default"]):
+            raise ValueError("an entry with config_file takes its widths from the file: leave 'bits' out")
+        if self.bits is None:
+            self.bits = ["default"] if self.config_file else ["W8A8"]
+        return self
 
     @field_validator("modes")
     @classmethod
@@ -256,6 +268,9 @@ def plan_suite(suite: Suite, *, methods: str | None = None, models: str | None =
         for name in names:
             cls = reg.get("quantizer", name)
             caps = cls.capabilities
+            config = entry.config
+            if entry.config_file:
+                config = _config_from_file(suite, i, entry, cls)
             for t in targets:
                 if not (_matches(t.model, entry.models) or _matches(t.name, entry.models)):
                     continue
@@ -271,7 +286,7 @@ def plan_suite(suite: Suite, *, methods: str | None = None, models: str | None =
                     for mode in _modes(entry.modes, caps):
                         for seed in entry.seeds or t.seeds or suite.seeds:
                             try:
-                                cell = make_cell(name, t.model, t.dataset, w, a, seed, entry.config, mode=mode,
+                                cell = make_cell(name, t.model, t.dataset, w, a, seed, config, mode=mode,
                                                  protocol=proto, baseline=t.baseline, data_root=data_root,
                                                  paper=entry.paper.model_dump() if entry.paper else None)
                             except UnsupportedError as e:
@@ -291,6 +306,19 @@ def _suggest(patterns: list[str], installed: list[str]) -> str:
     close = sorted({c for p in patterns if not any(ch in p for ch in "*?[")
                     for c in difflib.get_close_matches(p.lower(), installed, n=2, cutoff=0.75)})
     return f" (did you mean: {', '.join(close)}?)" if close else ""
+
+
+def _config_from_file(suite: Suite, i: int, entry: Entry, cls):
+    from .configs import load_method_config
+
+    base = Path(suite.source).parent if suite.source else Path.cwd()
+    path = Path(entry.config_file).expanduser()
+    path = path if path.is_absolute() else base / path
+    try:
+        cfg = load_method_config(path, cls)
+        return cls.make_config(deep_merge(cfg.model_dump(), entry.config)) if entry.config else cfg
+    except ConfigError as e:
+        raise ConfigError(f"suite {suite.source or suite.name}: entries[{i}].config_file ({cls.name}): {e}") from None
 
 
 def _modes(modes: list[str], caps) -> list[str]:
