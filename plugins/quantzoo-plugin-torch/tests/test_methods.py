@@ -309,3 +309,28 @@ def test_torch_without_quantize_dynamic_reports_it_unavailable(monkeypatch):
     finally:
         monkeypatch.undo()
         _compat.torch_ao_api.cache_clear()
+
+
+def test_without_torchao_only_torchao_methods_are_unavailable():
+    """A fresh interpreter where ``import torchao`` fails: the plugin loads, torch.ao methods work, torchao
+    methods are listed as unavailable with the reason."""
+    import subprocess
+    import sys
+
+    code = """
+import sys; sys.modules['torchao'] = None
+import torch, quantzoo
+reg = quantzoo.get_registry()
+assert [p.status for p in reg.plugins if p.name == 'torch'] == ['ok']
+for n in ('torchao-int8-dynamic', 'torchao-int8-weight', 'torchao-pt2e'):
+    assert reg.entry('quantizer', n).description.startswith('[unavailable: torchao is not installed'), n
+    try:
+        quantzoo.get_quantizer(n).config_for_bits(8, 8 if n != 'torchao-int8-weight' else None)
+        raise SystemExit(n + ' did not raise')
+    except quantzoo.UnsupportedError:
+        pass
+m = quantzoo.quantize(torch.nn.Sequential(torch.nn.Linear(4, 4)), 'torch-dynamic')
+print('OK', type(m[0]).__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "OK DynamicQuantizedLinear" in out.stdout, out.stderr[-2000:]
