@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import torch
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
 from quantzoo.quantizer import Quantizer, QuantizerConfig
 
-from ._compat import SUPPORTED_TORCH, engine_available
+from ._compat import engine_available
 
 Engine = Literal["x86", "fbgemm", "onednn", "qnnpack"]
 
@@ -71,10 +70,6 @@ class PluginQuantizer(Quantizer):
     def convert(self, model: nn.Module) -> nn.Module:
         self._require_available()
         return super().convert(model)
-
-
-def torch_range_note() -> str:
-    return f"torch {SUPPORTED_TORCH} (running {torch.__version__})"
 
 
 def require_layers(model: nn.Module, types: tuple[type, ...], method: str, what: str) -> None:
