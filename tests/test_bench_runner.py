@@ -142,7 +142,7 @@ def test_sigkill_then_rerun_runs_only_the_missing_cells(tmp_path, cache_dir):
             assert fin == before[k][1]
 
 
-# -- Ray executor gives the same numbers as the local one --------------------------------------------------
+# -- Ray executor (and a local process pool) give the same numbers as the in-process one --------------------------------------------------
 def test_ray_and_local_executors_agree(tmp_path, cache_dir):
     ray = pytest.importorskip("ray")
     suite = load_suite(write_suite(tmp_path, bits=("W8A8", "W4A4"), modes=("ptq", "qat")))
@@ -157,8 +157,10 @@ def test_ray_and_local_executors_agree(tmp_path, cache_dir):
     finally:
         ray.shutdown()
     assert s.ok == len(plan.cells) == 5
+    pool = ResultsDB(tmp_path / "pool.sqlite")
+    assert run_plan(plan, pool, jobs=2, cache_dir=cache_dir, progress=False).ok == 5  # process pool, 2 workers
     acc = lambda db: {r["cell_key"]: (r["accuracy"], r["fakequant_accuracy"]) for r in db.rows()}  # noqa: E731
-    assert acc(local) == acc(remote)
+    assert acc(local) == acc(remote) == acc(pool)
 
 
 # -- two `quantzoo bench` processes on one database at once (slow: two CLI start-ups; the claim mechanism itself
