@@ -22,7 +22,7 @@ def cache(tmp_path_factory):
 
 def test_run_cell_measures_a_cell(cache):
     proto = Protocol(calibration_samples=128, latency=False)
-    m = run_cell("uniform", "mlp", "digits", 8, 8, protocol=proto, cache_dir=cache)
+    m = run_cell("uniform", "mlp", "digits", 8, 8, protocol=proto, cache_dir=cache, baseline=FAST)
     assert m["calibration_samples"] == 128 and m["backend"] == "fakequant"
     assert 0 <= m["accuracy"] <= 100 and m["delta"] == pytest.approx(m["accuracy"] - m["fp_accuracy"])
     # W8A8 per-channel weights on an MLP: (by the core's uniform PTQ) within 2 points of the FP model
@@ -149,3 +149,19 @@ def test_ideal_size_counts_baked_weights_at_their_width():
     assert ideal_size_bytes(lin) == 44 * 4
     lin.weight_bits = 2
     assert ideal_size_bytes(lin) == 40 * 2 / 8 + 4 * 4
+
+
+def test_lr_grid_gives_every_method_the_same_trials_on_a_holdout(cache):
+    proto = Protocol(calibration_samples=64, latency=False, lr_grid=(1e-4, 1e-3),
+                     qat={"epochs": 1, "lr": 1e-3, "batch_size": 64, "samples": 256})
+    m = run_cell("uniform", "mlp", "digits", 4, 4, mode="qat", protocol=proto, cache_dir=cache, baseline=FAST)
+    assert set(m["lr_trials"]) == {"0.0001", "0.001"} and m["qat_lr"] in (1e-4, 1e-3)
+    # the chosen rate is the one with the best hold-out accuracy (ties: the smaller rate)
+    assert m["lr_trials"][str(m["qat_lr"])] == max(m["lr_trials"].values())
+
+
+def test_bn_fold_before_is_applied_and_recorded(cache):
+    proto = Protocol(calibration_samples=128, latency=False, bn_fold="before")
+    m = run_cell("uniform", "cnn", "digits", 8, 8, protocol=proto, cache_dir=cache, baseline=FAST)
+    assert m["bn_fold"] == "before"
+    assert abs(m["delta"]) < 2.0  # folding is exact in eval mode, 8-bit PTQ of the folded model stays close

@@ -73,12 +73,13 @@ def _bits_of(cfg, *fields: str) -> int | None:
 def run_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_bits: int | None = 8,
              seed: int = 0, config: dict | Any = None, train: Budget | dict | None = None, *,
              mode: str | None = None, protocol: Protocol | dict | None = None, data_root: str | None = None,
-             cache_dir=None) -> dict:
+             cache_dir=None, baseline: Budget | dict | None = None) -> dict:
     """Score one method on one model/data set under the harness protocol and return its metrics.
 
     ``method`` is a registry name (or ``"fp32"`` for the baseline row); ``config`` a dict of overrides on top
     of ``config_for_bits(w_bits, a_bits)`` (or a full config instance); ``train`` a QAT budget (implies
-    ``mode="qat"``). The FP baseline is trained once and cached (``cache_dir`` / ``$QUANTZOO_CACHE``).
+    ``mode="qat"``). The FP baseline is trained once and cached (``cache_dir`` / ``$QUANTZOO_CACHE``);
+    ``baseline`` overrides its recipe (default: :data:`~quantzoo.bench.protocol.DEFAULT_BASELINES`).
     Exceptions propagate (the sweep runner records them as failed cells instead).
 
     Example::
@@ -91,7 +92,7 @@ def run_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_bi
         proto = proto.model_copy(update={"qat": Budget.model_validate(train)})
         mode = mode or "qat"
     cell = make_cell(method, model, dataset, w_bits, a_bits, seed, config, mode=mode, protocol=proto,
-                     data_root=data_root)
+                     data_root=data_root, baseline=baseline)
     return execute_cell(cell, cache_dir=cache_dir)
 
 
