@@ -3,9 +3,7 @@ protocol. :func:`execute_cell` is what every executor runs (in-process, in a poo
 
 from __future__ import annotations
 
-import copy
 import functools
-import math
 import resource
 import statistics
 import time
@@ -14,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..errors import QuantzooError, UnsupportedError
+from ..errors import QuantzooError
 from .cache import BaselineCache
-from .protocol import Budget, Protocol, baseline_key, canonical_json, default_baseline, hash_of
+from .protocol import Budget, Protocol, baseline_key, default_baseline, hash_of
 
 FP_METHOD = "fp32"
 FLOAT_BITS = 32  # a_bits/w_bits value stored for "float" (a_bits=None in config_for_bits)

@@ -13,7 +13,6 @@ import math
 import os
 import socket
 import sqlite3
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any

@@ -10,7 +10,6 @@ import statistics
 from collections import defaultdict
 
 from ..errors import ConfigError
-from .cell import FP_METHOD
 
 FORMATS = ("github", "markdown", "html", "latex", "csv", "json")
 _TABULATE = {"github": "github", "markdown": "pipe", "html": "html", "latex": "latex_booktabs"}
