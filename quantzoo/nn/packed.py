@@ -220,10 +220,17 @@ def quantize_layers(model: nn.Module, make, *, first_layer: str, last_layer: str
     return done
 
 
-def replace_relus(model: nn.Module, make=nn.Identity) -> int:
-    """Replace every ``nn.ReLU`` module by ``make()`` (binary nets use sign as their nonlinearity);
-    returns how many were replaced. Functional ``F.relu`` calls cannot be seen and stay."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU) and n]
+def replace_relus(model: nn.Module, make=nn.Identity, upto: str | None = None) -> int:
+    """Replace ``nn.ReLU`` modules by ``make()`` (binary nets use sign as their nonlinearity); returns how
+    many were replaced. With ``upto`` (a module name) only the ReLUs registered before that module are
+    replaced — in the zoo's sequential models those are the ones that feed it; ReLUs after the last binary
+    layer feed only full-precision layers and stay. Functional ``F.relu`` calls cannot be seen and stay."""
+    names = []
+    for n, m in model.named_modules():
+        if upto is not None and n == upto:
+            break
+        if isinstance(m, nn.ReLU) and n:
+            names.append(n)
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -15,9 +15,10 @@ ReLU: the sign is the nonlinearity (Alg. 1). ``replace_relu=True`` (default) tur
 BN before a binarized layer set ``input_batchnorm=True``: a BN is inserted at that layer's input (BN → sign).
 
 Layers: the paper binarizes the weights of every layer; the first layer's input (the image) is not
-binarized, and the last layer's output is not either (Alg. 1: ``k < L``). That is ``first_layer="same"``,
-``last_layer="same"`` here; the first layer keeps a real input. Setting either to ``"fp"``/``"int8"``
-keeps it full precision/8-bit (recorded with the result). Not reproduced: shift-based BN and AdaMax, the
+binarized (Alg. 1). Defaults here: ``first_layer="same"`` (binary weights, real-valued input, as the paper)
+and ``last_layer="fp"`` (the project's policy for binary nets: a real-valued classifier; ReLUs after the
+last binary layer are kept since they feed only real-valued layers). ``last_layer="same"`` is the paper's
+all-binary net: on the zoo MLP with the paper-suite budget it reaches 96.5% vs 97.9% (measured). Not reproduced: shift-based BN and AdaMax, the
 per-layer Glorot learning-rate scaling (the harness uses one optimizer for every method).
 Anchors: NNI's BNNQuantizer binarizes layer *outputs* and clips weights after each step; micronet
 replaces ReLU by sign with the same saturating STE.
@@ -43,7 +44,7 @@ class BNNConfig(LayerPolicyConfig):
     replace_relu: bool = Field(True, description="nn.ReLU → nn.Identity (the sign is the nonlinearity)")
     input_batchnorm: bool = Field(False, description="insert BN before each binary activation (for models without BN)")
     first_layer: LayerPolicy = "same"
-    last_layer: LayerPolicy = "same"
+    last_layer: LayerPolicy = "fp"
 
 
 class BNNQuantizer(Quantizer):
@@ -76,9 +77,11 @@ class BNNQuantizer(Quantizer):
                 act = BinaryActivation(input_batchnorm(mod) if cfg.input_batchnorm else None, clip=1.0)
             return to_lowbit_layer(mod, weight_quantizer=BinaryWeight("none", clip=1.0), input_quantizer=act)
 
-        quantize_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer, method=self.name)
-        if cfg.replace_relu:
-            replace_relus(model)
+        done = quantize_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
+                               method=self.name)
+        binary_inputs = [n for n in done if isinstance(model.get_submodule(n).input_quantizer, BinaryActivation)]
+        if cfg.replace_relu and binary_inputs:
+            replace_relus(model, upto=binary_inputs[-1])  # ReLUs after it feed only real-valued layers
         return model
 
     def after_optimizer_step(self, model: nn.Module) -> None:

@@ -34,7 +34,7 @@ def _mlp():
 
 def test_block_order_and_first_layer_input():
     torch.manual_seed(0)
-    prepared = BNNQuantizer().prepare(_mlp())
+    prepared = BNNQuantizer(last_layer="same").prepare(_mlp())  # the paper: all binary
     assert isinstance(prepared[2], nn.Identity)               # ReLU removed: sign is the nonlinearity
     assert prepared[0].input_quantizer is None                # first layer sees the real input (Alg. 1)
     assert isinstance(prepared[3].input_quantizer, BinaryActivation)

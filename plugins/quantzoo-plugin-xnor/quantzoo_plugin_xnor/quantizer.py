@@ -13,7 +13,8 @@ Rastegari, Ordonez, Redmon & Farhadi 2016, "XNOR-Net", arXiv:1603.05279:
   :class:`XnorInput` returns ``(sign(I), K)`` and the layer multiplies its output by K
   (:func:`quantzoo.nn.packed.run_layer`). K keeps its autograd gradient (the paper does not say).
 * Fig. 3 block order: BN → BinActiv → BinConv → Pool. On the zoo models (``Conv → BN → ReLU → MaxPool``),
-  ``replace_relu=True`` turns ReLU into Identity (the sign is the nonlinearity) and the binary activation
+  ``replace_relu=True`` turns the ReLUs that feed binary layers into Identity (the sign is the
+  nonlinearity; ReLUs after the last binary layer feed only real-valued layers and stay) and the binary activation
   and K sit at the input of the next binarized conv, giving ``… BN → MaxPool → BinActiv+K → BinConv → BN …``;
   max-pooling before the sign equals pooling after it (sign is monotone), so this is the paper's order
   ``BN → BinActiv → BinConv → Pool`` up to where the pool is written. ``input_batchnorm=True`` inserts the
@@ -116,9 +117,11 @@ class XnorQuantizer(Quantizer):
             return to_lowbit_layer(mod, weight_quantizer=BinaryWeight("channel", clip=1.0, scale_grad=True),
                                    input_quantizer=act)
 
-        quantize_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer, method=self.name)
-        if cfg.binary_activations and cfg.replace_relu:
-            replace_relus(model)
+        done = quantize_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
+                               method=self.name)
+        binary_inputs = [n for n in done if isinstance(model.get_submodule(n).input_quantizer, BinaryActivation)]
+        if cfg.binary_activations and cfg.replace_relu and binary_inputs:
+            replace_relus(model, upto=binary_inputs[-1])  # ReLUs after it feed only real-valued layers
         return model
 
     def _convert(self, model: nn.Module) -> nn.Module:

@@ -63,7 +63,8 @@ def test_block_order_on_zoo_style_model():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
     xnor = XnorQuantizer().prepare(model)
-    assert isinstance(xnor[2], nn.Identity) and isinstance(xnor[6], nn.Identity)  # BN → (pool) → sign → conv
+    assert isinstance(xnor[2], nn.Identity)  # BN → (pool) → sign → BinConv: the sign is the nonlinearity
+    assert isinstance(xnor[6], nn.ReLU)  # after the last binary layer: feeds only the real-valued last layer
     assert isinstance(xnor[4].input_quantizer, XnorInput)
     bwn = XnorQuantizer(binary_activations=False).prepare(model)
     assert isinstance(bwn[2], nn.ReLU) and bwn[4].input_quantizer is None
