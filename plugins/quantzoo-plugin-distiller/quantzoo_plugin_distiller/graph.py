@@ -29,6 +29,10 @@ def successor_kinds(model: nn.Module, layers: list[str]) -> dict[str, str]:
             if node.op != "call_module" or node.target not in wanted or len(node.users) != 1:
                 continue
             (user,) = node.users
+            # a folded BN is left as nn.Identity: look through it (Distiller rebuilds its graph after folding)
+            while (user.op == "call_module" and isinstance(mods.get(user.target), nn.Identity)
+                   and len(user.users) == 1):
+                (user,) = user.users
             kind = None
             if user.op == "call_module":
                 kind = _MODULE_KIND.get(type(mods.get(user.target)))
@@ -41,7 +45,7 @@ def successor_kinds(model: nn.Module, layers: list[str]) -> dict[str, str]:
         return out
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Sequential):
-            children = list(mod.named_children())
+            children = [(n, c) for n, c in mod.named_children() if not isinstance(c, nn.Identity)]
             for (a_name, _), (_, b) in zip(children, children[1:]):
                 full = f"{name}.{a_name}" if name else a_name
                 if full in wanted and type(b) in _MODULE_KIND:

@@ -137,3 +137,21 @@ def test_layer_policy_first_last():
     p = DistillerPTQ(bits_parameters=4, bits_activations=4, first_layer="int8", last_layer="int8").prepare(Net())
     assert p.conv1.weight_quantizer.bits == 8 and p.conv1.input_quantizer.bits == 8 and p.fc.weight_quantizer.bits == 8
     assert p.conv_b.weight_quantizer.bits == 4
+
+
+def test_example_files_on_zoo_cnn():
+    from pathlib import Path
+
+    from quantzoo.bench import load_method_config
+    from quantzoo.models.cnn import SmallCNN
+
+    ex = Path(__file__).parents[1] / "examples"
+    p = DistillerPTQ(load_method_config(ex / "cnn_digits_ptq.yaml", "distiller-ptq")).prepare(SmallCNN((1, 8, 8), 10))
+    assert type(p.features[0]) is nn.Conv2d  # overridden to FP
+    assert p.classifier[1].output_quantizer.clip == "NONE" and p.features[3].output_quantizer.clip == "AVG"
+    assert p.features[3].weight_quantizer.per_channel and p.features[3].output_quantizer.half_range
+    cfg = load_method_config(ex / "cnn_digits_pact.yaml", "distiller-pact")
+    p = DistillerPACT(cfg).prepare(SmallCNN((1, 8, 8), 10))
+    assert p.features[0].weight_quantizer.bits == 8 and p.features[3].weight_quantizer.bits == 4
+    assert p.classifier[1].weight_quantizer.bits == 8
+    assert sum(isinstance(m, PACTActivation) for m in p.modules()) == 3

@@ -204,3 +204,21 @@ def test_toy_lsq_bnn_dorefa_forward():
     p = NNIDoReFa(NNIDoReFa.config_for_bits(2, 2)).prepare(toy())
     assert torch.allclose(p[0].quantized_weight(), torch.tensor([[1 / 3, -1.0], [1 / 3, 1.0]]))
     assert torch.allclose(p(X), torch.tensor([[0.0, 2 / 3]]))
+
+
+def test_example_files_on_zoo_cnn():
+    from pathlib import Path
+
+    from quantzoo.bench import load_method_config
+    from quantzoo.models.cnn import SmallCNN
+
+    ex = Path(__file__).parents[1] / "examples"
+    p = NNILSQ(load_method_config(ex / "cnn_digits_lsq_v3.yaml", "nni-lsq")).prepare(SmallCNN((1, 8, 8), 10))
+    assert p.features[0].weight_quantizer.bits == 8 and p.features[3].weight_quantizer.bits == 4
+    assert p.features[3].input_quantizer.spec.describe().startswith("uint4")
+    assert p.classifier[1].input_quantizer.bits == 8
+    with pytest.warns(QuantzooWarning, match="2.x"):
+        cfg = load_method_config(ex / "cnn_digits_qat_v2.yaml", "nni-qat")
+    p = NNIQAT(cfg).prepare(SmallCNN((1, 8, 8), 10))
+    assert type(p.classifier[1]) is nn.Linear  # excluded
+    assert p.features[7].weight_quantizer.spec.granularity == "per_channel"
