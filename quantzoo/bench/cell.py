@@ -185,6 +185,25 @@ def ideal_size_bytes(model: nn.Module) -> float:
     return total
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's resident-memory high-water mark (Linux ≥ 4.0: ``5`` → ``/proc/self/clear_refs``),
+    so that :func:`peak_rss_mb` measures one cell, not the whole sweep. False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
-    """High-water mark of this process's resident memory (Linux reports KiB)."""
+    """High-water mark of this process's resident memory in MiB since the last :func:`reset_peak_rss`
+    (``VmHWM``), else since the process started (``ru_maxrss``)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -15,7 +15,7 @@ from ..backends import state_dict_bytes
 from ..errors import UnsupportedError
 from ..nn.fold import fold_batch_norms
 from .cell import (FLOAT_BITS, FP_METHOD, Cell, accuracy, get_baseline, ideal_size_bytes, latency_ms,
-                   load_splits, peak_rss_mb)
+                   load_splits, peak_rss_mb, reset_peak_rss)
 from .protocol import Budget, Protocol, default_baseline
 
 
@@ -114,6 +114,7 @@ def quantize_cell(cell: Cell | dict, cache_dir=None):
 
 
 def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
+    reset_peak_rss()
     t_start = time.perf_counter()
     splits = load_splits(cell.dataset, cell.data_root)
     base = get_baseline(cell.model, cell.dataset, cell.seed, cell.baseline, data_root=cell.data_root,
