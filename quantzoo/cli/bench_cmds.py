@@ -68,6 +68,10 @@ def bench_cmd(suite_name, db_path, methods, models, executor, address, jobs, for
         return
     _warn_unmatched(plan)
     _check_data(plan)
+    from ..registry import get_registry
+    from .registry_cmds import warn_broken
+
+    warn_broken(get_registry())  # a plugin that failed to import is named; the others run
     jobs = jobs or suite.jobs
     db = ResultsDB(db_path)
     click.echo(f"suite {suite.name}: {len(plan.cells)} cells, db {db.path}, executor {executor} (jobs {jobs})",
