@@ -39,15 +39,18 @@ def make_plots(records: list[dict], out_dir) -> list[Path]:
         fp = next((r for r in recs if r["mode"] == "fp"), None)
         quant = [r for r in recs if r["mode"] != "fp"]
         # accuracy vs weight bits, one line per method/mode/activation width
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(11, 5))
         lines: dict[str, list] = defaultdict(list)
         for r in quant:
             act = "A=W" if r["a_bits"] == r["w_bits"] else ("A32" if r["a_bits"] == 32 else f"A{r['a_bits']}")
             lines[f"{r['method']} ({r['mode']}, {act})"].append((r["w_bits"], r["accuracy"], r["accuracy_sd"] or 0))
-        for label, pts in sorted(lines.items()):
-            pts.sort()
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
-                        capsize=2, label=label)
+        colors = plt.get_cmap("tab20").colors
+        styles = ["-", "--", ":", "-."]
+        markers = "osD^v<>ph*"
+        for i, (label, pts) in enumerate(sorted(lines.items())):
+            pts.sort()  # 20 colours x 4 line styles x 10 markers keep dozens of methods apart
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=2,
+                        color=colors[i % 20], ls=styles[(i // 20) % 4], marker=markers[i % 10], ms=4, label=label)
         if fp:
             ax.axhline(fp["accuracy"], color="k", ls="--", lw=1, label=f"FP32 {fp['accuracy']:.2f}")
         ax.set_xscale("log", base=2)
@@ -57,14 +60,14 @@ def make_plots(records: list[dict], out_dir) -> list[Path]:
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(f"Accuracy vs bits: {model} on {dataset}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2, loc="lower right")
+        ax.legend(fontsize=6, ncol=2 if len(lines) > 20 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         p = out / f"accuracy_vs_bits_{model}_{dataset}.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
         written.append(p)
         # accuracy vs size, Pareto front marked
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(9, 5.5))
         pts = [(_size(r), r["accuracy"], f"{r['method']} {r['bits']}") for r in recs if _size(r)]
         for size, acc, label in pts:
             ax.scatter(size, acc, s=18)
