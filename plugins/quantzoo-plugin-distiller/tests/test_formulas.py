@@ -221,3 +221,15 @@ def test_toy_model_wrpn_and_range_linear_qat_forward():
     s = 15 / y.max()
     # (tolerance: float32 bias correction 0.001/(1-0.999) is 1 + 1.3e-5, not exactly 1)
     assert torch.allclose(p(X), torch.round(y * s) / s, atol=1e-4)
+
+
+def test_pact_param_groups_own_weight_decay():
+    q = DistillerPACT(bits_weights=4, bits_activations=4, act_clip_decay=5e-4)
+    p = q.prepare(_toy())
+    groups = q.param_groups(p, lr=0.1, weight_decay=1e-2)
+    assert [len(g["params"]) for g in groups] == [1, 1]
+    assert groups[1]["params"][0] is p[1].clip_val and float(p[1].clip_val) == 8.0
+    assert (groups[0]["weight_decay"], groups[1]["weight_decay"]) == (1e-2, 5e-4)
+    # act_clip_decay None: the run's weight decay
+    q = DistillerPACT(bits_weights=4, bits_activations=4)
+    assert q.param_groups(q.prepare(_toy()), 0.1, 1e-2)[1]["weight_decay"] == 1e-2

@@ -116,7 +116,7 @@ class LSQQuant(_Buffers):
     ``init="v3"``: ``s = 0.01`` (NNI 3.0); ``init="v2"``: ``s = 2·mean|x|/sqrt(qmax)`` at the first batch (NNI
     2.x and the paper). With ``learn_zero_point`` it is LSQ+ (Bhalgat et al. 2020, arXiv:2004.09576 eq. 4):
     ``x̂ = (round(clamp(x/s + β, qmin, qmax)) − β)·s`` with ``β`` learned, initialised (NNI 3.0) to
-    ``(qmax−qmin)/2``; β's gradient is NNI's (``−s`` outside the range, 0 inside) without the scale factor.
+    ``(qmax−qmin)/2`` and kept unrounded as in NNI; β's gradient is NNI's (``−s`` outside the range, 0 inside).
     """
 
     def __init__(self, spec: QuantSpec, init: str = "v3", learn_zero_point: bool = False):
@@ -137,10 +137,13 @@ class LSQQuant(_Buffers):
         if not self.learn_zero_point:
             return lsq_fake_quantize(x, s, self.spec.model_copy(update={"granularity": "per_tensor"}),
                                      grad_factor=g)
-        # lsq_fake_quantize scales β's gradient by g too; NNI does not, so pre-scale by 1/g (value unchanged).
-        beta = grad_scale(self.zero_point, 1.0 / g)
-        return lsq_fake_quantize(x, s, self.spec.model_copy(update={"granularity": "per_tensor"}),
-                                 zero_point=beta, grad_factor=g)
+        # NNI's LSQ+ keeps β unrounded: x̂ = (round(clamp(x/s + β)) − β)·s. With x' = x + β·s this is
+        # lsq(x', s) − β·s; the step gets the gradient scale g on every path (grad_scale once, lsq with 1),
+        # β gets NNI's unscaled gradient (0 inside the range, −s outside).
+        s_g = grad_scale(s, g)
+        spec = self.spec.model_copy(update={"granularity": "per_tensor"})
+        shifted = x + self.zero_point * s_g
+        return lsq_fake_quantize(shifted, s_g, spec, grad_factor=1.0) - self.zero_point * s_g
 
 
 def unit_qparams(spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:

@@ -222,3 +222,27 @@ def test_example_files_on_zoo_cnn():
     p = NNIQAT(cfg).prepare(SmallCNN((1, 8, 8), 10))
     assert type(p.classifier[1]) is nn.Linear  # excluded
     assert p.features[7].weight_quantizer.spec.granularity == "per_channel"
+
+
+def test_lsqplus_offset_gradient_and_dorefa_hook():
+    # LSQ+ uint4 (qmin 0, qmax 15), s = 0.01, β = 7.5: x/s + β = [-92.5, 7.9, 207.5] -> clamp [0, 7.9, 15]
+    # -> round [0, 8, 15] - 7.5 -> [-7.5, .5, 7.5]*0.01. NNI's β gradient: -s outside the range, 0 inside.
+    q = LSQQuant(target_spec({"quant_dtype": "uint4", "quant_scheme": "affine"}, False), learn_zero_point=True)
+    y = q(torch.tensor([-1.0, 0.004, 2.0]))
+    assert y.tolist() == pytest.approx([-0.075, 0.005, 0.075], rel=1e-4)
+    y.sum().backward()
+    assert float(q.zero_point.grad) == pytest.approx(-2 * 0.01, rel=1e-4)
+    # DoReFa's backward pre-hook quantizes the gradient reaching the layer's output: the weight gradient
+    # with the hook equals the one obtained by feeding dorefa_gradient(g_out) (same noise draw) without it.
+    p = NNIDoReFa(NNIDoReFa.config_for_bits(2, None)).prepare(toy())
+    lin = p[0]
+    g_out = torch.tensor([[0.5, -1.0]])
+    torch.manual_seed(1)
+    (lin(X) * g_out).sum().backward()
+    with_hook = lin.weight.grad.clone()
+    lin.weight.grad = None
+    torch.manual_seed(1)
+    gq = dorefa_gradient(g_out, 2, lin.grad_spec)
+    out = torch.nn.functional.linear(X, lin.quantized_weight())
+    (out * gq).sum().backward()
+    assert torch.allclose(with_hook, lin.weight.grad) and not torch.allclose(gq, g_out)
