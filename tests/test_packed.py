@@ -127,3 +127,19 @@ def test_lenet5_compression_of_quantized_layers(method, cfg, ideal, tmp_path):
 def test_packed_backend_refuses_a_model_without_low_bit_layers():
     with pytest.raises(UnsupportedError, match="packed"):
         quantzoo.get_backend("packed").lower(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_a_model_left_without_low_bit_layers_is_refused():
+    """One Linear kept at 8 bits by the int8 policy would be reported under the method's bits: refused."""
+    pytest.importorskip("quantzoo_plugin_twn")
+    q = quantzoo.get_quantizer("twn")(first_layer="int8", last_layer="int8")
+    with pytest.raises(UnsupportedError, match="1 Linear/Conv layer"):
+        q.prepare(nn.Sequential(nn.Linear(4, 2)))
+
+
+def test_replace_relus_upto_keeps_relus_after_the_last_binary_layer():
+    from quantzoo.nn.packed import replace_relus
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    assert replace_relus(model, upto="2") == 1
+    assert isinstance(model[1], nn.Identity) and isinstance(model[3], nn.ReLU)

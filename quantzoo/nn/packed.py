@@ -209,14 +209,23 @@ def int8_layer(mod: nn.Module) -> nn.Module:
 
 
 def quantize_layers(model: nn.Module, make, *, first_layer: str, last_layer: str, method: str) -> list[str]:
-    """:func:`~quantzoo.nn.replace_layers` that refuses to leave the model entirely in full precision."""
-    done = replace_layers(model, make, first_layer=first_layer, last_layer=last_layer)
-    if not done:
-        n = len(compute_layers(model))
+    """:func:`~quantzoo.nn.replace_layers` that refuses a model in which no layer gets the method's own
+    low-bit quantization (all layers kept FP or 8-bit by the first/last-layer policy): that model would be
+    reported under the method's bits while running at other precisions."""
+    body: list[str] = []
+    n = len(compute_layers(model))
+
+    def make_and_record(name, mod, role):
+        if role == "body":
+            body.append(name)
+        return make(name, mod, role)
+
+    done = replace_layers(model, make_and_record, first_layer=first_layer, last_layer=last_layer)
+    if not body:
         raise UnsupportedError(
-            f"{method}: no layer left to quantize: the model has {n} Linear/Conv layer(s) and "
-            f"first_layer={first_layer!r}, last_layer={last_layer!r} keep them in full precision; "
-            "set first_layer='same' or last_layer='same' (or 'int8')")
+            f"{method}: no layer left to quantize at the method's bit width: the model has {n} Linear/Conv "
+            f"layer(s) and first_layer={first_layer!r}, last_layer={last_layer!r} keep them in full precision "
+            "or 8 bits; set first_layer='same' or last_layer='same'")
     return done
 
 
