@@ -87,3 +87,12 @@ def test_plots_are_written(tmp_path):
     names = sorted(p.name for p in paths)
     assert names == ["accuracy_vs_bits_cnn_digits.png", "accuracy_vs_size_cnn_digits.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_rows_of_different_configs_are_not_averaged_together():
+    a = dict(_row("uniform", "ptq", 8, 8, 0, 90.0), config_hash="aaa", protocol_json="p")
+    b = dict(_row("uniform", "ptq", 8, 8, 0, 50.0), config_hash="bbb", protocol_json="p", cell_key="other")
+    recs = aggregate([a, b])
+    assert sorted(r["accuracy"] for r in recs) == [50.0, 90.0]
+    _, rows = table(recs)
+    assert len({r[1] for r in rows}) == 2 and all("#" in r[1] for r in rows)

@@ -4,6 +4,7 @@ accuracies (mean ± sd over seeds), Δ vs FP, compression, real-backend speedup 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import statistics
@@ -34,9 +35,12 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r["status"] == "running":
             continue
-        groups[(r["method"], r["mode"], r["w_bits"], r["a_bits"], r["model"], r["dataset"])].append(r)
+        # the variant: the same method and bits under another config or protocol (e.g. rows of two suites in
+        # one database) is a separate row, never averaged in
+        variant = hashlib.sha256(f"{r.get('config_hash')}|{r.get('protocol_json')}".encode()).hexdigest()[:6]
+        groups[(r["method"], r["mode"], r["w_bits"], r["a_bits"], r["model"], r["dataset"], variant)].append(r)
     out = []
-    for (method, mode, w, a, model, dataset), rs in groups.items():
+    for (method, mode, w, a, model, dataset, variant), rs in groups.items():
         ok = [r for r in rs if r["status"] == "ok"]
         failed = [r for r in rs if r["status"] == "failed"]
         acc, sd = _mean_sd([r["accuracy"] for r in ok])
@@ -46,6 +50,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         m0 = ok[0]["metrics"] if ok else {}
         rec = {
             "method": method, "mode": mode, "model": model, "dataset": dataset, "w_bits": w, "a_bits": a,
+            "variant": variant,
             "bits": _bits(w, a, mode), "accuracy": acc, "accuracy_sd": sd, "seeds": len(ok),
             "fp_accuracy": fp, "delta": (acc - fp) if acc is not None and fp is not None else None,
             "fakequant_accuracy": fq, "real_accuracy": real,
@@ -96,7 +101,7 @@ def table(records: list[dict]) -> tuple[list[str], list[list]]:
     rowkeys: list[tuple] = []
     cells: dict[tuple, dict] = {}
     for r in records:
-        k = (r["method"], r["mode"], r["w_bits"], r["a_bits"])
+        k = (r["method"], r["mode"], r["w_bits"], r["a_bits"], _variant_of(r, records))
         if k not in cells:
             rowkeys.append(k)
             cells[k] = {}
@@ -122,12 +127,22 @@ def table(records: list[dict]) -> tuple[list[str], list[list]]:
         backends = sorted({r["backend"] or "?" for r in recs.values()})
         rank = f"{statistics.fmean(ranks[k]):.1f}" if ranks[k] and k[1] != "fp" else ("FP" if k[1] == "fp" else "-")
         label = k[0] if k[1] == "fp" else f"{k[0]} ({k[1]})"
+        if k[4]:
+            label += f" #{k[4]}"
         policy = f"{first['first_layer'] or '-'}/{first['last_layer'] or '-'}"
         out.append([rank, label, first["bits"], ", ".join(backends), *(_fmt_acc(recs.get(t)) for t in targets),
                     f"{statistics.fmean(deltas):+.2f}" if deltas and k[1] != "fp" else "",
                     f"{statistics.fmean(comp):.1f}" if comp else "", f"{statistics.fmean(ideal):.1f}" if ideal else "",
                     f"{statistics.fmean(speed):.2f}" if speed else "", policy, first["bn_fold"] or ""])
     return header, out
+
+
+def _variant_of(rec: dict, records: list[dict]) -> str:
+    """The variant tag shown in the table, only where one method/bits/model has several variants."""
+    same = {r.get("variant") for r in records if (r["method"], r["mode"], r["w_bits"], r["a_bits"], r["model"],
+                                                  r["dataset"]) == (rec["method"], rec["mode"], rec["w_bits"],
+                                                                    rec["a_bits"], rec["model"], rec["dataset"])}
+    return rec.get("variant", "") if len(same) > 1 else ""
 
 
 def render(records: list[dict], fmt: str = "github") -> str:
