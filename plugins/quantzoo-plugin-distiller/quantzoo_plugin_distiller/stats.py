@@ -84,7 +84,11 @@ def load_stats(source: str | Path | dict) -> dict:
         if not p.is_file():
             raise ConfigError(f"model_activation_stats: no such file {str(p)!r}; collect stats with calibrate() "
                               "and stats_out, or give Distiller's quant_stats YAML")
-        data = yaml.safe_load(p.read_text()) or {}
+        try:  # safe_load: a python/* tag is refused, never constructed
+            data = yaml.safe_load(p.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"model_activation_stats: {str(p)!r} is not a Distiller stats YAML: "
+                              f"{' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise DataError("model_activation_stats: expected a mapping {layer: {inputs: {0: {...}}, output: {...}}}")
     out = {}
