@@ -228,8 +228,21 @@ def test_pact_param_groups_own_weight_decay():
     p = q.prepare(_toy())
     groups = q.param_groups(p, lr=0.1, weight_decay=1e-2)
     assert [len(g["params"]) for g in groups] == [1, 1]
-    assert groups[1]["params"][0] is p[1].clip_val and float(p[1].clip_val) == 8.0
+    assert groups[1]["params"][0] is p[1].clip_val and float(p[1].clip_val.detach()) == 8.0
     assert (groups[0]["weight_decay"], groups[1]["weight_decay"]) == (1e-2, 5e-4)
     # act_clip_decay None: the run's weight decay
     q = DistillerPACT(bits_weights=4, bits_activations=4)
     assert q.param_groups(q.prepare(_toy()), 0.1, 1e-2)[1]["weight_decay"] == 1e-2
+
+
+def test_collector_running_mean_quirk():
+    # Distiller weights every running mean by the element count seen so far, also for per-sample extremes:
+    # batch 1 (4 elements) per-sample mins [.5, -.5] -> avg_min 0; batch 2 (one sample [2, 3]) min 2 ->
+    # avg_min = (4*0 + 2)/(4 + 1) = 0.4 (the per-sample average would be (0.5 - 0.5 + 2)/3).
+    from quantzoo_plugin_distiller.stats import new_record, update_first_pass
+
+    rec = new_record()
+    update_first_pass(rec, torch.tensor([[1.0, 0.5], [-0.5, 1.0]]))
+    update_first_pass(rec, torch.tensor([[2.0, 3.0]]))
+    assert rec["avg_min"] == pytest.approx(0.4) and rec["min"] == -0.5 and rec["max"] == 3.0
+    assert rec["mean"] == pytest.approx((2.0 + 5.0) / 6)

@@ -224,17 +224,18 @@ def dorefa_grad_hook(module: nn.Module, grad_output):
 # layers
 # -------------------------------------------------------------------------------------------------------
 class _BiasQuant:
-    """Adds an optional ``bias_quantizer`` (NNI's ``bias`` target) to quantzoo's quantized layers."""
+    """Adds an optional ``bias_quantizer`` (NNI's ``bias`` target) to quantzoo's quantized layers.
 
-    bias_quantizer: nn.Module | None = None
+    (No class-level default: a class attribute would shadow the submodule that nn.Module stores.)
+    """
 
     def _qbias(self):
-        b = self.bias
-        return self.bias_quantizer(b) if (b is not None and self.bias_quantizer is not None) else b
+        b, bq = self.bias, getattr(self, "bias_quantizer", None)
+        return bq(b) if (b is not None and bq is not None) else b
 
     @torch.no_grad()
     def bake(self) -> None:
-        if self.bias is not None and self.bias_quantizer is not None:
+        if self.bias is not None and getattr(self, "bias_quantizer", None) is not None:
             self.bias.data = self.bias_quantizer(self.bias).detach().clone()
             self.bias_quantizer = None
         super().bake()

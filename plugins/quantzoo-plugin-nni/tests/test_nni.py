@@ -246,3 +246,20 @@ def test_lsqplus_offset_gradient_and_dorefa_hook():
     out = torch.nn.functional.linear(X, lin.quantized_weight())
     (out * gq).sum().backward()
     assert torch.allclose(with_hook, lin.weight.grad) and not torch.allclose(gq, g_out)
+
+
+def test_bias_target_is_quantized_and_baked():
+    # bias int4 symmetric on b = [0.3, -0.7]: s = 0.7/7 = 0.1 -> [3, -7]*0.1
+    lin = nn.Linear(2, 2)
+    with torch.no_grad():
+        lin.bias.copy_(torch.tensor([0.3, -0.7]))
+    cl = [{"op_types": ["Linear"], "target_names": ["weight", "bias"], "quant_dtype": "int4"}]
+    q = NNIPTQ(config_list=cl)
+    p = q.prepare(nn.Sequential(lin))
+    out = q.convert(p)
+    assert out[0].bias.tolist() == pytest.approx([0.3, -0.7], abs=1e-6)
+    assert out[0].bias_quantizer is None and out[0].weight_bits == 4
+    with torch.no_grad():
+        lin.bias.copy_(torch.tensor([0.33, -0.7]))
+    out = q.convert(q.prepare(nn.Sequential(lin)))
+    assert out[0].bias.tolist() == pytest.approx([0.3, -0.7], abs=1e-6)
