@@ -116,6 +116,11 @@ class Quantizer:
         """A copy of ``model`` with observers/fake-quantizers inserted, ready for calibration or training."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"{self.name}.prepare expects a torch.nn.Module, got {type(model).__name__}")
+        # A NaN/Inf weight would otherwise be hidden by some methods (sign() of NaN is a finite code).
+        broken = [n for n, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+        if broken:
+            raise DataError(f"{self.name}.prepare: model parameter(s) {', '.join(broken[:5])} contain NaN or Inf; "
+                            "the model itself is broken: retrain it or load a good checkpoint")
         prepared = self._prepare(copy.deepcopy(model))
         prepared._quantzoo_method = self.name
         prepared._quantzoo_calibrated = False

@@ -106,3 +106,74 @@ def test_batch_size_one_and_single_channel_layers():
     assert out.shape == (1, 2) and torch.isfinite(out).all()
     assert converted[0].weight_bits == 8
     assert converted[0].weight.shape[0] == 1
+
+
+# -- gaps closed for issue 8: where the bad value is, weights, half-precision models, huge activations ------
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_non_finite_calibration_batch_is_named_by_its_index():
+    batches = [torch.randn(4, 4), torch.randn(4, 4), torch.randn(4, 4)]
+    batches[2][3, 1] = float("nan")
+    q = quantzoo.get_quantizer("uniform")()
+    prepared = q.prepare(_mlp())
+    with pytest.raises(DataError, match="calibration batch 2"):
+        q.calibrate(prepared, batches)
+
+
+@pytest.mark.parametrize("method", ["uniform", "bnn", "xnor", "twn", "dorefa"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_an_error_naming_the_parameter(method, bad):
+    # Without the check, sign()-based methods turned a NaN weight into a finite code and hid a broken model.
+    if method != "uniform":
+        pytest.importorskip(f"quantzoo_plugin_{method}")
+    model = _mlp()
+    with torch.no_grad():
+        model[2].weight[1, 3] = bad
+    q = quantzoo.get_quantizer(method)()
+    with pytest.raises(DataError, match=r"2\.weight.*NaN or Inf"):
+        q.prepare(model)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_model_quantizes_end_to_end(dtype):
+    model = _mlp().to(dtype)
+    x = torch.randn(16, 4).to(dtype)
+    converted = quantzoo.quantize(model, "uniform", calibration=[x])
+    out = converted(x)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    ref = quantzoo.quantize(_mlp(), "uniform", calibration=[x.float()])(x.float())
+    assert torch.allclose(out.float(), ref, atol=0.1 * float(ref.abs().max()) + 0.05)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_extreme_activations_through_a_quantized_model_stay_finite(scale):
+    model = _mlp()
+    x = torch.randn(16, 4) * scale
+    out = quantzoo.quantize(model, "uniform", calibration=[x])(x)
+    assert torch.isfinite(out).all()
+
+
+def test_constant_calibration_data_and_an_all_zero_layer():
+    model = _mlp()
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.zero_()
+    converted = quantzoo.quantize(model, "uniform", calibration=[torch.zeros(4, 4)])
+    out = converted(torch.randn(2, 4))
+    assert torch.isfinite(out).all()
+    assert torch.equal(converted[0].weight, torch.zeros_like(converted[0].weight))  # zero stays exactly zero
+
+
+def test_per_channel_axis_of_size_one_in_every_role():
+    # A (1, k) Linear weight per output channel, and a per-channel spec on a one-channel activation.
+    spec = QuantSpec(bits=4, granularity="per_channel", axis=0)
+    w = torch.tensor([[0.3, -1.2, 0.7, 0.0]])
+    lo, hi = reduce_min_max(w, spec)
+    assert lo.shape == hi.shape == (1,)
+    out = _fq(w, spec)
+    step = 1.2 / 7  # symmetric int4: max|w| / qmax with qmax = 7
+    assert (out - w).abs().max() <= step / 2 + 1e-6
+    assert out[0, 3] == 0  # zero stays exactly zero
