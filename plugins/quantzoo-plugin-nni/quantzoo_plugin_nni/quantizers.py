@@ -146,7 +146,9 @@ class _NNIQuantizer(Quantizer):
                 plan.pop(name, None)
             elif policy == "int8" and name in plan:
                 for target, setting in plan[name].items():
-                    unsigned = setting["quant_dtype"].startswith("u") and role == "last"
+                    # a signed raw input needs int8 unless a zero point/offset covers negatives (affine)
+                    unsigned = setting["quant_dtype"].startswith("u") and (
+                        role == "last" or setting.get("quant_scheme") == "affine")
                     setting["quant_dtype"] = "uint8" if unsigned else "int8"
                     setting["policy_int8"] = True
 
@@ -398,7 +400,9 @@ class NNIBNN(_NNIQuantizer):
             raise UnsupportedError(f"nni-bnn is binary: W1A1 or W1 (float activations), not W{w_bits}A{a_bits}")
         cl = [{"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": "int8"}]
         if a_bits == 1:
-            cl.append({"op_types": ["ReLU"], "target_names": [OUTPUT], "quant_dtype": "int8"})
+            # The zoo's blocks are Conv/Linear-BN-ReLU: sign(relu(x)) would always be +1, so the activation is
+            # binarized at the ReLU's input (the BN output, as BNN's sign after BN), leaving {0, 1} after it.
+            cl.append({"op_types": ["ReLU"], "target_names": [INPUT], "quant_dtype": "int8"})
         return cls.Config(config_list=cl)
 
     def _target(self, name, target, setting, module):
