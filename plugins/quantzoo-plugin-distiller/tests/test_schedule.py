@@ -155,3 +155,17 @@ def test_example_files_on_zoo_cnn():
     assert p.features[0].weight_quantizer.bits == 8 and p.features[3].weight_quantizer.bits == 4
     assert p.classifier[1].weight_quantizer.bits == 8
     assert sum(isinstance(m, PACTActivation) for m in p.modules()) == 3
+
+
+def test_schedule_as_suite_entry(tmp_path):
+    from pathlib import Path
+
+    from quantzoo.bench.suite import load_suite, plan_suite
+
+    src = Path(__file__).parents[1] / "examples" / "cnn_digits_ptq.yaml"
+    (tmp_path / "ptq.yaml").write_text(src.read_text())
+    (tmp_path / "s.toml").write_text('name = "t"\nseeds = [0]\n[[targets]]\nmodel = "cnn"\ndataset = "digits"\n'
+                                     '[[entries]]\nmethods = ["distiller-ptq"]\nconfig_file = "ptq.yaml"\n')
+    cells = [c for c in plan_suite(load_suite(tmp_path / "s.toml")).cells if c.method == "distiller-ptq"]
+    assert len(cells) == 1 and cells[0].config["overrides"]["features\\.0"]["bits_weights"] is None
+    assert cells[0].config["clip_acts"] == "AVG" and cells[0].config["per_channel_wts"] is True
