@@ -112,12 +112,15 @@ class _NNIQuantizer(Quantizer):
             for other in group[1:]:
                 mod = model.get_submodule(other)
                 if isinstance(mod, _BN):  # NNI fuse_names: fold the BN into the layer (eval statistics)
-                    layer = _fuse(layer.eval() if not model.training else layer, mod.eval())
+                    was_training = layer.training
+                    layer = _fuse(copy.deepcopy(layer).eval(), copy.deepcopy(mod).eval())
+                    layer.train(was_training)
                     set_submodule(model, group[0], layer)
                     set_submodule(model, other, nn.Identity())
                 else:  # an activation in the group: the layer's _output_ is quantized after it
                     fused_act[group[0]] = mod
                     set_submodule(model, other, nn.Identity())
+        self._fused_with_activation = set(fused_act)
         plan = resolve(model, cl)
         self._apply_layer_policy(model, plan)
         if not plan:
@@ -364,7 +367,8 @@ class NNIDoReFa(_NNIQuantizer):
                               f"(got {setting.get('quant_scheme')}); using affine", QuantzooWarning, stacklevel=2)
             return DoReFaWeight(spec)
         if target == OUTPUT:
-            fused = any(name == g[0] and len(g) > 1 for g in fuse_groups(self.config.config_list))
+            # NNI: an activation module, or a layer fused with one (a BN alone does not count)
+            fused = name in getattr(self, "_fused_with_activation", set())
             if type(module).__name__ in LAYER_TYPES and not fused:
                 raise ConfigError(f"nni-dorefa: output quantization is only for activation modules or layers "
                                   f"fused with one; {name!r} is a {type(module).__name__}")

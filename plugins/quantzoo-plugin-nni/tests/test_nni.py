@@ -263,3 +263,31 @@ def test_bias_target_is_quantized_and_baked():
         lin.bias.copy_(torch.tensor([0.33, -0.7]))
     out = q.convert(q.prepare(nn.Sequential(lin)))
     assert out[0].bias.tolist() == pytest.approx([0.3, -0.7], abs=1e-6)
+
+
+def test_fuse_names_fold_bn_and_quantize_after_activation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(2 * 4 * 4, 3))
+    model[1].running_mean.fill_(0.5)
+    model[1].running_var.fill_(4.0)
+    model.train()
+    cl = [{"op_names": ["0"], "target_names": ["weight", "_output_"], "quant_dtype": "uint8",
+           "quant_scheme": "affine", "fuse_names": [["0", "1", "2"]]}]
+    q = NNIQAT(config_list=cl)
+    p = q.prepare(model)
+    assert isinstance(p[1], nn.Identity) and isinstance(p[2], nn.Identity)
+    # folded weight: W·γ/sqrt(var + eps) = W/2 (γ = 1)
+    assert torch.allclose(p[0].weight, model[0].weight / (4.0 + 1e-5) ** 0.5)
+    y = p[0](torch.randn(2, 1, 4, 4))
+    assert float(y.min()) >= 0.0  # the output target sits after the fused ReLU
+
+
+def test_dorefa_output_only_on_activations():
+    cl = [{"op_types": ["Linear"], "target_names": ["weight", "_output_"], "quant_dtype": "uint4",
+           "quant_scheme": "affine"}]
+    with pytest.raises(ConfigError, match="activation"):
+        NNIDoReFa(config_list=cl).prepare(net())
+    cl[0]["fuse_names"] = [["3", "4"]]  # Linear 3 fused with its ReLU 4: allowed
+    p = NNIDoReFa(config_list=cl).prepare(net())
+    assert float(p[3](torch.randn(2, 32)).min()) >= 0.0
