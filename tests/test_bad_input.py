@@ -429,7 +429,6 @@ def test_suite_method_typo_is_reported_with_a_suggestion(tmp_path):
 
 # -- the real `quantzoo` process: exit status 2 and no traceback on stderr; --debug shows it ----------------
 SUBPROCESS_CASES = [
-    (("info", "unifrom"), "Did you mean: uniform"),
     (("quantize", "--method", "uniform", "--model", "mlp", "--dataset", "digits", "--bits", "W33A8", "--out", "x.pt"),
      "1..32"),
     (("leaderboard", "--db", "junk.sqlite"), "not a quantzoo results database"),
