@@ -288,6 +288,6 @@ def test_dorefa_output_only_on_activations():
            "quant_scheme": "affine"}]
     with pytest.raises(ConfigError, match="activation"):
         NNIDoReFa(config_list=cl).prepare(net())
-    cl[0]["fuse_names"] = [["3", "4"]]  # Linear 3 fused with its ReLU 4: allowed
+    cl[0].update(op_types=None, op_names=["3"], fuse_names=[["3", "4"]])  # Linear 3 fused with ReLU 4: allowed
     p = NNIDoReFa(config_list=cl).prepare(net())
     assert float(p[3](torch.randn(2, 32)).min()) >= 0.0
