@@ -169,3 +169,23 @@ def test_schedule_as_suite_entry(tmp_path):
     cells = [c for c in plan_suite(load_suite(tmp_path / "s.toml")).cells if c.method == "distiller-ptq"]
     assert len(cells) == 1 and cells[0].config["overrides"]["features\\.0"]["bits_weights"] is None
     assert cells[0].config["clip_acts"] == "AVG" and cells[0].config["per_channel_wts"] is True
+
+
+def test_config_errors_name_the_field():
+    from quantzoo import UnsupportedError
+
+    with pytest.raises(ConfigError, match="N_STD"):
+        DistillerPTQ(per_channel_wts=True, clip_acts="N_STD", clip_n_stds=2)
+    with pytest.raises(ConfigError, match="clip_n_stds"):
+        DistillerPTQ(clip_acts="N_STD")
+    with pytest.raises(ConfigError, match="bits_parameters"):
+        DistillerPTQ(bits_parameters=1)
+    with pytest.raises(ConfigError, match="unknown key"):
+        DistillerPTQ(overrides={"fc": {"bits_wts": 4}})
+    with pytest.raises(ConfigError, match="regular expression"):
+        DistillerPTQ(overrides={"fc[": {"bits_weights": 4}})
+    with pytest.raises(UnsupportedError, match="ACIQ"):
+        q = DistillerPTQ(bits_activations=12, clip_acts="LAPLACE")
+        q.calibrate(q.prepare(Net()), [torch.randn(2, 1, 8, 8)])
+    with pytest.raises(UnsupportedError):
+        DistillerPACT.config_for_bits(4, 1)
