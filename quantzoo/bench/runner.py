@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import sys
 import time
@@ -92,10 +93,24 @@ def run_plan(plan: Plan, db: ResultsDB, *, executor: str = "local", jobs: int = 
     ex = make_executor(executor, jobs, address, cache)
     pending: dict = {}
     queue = iter(todo)
+    training: set = set()  # baselines whose FP cell is running now: their other cells wait, workers do not
+    deferred: list = []
+
+    def next_cell():
+        for i, c in enumerate(deferred):
+            if _baseline_of(c) not in training:
+                return deferred.pop(i)
+        for c in queue:
+            if c.mode != "fp" and _baseline_of(c) in training:
+                deferred.append(c)
+                continue
+            return c
+        return None
+
     try:
         while True:
             while len(pending) < ex.capacity:
-                cell = next(queue, None)
+                cell = next_cell()
                 if cell is None:
                     break
                 if not db.claim(cell, owner, suite=plan.suite.name, force=force, retry_failed=retry_failed):
@@ -107,6 +122,8 @@ def run_plan(plan: Plan, db: ResultsDB, *, executor: str = "local", jobs: int = 
                     bar.update(1)
                     continue
                 bar.set_postfix_str(cell.label, refresh=True)
+                if cell.mode == "fp":
+                    training.add(_baseline_of(cell))
                 handle = ex.submit(cell)
                 pending[_hkey(handle)] = (handle, cell)
             if not pending:
@@ -114,6 +131,8 @@ def run_plan(plan: Plan, db: ResultsDB, *, executor: str = "local", jobs: int = 
             for handle in ex.wait([h for h, _ in pending.values()]):
                 _, cell = pending.pop(_hkey(handle))
                 res = ex.result(handle)
+                if cell.mode == "fp":
+                    training.discard(_baseline_of(cell))
                 db.finish(cell, owner, status=res["status"], metrics=res["metrics"], error=res["error"],
                           versions=vers, git_rev=rev, started_at=res.get("started_at"),
                           finished_at=res.get("finished_at"))
@@ -139,6 +158,10 @@ def preflight(plan: Plan) -> None:
 
     for dataset, root in sorted({(c.dataset, c.data_root) for c in plan.cells}, key=str):
         load_splits(dataset, root)
+
+
+def _baseline_of(cell) -> tuple:
+    return (cell.model, cell.dataset, cell.seed, json.dumps(cell.baseline, sort_keys=True))
 
 
 def _hkey(handle):
