@@ -161,16 +161,29 @@ def accuracy(model: nn.Module, batches) -> float:
 @torch.no_grad()
 def latency_ms(model: nn.Module, x: torch.Tensor, *, budget_s: float = 0.2, max_runs: int = 200) -> float:
     """Median wall time of one forward pass in milliseconds (3 warm-up runs, then up to ``budget_s``)."""
-    model.eval()
-    for _ in range(3):
-        model(x)
-    times = []
+    return paired_latency_ms([model], x, budget_s=budget_s, max_runs=max_runs)[0]
+
+
+@torch.no_grad()
+def paired_latency_ms(models: list[nn.Module], x: torch.Tensor, *, budget_s: float = 0.4,
+                      max_runs: int = 200) -> list[float]:
+    """Median forward time (ms) of each model on ``x``, the models timed in alternation, run by run.
+
+    Interleaving keeps a ratio such as int8-vs-FP32 honest on a shared machine: a burst of load from another
+    process slows both contenders alike instead of whichever happened to be running.
+    """
+    for m in models:
+        m.eval()
+        for _ in range(3):
+            m(x)
+    times: list[list[float]] = [[] for _ in models]
     start = time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - start < budget_s and len(times) < max_runs):
-        t = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t)
-    return 1000.0 * statistics.median(times)
+    while len(times[0]) < 5 or (time.perf_counter() - start < budget_s and len(times[0]) < max_runs):
+        for m, ts in zip(models, times):
+            t = time.perf_counter()
+            m(x)
+            ts.append(time.perf_counter() - t)
+    return [1000.0 * statistics.median(ts) for ts in times]
 
 
 def ideal_size_bytes(model: nn.Module) -> float:
