@@ -4,8 +4,9 @@ Zhou, Wu, Ni, Zhou, Wen & Zou 2016, "DoReFa-Net", arXiv:1606.06160:
 
 * eq. 5: ``quantize_k(r) = round((2^k − 1)·r) / (2^k − 1)`` for ``r ∈ [0, 1]``, straight-through
   (:func:`quantzoo.math.quantize_unit`).
-* eq. 7-8 (1-bit weights): ``r_o = E(|r_i|)·sign(r_i)`` (E over the whole layer), backward
-  ``∂c/∂r_i = ∂c/∂r_o`` (``BinaryWeight("layer", clip=None)``).
+* eq. 7-8 (1-bit weights): ``r_o = E(|r_i|)·sign(r_i)``, backward ``∂c/∂r_i = ∂c/∂r_o``
+  (``BinaryWeight("layer", clip=None)``); E is taken over the whole layer and treated as a constant, as in
+  the authors' tensorpack code (``stop_gradient(reduce_mean(abs(x)))``) and Distiller.
 * eq. 9 (k-bit weights, k > 1): ``r_o = 2·quantize_k(tanh(r_i) / (2·max|tanh(r_i)|) + ½) − 1``; the
   gradient flows through tanh and max by autograd. Stored as codes ``c = round((2^k−1)·w')`` with
   ``w_q = (c − (2^k−1)/2)·2/(2^k−1)`` (the same number as eq. 9).
@@ -24,7 +25,8 @@ paper's clamp and quantizing, without rewriting the model (functional ReLUs work
 ``activation_prescale`` multiplies x before the clamp: 1.0 is the paper; micronet uses 0.1 (its quirk).
 
 First and last layers are kept in full precision as in the paper's experiments (``first_layer``,
-``last_layer``). Distiller and NNI v2 are weight-only or activation-only; NNI v3 adds the gradient hook.
+``last_layer``). Distiller quantizes weights and (by replacing nn.ReLU) activations but not gradients;
+NNI v2 is weight-only; NNI v3 adds the gradient pre-hook; micronet rejects 1-bit weights.
 """
 
 from __future__ import annotations
