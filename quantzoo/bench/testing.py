@@ -1,5 +1,5 @@
 """Helpers for tests of the harness (and of plugins that want a tiny sweep): a small suite file, the CLI in a
-subprocess."""
+subprocess, one harness cell that skips the calling test when MNIST is absent."""
 
 from __future__ import annotations
 
@@ -50,3 +50,27 @@ def cli_cmd(*args: str) -> list[str]:
 def run_cli(*args: str, env=None, timeout=240) -> subprocess.CompletedProcess:
     return subprocess.run(cli_cmd(*args), capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def run_cell_or_skip(method: str, model: str, dataset: str, w_bits: int | None, a_bits: int | None, *,
+                     protocol: dict | None = None, qat: dict | None = None, **kw) -> dict:
+    """:func:`~quantzoo.bench.run_cell`, except that on ``dataset="mnist"`` a :class:`~quantzoo.errors.DataError`
+    (the IDX files are absent) skips the calling test with its message, which names every place looked.
+
+    ``qat`` overrides single fields of ``protocol["qat"]`` (e.g. a longer budget for one row); ``kw`` goes to
+    ``run_cell`` as is. A DataError on the other data sets (generated or bundled, never absent) still fails.
+    """
+    import pytest
+
+    from quantzoo.bench import run_cell
+    from quantzoo.errors import DataError
+
+    if qat:
+        protocol = protocol or {}
+        protocol = {**protocol, "qat": {**protocol.get("qat", {}), **qat}}
+    try:
+        return run_cell(method, model, dataset, w_bits, a_bits, protocol=protocol, **kw)
+    except DataError as e:
+        if dataset != "mnist":
+            raise
+        pytest.skip(f"MNIST not available: {e}")

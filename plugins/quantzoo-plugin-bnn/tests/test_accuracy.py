@@ -7,21 +7,12 @@ method's defaults.
 
 import pytest
 
+from quantzoo.bench.testing import run_cell_or_skip
+
 PROTOCOL = {"qat": {"epochs": 2, "lr": 1e-3, "batch_size": 128}, "first_layer": "method", "last_layer": "method"}
-
-
-def _run(method, model, w_bits, a_bits, **qat):
-    bench = pytest.importorskip("quantzoo.bench")
-    from quantzoo.errors import DataError
-
-    try:
-        protocol = {**PROTOCOL, "qat": {**PROTOCOL["qat"], **qat}}
-        return bench.run_cell(method, model, "mnist", w_bits, a_bits, seed=0, protocol=protocol)
-    except DataError as e:  # MNIST files absent: say where they were looked for
-        pytest.skip(f"MNIST not available: {e}")
 
 
 @pytest.mark.slow
 def test_bnn_w1a1_mlp_at_least_97_5():
-    m = _run("bnn", "mlp", 1, 1, epochs=6, lr=3e-3)
+    m = run_cell_or_skip("bnn", "mlp", "mnist", 1, 1, seed=0, protocol=PROTOCOL, qat={"epochs": 6, "lr": 3e-3})
     assert m["accuracy"] >= 97.5, m  # paper (3x2048 MLP, long training): 98.6

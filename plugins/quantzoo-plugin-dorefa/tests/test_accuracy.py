@@ -7,27 +7,18 @@ method's defaults.
 
 import pytest
 
+from quantzoo.bench.testing import run_cell_or_skip
+
 PROTOCOL = {"qat": {"epochs": 2, "lr": 1e-3, "batch_size": 128}, "first_layer": "method", "last_layer": "method"}
-
-
-def _run(method, model, w_bits, a_bits, **qat):
-    bench = pytest.importorskip("quantzoo.bench")
-    from quantzoo.errors import DataError
-
-    try:
-        protocol = {**PROTOCOL, "qat": {**PROTOCOL["qat"], **qat}}
-        return bench.run_cell(method, model, "mnist", w_bits, a_bits, seed=0, protocol=protocol)
-    except DataError as e:  # MNIST files absent: say where they were looked for
-        pytest.skip(f"MNIST not available: {e}")
 
 
 @pytest.mark.slow
 def test_dorefa_w4a4_lenet5_within_half_a_point_of_fp():
-    m = _run("dorefa", "lenet5", 4, 4)
+    m = run_cell_or_skip("dorefa", "lenet5", "mnist", 4, 4, seed=0, protocol=PROTOCOL)
     assert m["accuracy"] >= m["fp_accuracy"] - 0.5, m
 
 
 @pytest.mark.slow
 def test_dorefa_w1a2_lenet5_at_least_98():
-    m = _run("dorefa", "lenet5", 1, 2)
+    m = run_cell_or_skip("dorefa", "lenet5", "mnist", 1, 2, seed=0, protocol=PROTOCOL)
     assert m["accuracy"] >= 98.0, m

@@ -3,34 +3,23 @@ MNIST models, measured with quantzoo.bench.run_cell (the protocol's defaults: 8-
 
 QAT budget: 3 epochs at lr 1e-3 for digits/MNIST-1D; MNIST uses the protocol's default budget (1 epoch)."""
 
-import os
-
 import pytest
+
+from quantzoo.bench.testing import run_cell_or_skip
 
 pytestmark = pytest.mark.slow
 
 CELLS = [("cnn", "digits"), ("cnn1d", "mnist1d"), ("lenet5", "mnist")]
 
 
-def _skip_without_mnist(dataset):
-    if dataset == "mnist" and not os.path.isdir("/work/shared/data/MNIST/raw"):
-        pytest.skip("MNIST IDX files are not at /work/shared/data/MNIST/raw")
-
-
 @pytest.mark.parametrize("model, dataset", CELLS)
 def test_int8_ptq_within_half_point(model, dataset):
-    from quantzoo.bench import run_cell
-
-    _skip_without_mnist(dataset)
-    r = run_cell("nni-ptq", model, dataset, 8, 8)
+    r = run_cell_or_skip("nni-ptq", model, dataset, 8, 8)
     assert r["delta"] >= -0.5, r
 
 
 @pytest.mark.parametrize("model, dataset", CELLS)
 def test_lsq_w4a4_within_one_point(model, dataset):
-    from quantzoo.bench import run_cell
-
-    _skip_without_mnist(dataset)
     train = None if dataset == "mnist" else {"epochs": 3, "lr": 1e-3}
-    r = run_cell("nni-lsq", model, dataset, 4, 4, train=train, mode="qat")
+    r = run_cell_or_skip("nni-lsq", model, dataset, 4, 4, train=train, mode="qat")
     assert r["delta"] >= -1.0, r

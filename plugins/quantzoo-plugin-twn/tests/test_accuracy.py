@@ -7,21 +7,12 @@ method's defaults.
 
 import pytest
 
+from quantzoo.bench.testing import run_cell_or_skip
+
 PROTOCOL = {"qat": {"epochs": 2, "lr": 1e-3, "batch_size": 128}, "first_layer": "method", "last_layer": "method"}
-
-
-def _run(method, model, w_bits, a_bits, **qat):
-    bench = pytest.importorskip("quantzoo.bench")
-    from quantzoo.errors import DataError
-
-    try:
-        protocol = {**PROTOCOL, "qat": {**PROTOCOL["qat"], **qat}}
-        return bench.run_cell(method, model, "mnist", w_bits, a_bits, seed=0, protocol=protocol)
-    except DataError as e:  # MNIST files absent: say where they were looked for
-        pytest.skip(f"MNIST not available: {e}")
 
 
 @pytest.mark.slow
 def test_twn_lenet5_within_half_a_point_of_fp():
-    m = _run("twn", "lenet5", 2, None)
+    m = run_cell_or_skip("twn", "lenet5", "mnist", 2, None, seed=0, protocol=PROTOCOL)
     assert m["accuracy"] >= m["fp_accuracy"] - 0.5, m  # paper: 99.35 vs FP 99.41

@@ -7,27 +7,18 @@ method's defaults.
 
 import pytest
 
+from quantzoo.bench.testing import run_cell_or_skip
+
 PROTOCOL = {"qat": {"epochs": 2, "lr": 1e-3, "batch_size": 128}, "first_layer": "method", "last_layer": "method"}
-
-
-def _run(method, model, w_bits, a_bits, **qat):
-    bench = pytest.importorskip("quantzoo.bench")
-    from quantzoo.errors import DataError
-
-    try:
-        protocol = {**PROTOCOL, "qat": {**PROTOCOL["qat"], **qat}}
-        return bench.run_cell(method, model, "mnist", w_bits, a_bits, seed=0, protocol=protocol)
-    except DataError as e:  # MNIST files absent: say where they were looked for
-        pytest.skip(f"MNIST not available: {e}")
 
 
 @pytest.mark.slow
 def test_bwn_lenet5_within_one_point_of_fp():
-    m = _run("xnor", "lenet5", 1, None)
+    m = run_cell_or_skip("xnor", "lenet5", "mnist", 1, None, seed=0, protocol=PROTOCOL)
     assert m["accuracy"] >= m["fp_accuracy"] - 1.0, m
 
 
 @pytest.mark.slow
 def test_xnor_w1a1_lenet5_at_least_98_5():
-    m = _run("xnor", "lenet5", 1, 1, epochs=5)
+    m = run_cell_or_skip("xnor", "lenet5", "mnist", 1, 1, seed=0, protocol=PROTOCOL, qat={"epochs": 5})
     assert m["accuracy"] >= 98.5, m  # RedBit: 99.37
