@@ -143,3 +143,22 @@ def test_replace_relus_upto_keeps_relus_after_the_last_binary_layer():
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
     assert replace_relus(model, upto="2") == 1
     assert isinstance(model[1], nn.Identity) and isinstance(model[3], nn.ReLU)
+
+
+def test_prepare_lowbit_roles_and_relus():
+    """Body layers get the method's layer, an "int8" first layer the 8-bit one, an "fp" last layer stays; with
+    replace_relu only the ReLU before the (last) binary-input layer becomes Identity."""
+    from quantzoo.nn.packed import BinaryActivation, BinaryWeight, LowBitLinear, prepare_lowbit, to_lowbit_layer
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    last = model[4]
+
+    def binary_layer(name, mod):
+        return to_lowbit_layer(mod, weight_quantizer=BinaryWeight("none", clip=1.0),
+                               input_quantizer=BinaryActivation(None, clip=1.0))
+
+    done = prepare_lowbit(model, binary_layer, first_layer="int8", last_layer="fp", method="m", replace_relu=True)
+    assert done == ["0", "2"]
+    assert isinstance(model[0], LowBitLinear) and model[0].weight_quantizer.bits == 8
+    assert isinstance(model[2].input_quantizer, BinaryActivation) and model[4] is last
+    assert isinstance(model[1], nn.Identity) and isinstance(model[3], nn.ReLU)

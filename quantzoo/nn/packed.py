@@ -247,6 +247,28 @@ def replace_relus(model: nn.Module, make=nn.Identity, upto: str | None = None) -
     return len(names)
 
 
+def prepare_lowbit(model: nn.Module, body_layer, *, first_layer: str, last_layer: str, method: str,
+                   replace_relu: bool = False) -> list[str]:
+    """The ``_prepare`` of the low-bit plugins (in place): every body layer becomes ``body_layer(name, mod)``
+    (the method's low-bit layer), a first/last layer under the ``"int8"`` policy :func:`int8_layer`, one under
+    ``"fp"`` stays as it is (:func:`quantize_layers`, which also refuses a model left without a low-bit layer).
+
+    ``replace_relu``: the ReLUs before the last layer with a :class:`BinaryActivation` input become Identity
+    (:func:`replace_relus`; binary nets use sign as their nonlinearity, and ReLUs after that layer feed only
+    real-valued layers). Returns the names of the replaced layers.
+    """
+    def make(name, mod, role):
+        if role in ("first", "last"):
+            return int8_layer(mod)
+        return body_layer(name, mod)
+
+    done = quantize_layers(model, make, first_layer=first_layer, last_layer=last_layer, method=method)
+    binary_inputs = [n for n in done if isinstance(model.get_submodule(n).input_quantizer, BinaryActivation)]
+    if replace_relu and binary_inputs:
+        replace_relus(model, upto=binary_inputs[-1])
+    return done
+
+
 # -- convert ---------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def bake_layer(layer: QuantLayerMixin) -> None:

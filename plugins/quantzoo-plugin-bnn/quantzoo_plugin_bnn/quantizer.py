@@ -31,8 +31,8 @@ from torch import nn
 
 from quantzoo.errors import UnsupportedError
 from quantzoo.nn import LayerPolicy
-from quantzoo.nn.packed import (BinaryActivation, BinaryWeight, bake_model, input_batchnorm, int8_layer,
-                                quantize_layers, replace_relus, to_lowbit_layer)
+from quantzoo.nn.packed import (BinaryActivation, BinaryWeight, bake_model, input_batchnorm, prepare_lowbit,
+                                to_lowbit_layer)
 from quantzoo.nn.swap import first_last
 from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
 
@@ -69,19 +69,14 @@ class BNNQuantizer(Quantizer):
         cfg = self.config
         first, _ = first_last(model)
 
-        def make(name, mod, role):
-            if role in ("first", "last"):
-                return int8_layer(mod)
+        def binary_layer(name, mod):
             act = None
             if name != first:  # the first layer sees the real-valued input (Alg. 1)
                 act = BinaryActivation(input_batchnorm(mod) if cfg.input_batchnorm else None, clip=1.0)
             return to_lowbit_layer(mod, weight_quantizer=BinaryWeight("none", clip=1.0), input_quantizer=act)
 
-        done = quantize_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
-                               method=self.name)
-        binary_inputs = [n for n in done if isinstance(model.get_submodule(n).input_quantizer, BinaryActivation)]
-        if cfg.replace_relu and binary_inputs:
-            replace_relus(model, upto=binary_inputs[-1])  # ReLUs after it feed only real-valued layers
+        prepare_lowbit(model, binary_layer, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
+                       method=self.name, replace_relu=cfg.replace_relu)
         return model
 
     def after_optimizer_step(self, model: nn.Module) -> None:

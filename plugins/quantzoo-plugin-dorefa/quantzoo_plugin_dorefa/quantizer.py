@@ -38,8 +38,8 @@ from torch import nn
 from quantzoo.errors import UnsupportedError
 from quantzoo.math import grad_transform, quantize_unit, round_ste
 from quantzoo.nn import LayerPolicy
-from quantzoo.nn.packed import (BinaryWeight, CodedWeightQuantizer, WeightCodes, bake_model, int8_layer,
-                                quantize_layers, to_lowbit_layer)
+from quantzoo.nn.packed import (BinaryWeight, CodedWeightQuantizer, WeightCodes, bake_model, prepare_lowbit,
+                                to_lowbit_layer)
 from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
 
 
@@ -148,15 +148,14 @@ class DorefaQuantizer(Quantizer):
     def _prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.config
 
-        def make(name, mod, role):
-            if role in ("first", "last"):
-                return int8_layer(mod)
+        def dorefa_layer(name, mod):
             act = DorefaActivation(cfg.a_bits, cfg.activation_prescale) if cfg.a_bits is not None else None
             grad = DorefaGradient(cfg.g_bits) if cfg.g_bits is not None else None
             return to_lowbit_layer(mod, weight_quantizer=self.weight_quantizer(), input_quantizer=act,
                                    output_quantizer=grad)
 
-        quantize_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer, method=self.name)
+        prepare_lowbit(model, dorefa_layer, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
+                       method=self.name)
         return model
 
     def _convert(self, model: nn.Module) -> nn.Module:

@@ -26,8 +26,7 @@ from torch import nn
 from quantzoo.errors import UnsupportedError
 from quantzoo.math import ste, ternary_codes
 from quantzoo.nn import FakeQuant, LayerPolicy
-from quantzoo.nn.packed import (CodedWeightQuantizer, WeightCodes, bake_model, int8_layer, quantize_layers,
-                                to_lowbit_layer)
+from quantzoo.nn.packed import CodedWeightQuantizer, WeightCodes, bake_model, prepare_lowbit, to_lowbit_layer
 from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
 from quantzoo.quantizers.uniform import make_observer
 from quantzoo.spec import QuantSpec
@@ -104,9 +103,7 @@ class TWNQuantizer(Quantizer):
     def _prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.config
 
-        def make(name, mod, role):
-            if role in ("first", "last"):
-                return int8_layer(mod)
+        def ternary_layer(name, mod):
             act = None
             if cfg.a_bits is not None:
                 spec = QuantSpec(bits=cfg.a_bits, signed=False, symmetric=False)
@@ -114,7 +111,8 @@ class TWNQuantizer(Quantizer):
             return to_lowbit_layer(mod, weight_quantizer=TernaryWeight(cfg.threshold_factor, cfg.per_channel),
                                    input_quantizer=act)
 
-        quantize_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer, method=self.name)
+        prepare_lowbit(model, ternary_layer, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
+                       method=self.name)
         return model
 
     def _convert(self, model: nn.Module) -> nn.Module:

@@ -36,8 +36,8 @@ from torch import nn
 from quantzoo.errors import UnsupportedError
 from quantzoo.math import binarize
 from quantzoo.nn import LayerPolicy
-from quantzoo.nn.packed import (BinaryActivation, BinaryWeight, bake_model, input_batchnorm, int8_layer,
-                                quantize_layers, replace_relus, to_lowbit_layer)
+from quantzoo.nn.packed import (BinaryActivation, BinaryWeight, bake_model, input_batchnorm, prepare_lowbit,
+                                to_lowbit_layer)
 from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
 
 
@@ -108,20 +108,15 @@ class XnorQuantizer(Quantizer):
     def _prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.config
 
-        def make(name, mod, role):
-            if role in ("first", "last"):
-                return int8_layer(mod)
+        def binary_layer(name, mod):
             act = None
             if cfg.binary_activations:
                 act = XnorInput(mod, input_batchnorm(mod) if cfg.input_batchnorm else None)
             return to_lowbit_layer(mod, weight_quantizer=BinaryWeight("channel", clip=1.0, scale_grad=True),
                                    input_quantizer=act)
 
-        done = quantize_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
-                               method=self.name)
-        binary_inputs = [n for n in done if isinstance(model.get_submodule(n).input_quantizer, BinaryActivation)]
-        if cfg.binary_activations and cfg.replace_relu and binary_inputs:
-            replace_relus(model, upto=binary_inputs[-1])  # ReLUs after it feed only real-valued layers
+        prepare_lowbit(model, binary_layer, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
+                       method=self.name, replace_relu=cfg.binary_activations and cfg.replace_relu)
         return model
 
     def _convert(self, model: nn.Module) -> nn.Module:
