@@ -108,6 +108,13 @@ class DistillerQuantizerMixin:
             return cls.make_config(data.get("config", {}) if "method" in data else data)
         return cls.make_config(schedule_kwargs(data, cls.name))
 
+    @classmethod
+    def _check_harness_bits(cls, w_bits, a_bits, min_w=2):
+        """``config_for_bits``'s check: integer weights of ``min_w``..16 bits, activations 2..16 or float."""
+        if not min_w <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
+            raise UnsupportedError(f"{cls.name} supports weights {min_w}..16 and activations 2..16 bits, "
+                                   f"not W{w_bits}A{a_bits}")
+
 
 class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
     """Range-linear post-training quantization as Distiller's ``PostTrainLinearQuantizer``.
@@ -135,8 +142,7 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
 
     @classmethod
     def config_for_bits(cls, w_bits, a_bits):
-        if not 2 <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
-            raise UnsupportedError(f"distiller-ptq supports integer widths 2..16, not W{w_bits}A{a_bits}")
+        cls._check_harness_bits(w_bits, a_bits)
         # Distiller's published best 8-bit setting: asymmetric activations, per-channel weights
         # (command_line.md: "asym 8/8 per-channel").
         return cls.Config(bits_parameters=w_bits, bits_activations=a_bits, per_channel_wts=True,

@@ -155,12 +155,6 @@ class _DistillerQAT(DistillerQuantizerMixin, Quantizer):
                 mod.bake()
         return model
 
-    @classmethod
-    def _check_harness_bits(cls, w_bits, a_bits, min_w=2):
-        if not min_w <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
-            raise UnsupportedError(f"{cls.name} supports weights {min_w}..16 and activations 2..16 bits, "
-                                   f"not W{w_bits}A{a_bits}")
-
 
 class DistillerQAT(_DistillerQAT):
     """Range-linear QAT (Distiller ``QuantAwareTrainRangeLinearQuantizer``; Jacob et al. 2018,
@@ -207,15 +201,9 @@ class DistillerQAT(_DistillerQAT):
         return model
 
 
-class DistillerDorefa(_DistillerQAT):
-    """DoReFa-Net (Zhou et al. 2016, arXiv:1606.06160 eq. 9 weights, eq. 11 activations; Distiller
-    ``DorefaQuantizer``): tanh-normalised weights (``E|w|·sign(w)`` at 1 bit); every ReLU becomes
-    ``clamp(x, 0, 1)`` + ``b``-bit rounding. Gradients are not quantized (as in Distiller)."""
+class _DorefaWeightQAT(_DistillerQAT):
+    """Distiller's QAT quantizers with DoReFa weights (``DorefaWeight``, 1..16 bits): DoReFa and PACT."""
 
-    name = "distiller-dorefa"
-    paper = "Zhou et al. 2016, arXiv:1606.06160; Distiller DorefaQuantizer"
-    description = "Distiller DoReFa: tanh weights (1-bit: E|w|·sign), clamp(0,1) activations."
-    Config = DistillerQATConfig
     capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 17)), activation_bits=(*range(2, 17), 32),
                                 needs_training=True)
     min_weight_bits = 1
@@ -228,11 +216,22 @@ class DistillerDorefa(_DistillerQAT):
     def _weight_quantizer(self, bits):
         return DorefaWeight(bits)
 
+
+class DistillerDorefa(_DorefaWeightQAT):
+    """DoReFa-Net (Zhou et al. 2016, arXiv:1606.06160 eq. 9 weights, eq. 11 activations; Distiller
+    ``DorefaQuantizer``): tanh-normalised weights (``E|w|·sign(w)`` at 1 bit); every ReLU becomes
+    ``clamp(x, 0, 1)`` + ``b``-bit rounding. Gradients are not quantized (as in Distiller)."""
+
+    name = "distiller-dorefa"
+    paper = "Zhou et al. 2016, arXiv:1606.06160; Distiller DorefaQuantizer"
+    description = "Distiller DoReFa: tanh weights (1-bit: E|w|·sign), clamp(0,1) activations."
+    Config = DistillerQATConfig
+
     def _activation(self, bits, relu):
         return ClippedActivation(bits, 1.0)
 
 
-class DistillerPACT(_DistillerQAT):
+class DistillerPACT(_DorefaWeightQAT):
     """PACT (Choi et al. 2018, arXiv:1805.06085; Distiller ``PACTQuantizer``): every ReLU becomes a learned
     clip ``min(relu(x), α)`` (α initialised to ``act_clip_init_val`` = 8.0) with ``b``-bit rounding over
     ``[0, α]``; weights use DoReFa. The α parameters form their own optimizer group whose weight decay is
@@ -242,17 +241,6 @@ class DistillerPACT(_DistillerQAT):
     paper = "Choi et al. 2018, arXiv:1805.06085; Distiller PACTQuantizer"
     description = "Distiller PACT: learned activation clip α (init 8.0, own weight decay), DoReFa weights."
     Config = PACTConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 17)), activation_bits=(*range(2, 17), 32),
-                                needs_training=True)
-    min_weight_bits = 1
-
-    @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check_harness_bits(w_bits, a_bits, min_w=1)
-        return cls.Config(bits_weights=w_bits, bits_activations=a_bits)
-
-    def _weight_quantizer(self, bits):
-        return DorefaWeight(bits)
 
     def _activation(self, bits, relu):
         return PACTActivation(bits, self.config.act_clip_init_val)

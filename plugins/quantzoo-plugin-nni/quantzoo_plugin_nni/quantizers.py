@@ -169,6 +169,13 @@ class _NNIQuantizer(Quantizer):
         if not lo <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
             raise UnsupportedError(f"{cls.name} supports W{lo}..16 / A2..16, not W{w_bits}A{a_bits}")
 
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        """NNI's default targets: every Linear/Conv's weight ``int{w}`` (symmetric) and input ``int{a}``
+        (affine) — used as is by ``nni-qat`` and ``nni-ptq``; the others override it."""
+        cls._check(w_bits, a_bits)
+        return cls.Config(config_list=default_config_list(w_bits, a_bits))
+
 
 class NNIQAT(_NNIQuantizer):
     """NNI ``QATQuantizer`` (Jacob et al. 2018, arXiv:1712.05877 §3): every target's min/max tracked with an
@@ -181,11 +188,6 @@ class NNIQAT(_NNIQuantizer):
     Config = QATConfig
     capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
                                 needs_training=True)
-
-    @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check(w_bits, a_bits)
-        return cls.Config(config_list=default_config_list(w_bits, a_bits))
 
     def _target(self, name, target, setting, module):
         return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "ema", 0.99)
@@ -225,11 +227,6 @@ class NNIPTQ(_NNIQuantizer):
     Config = PTQConfig
     capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
                                 needs_calibration=True)
-
-    @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check(w_bits, a_bits)
-        return cls.Config(config_list=default_config_list(w_bits, a_bits))
 
     def _target(self, name, target, setting, module):
         return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "running")
