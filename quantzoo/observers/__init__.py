@@ -1,6 +1,6 @@
 """Observers: statistics → scale/zero-point. The core's are registered through ``register_observers``."""
 
-from .base import Observer
+from .base import BatchMeanRangeObserver, Observer
 from .histogram import KLObserver, kl_threshold_bins
 from .minmax import MinMaxObserver, MovingAverageMinMaxObserver
 from .mse import MSEObserver, mse_clip_search
@@ -15,6 +15,7 @@ CORE_OBSERVERS: list[type[Observer]] = [
 ]
 
 __all__ = [
+    "BatchMeanRangeObserver",
     "CORE_OBSERVERS",
     "KLObserver",
     "MSEObserver",

@@ -75,3 +75,33 @@ class Observer(nn.Module):
             if key in state_dict and buf is not None and buf.shape != state_dict[key].shape:
                 self._buffers[name] = torch.empty_like(state_dict[key])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class BatchMeanRangeObserver(Observer):
+    """An observer whose range is the equal-weight mean of one range per batch (the percentile and MSE
+    observers): subclasses implement :meth:`batch_range`.
+
+    The mean is cumulative, ``m_n = m_{n-1} + (r_n − m_{n-1})/n``: memory stays constant and one odd batch
+    cannot dominate, but the result is the mean of the batch ranges, not the range of the union of batches.
+    """
+
+    def __init__(self, spec: QuantSpec):
+        super().__init__(spec)
+        self.register_buffer("min_val", torch.tensor(float("inf")))
+        self.register_buffer("max_val", torch.tensor(float("-inf")))
+
+    def batch_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        """``(lo, hi)`` of one batch, at the spec's granularity."""
+        raise NotImplementedError
+
+    def observe(self, x: torch.Tensor) -> None:
+        lo, hi = self.batch_range(x)
+        if not self.has_stats:
+            self.min_val, self.max_val = lo, hi
+        else:
+            n = float(self.num_batches.item() + 1)  # batches including this one
+            self.min_val = self.min_val + (lo - self.min_val) / n
+            self.max_val = self.max_val + (hi - self.max_val) / n
+
+    def min_max(self):
+        return self.min_val, self.max_val

@@ -7,7 +7,7 @@ import torch
 from ..errors import ConfigError
 from ..math.uniform import compute_qparams, fake_quantize, reduction_rows
 from ..spec import QuantSpec
-from .base import Observer
+from .base import BatchMeanRangeObserver
 
 
 def mse_clip_search(rows: torch.Tensor, spec: QuantSpec, ratios: torch.Tensor, p: float = 2.0):
@@ -35,7 +35,7 @@ def mse_clip_search(rows: torch.Tensor, spec: QuantSpec, ratios: torch.Tensor, p
     return best_lo, best_hi, best_err
 
 
-class MSEObserver(Observer):
+class MSEObserver(BatchMeanRangeObserver):
     """Clip the min/max range by the ratio ``α`` that minimises the quantization MSE of the observed tensor.
 
     The candidates are ``α ∈ {1/n, 2/n, ..., 1}`` (``n=num_candidates``, default 100) applied to both ends
@@ -63,26 +63,15 @@ class MSEObserver(Observer):
             raise ConfigError(f"p={p} must be positive: p=2.0 is the mean squared error")
         self.num_candidates = int(num_candidates)
         self.p = float(p)
-        self.register_buffer("min_val", torch.tensor(float("inf")))
-        self.register_buffer("max_val", torch.tensor(float("-inf")))
 
     def ratios(self) -> torch.Tensor:
         n = self.num_candidates
         return torch.arange(1, n + 1, dtype=torch.float64) / n
 
-    def observe(self, x: torch.Tensor) -> None:
+    def batch_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows, shape = reduction_rows(x, self.spec)
         lo, hi, _ = mse_clip_search(rows, self.spec, self.ratios(), self.p)
-        lo, hi = lo.reshape(shape), hi.reshape(shape)
-        if not self.has_stats:
-            self.min_val, self.max_val = lo, hi
-        else:
-            n = float(self.num_batches.item() + 1)  # batches including this one
-            self.min_val = self.min_val + (lo - self.min_val) / n
-            self.max_val = self.max_val + (hi - self.max_val) / n
-
-    def min_max(self):
-        return self.min_val, self.max_val
+        return lo.reshape(shape), hi.reshape(shape)
 
     def extra_repr(self) -> str:
         return f"{self.spec.describe()}, num_candidates={self.num_candidates}, p={self.p}"

@@ -7,7 +7,7 @@ import torch
 from ..errors import ConfigError
 from ..math.uniform import reduction_rows
 from ..spec import QuantSpec
-from .base import Observer
+from .base import BatchMeanRangeObserver
 
 
 def row_percentile(rows: torch.Tensor, q: float) -> torch.Tensor:
@@ -28,7 +28,7 @@ def row_percentile(rows: torch.Tensor, q: float) -> torch.Tensor:
     return lo + frac * (hi - lo)
 
 
-class PercentileObserver(Observer):
+class PercentileObserver(BatchMeanRangeObserver):
     """Range ``[P_{100-p}(x), P_p(x)]``: the ``p``-th and ``(100-p)``-th percentiles instead of max and min.
 
     Clipping at a percentile trades a little clipping error on rare outliers for a finer step on the bulk
@@ -49,22 +49,12 @@ class PercentileObserver(Observer):
         if not 50.0 < percentile <= 100.0:
             raise ConfigError(f"percentile={percentile} must lie in (50, 100]: e.g. percentile=99.99")
         self.percentile = float(percentile)
-        self.register_buffer("min_val", torch.tensor(float("inf")))
-        self.register_buffer("max_val", torch.tensor(float("-inf")))
 
-    def observe(self, x: torch.Tensor) -> None:
+    def batch_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows, shape = reduction_rows(x, self.spec)
         lo = row_percentile(rows, 100.0 - self.percentile).reshape(shape)
         hi = row_percentile(rows, self.percentile).reshape(shape)
-        if not self.has_stats:
-            self.min_val, self.max_val = lo, hi
-        else:
-            n = float(self.num_batches.item() + 1)  # batches including this one
-            self.min_val = self.min_val + (lo - self.min_val) / n
-            self.max_val = self.max_val + (hi - self.max_val) / n
-
-    def min_max(self):
-        return self.min_val, self.max_val
+        return lo, hi
 
     def extra_repr(self) -> str:
         return f"{self.spec.describe()}, percentile={self.percentile}"
