@@ -186,15 +186,25 @@ def paired_latency_ms(models: list[nn.Module], x: torch.Tensor, *, budget_s: flo
     return [1000.0 * statistics.median(ts) for ts in times]
 
 
-def ideal_size_bytes(model: nn.Module) -> float:
+def ideal_size_bytes(model: nn.Module, fp_param_count: int | None = None) -> float | None:
     """Bytes of the parameters stored at their quantized width: a layer whose weight was baked on a b-bit grid
-    (``weight_bits`` set at convert) counts b/8 bytes per weight, every other parameter 4 bytes."""
+    (``weight_bits`` set at convert) counts b/8 bytes per weight, every other parameter 4 bytes.
+
+    ``None`` where the converted model no longer holds most weights as parameters (torch's int8 modules and
+    pt2e graphs keep packed weights outside ``parameters()``): counting what is left would overstate the
+    compression. Such rows report their measured size only.
+    """
     total = 0.0
+    count = 0
     for mod in model.modules():
         bits = getattr(mod, "weight_bits", None)
         for name, p in mod.named_parameters(recurse=False):
             width = bits if (name == "weight" and isinstance(bits, int) and 0 < bits < 32) else 32
             total += p.numel() * width / 8
+            count += p.numel()
+    # BN folding removes a few parameters; losing most of them means the weights moved out of parameters().
+    if fp_param_count is not None and count < fp_param_count / 2:
+        return None
     return total
 
 

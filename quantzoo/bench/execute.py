@@ -171,7 +171,7 @@ def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
     fq_acc = accuracy(converted, test)
     m["eval_s"] = time.perf_counter() - t
     m["fakequant_accuracy"] = fq_acc
-    m["ideal_size_bytes"] = ideal_size_bytes(converted)
+    m["ideal_size_bytes"] = ideal_size_bytes(converted, sum(p.numel() for p in fp_model.parameters()))
     m["ideal_compression"] = fp_ideal / m["ideal_size_bytes"] if m["ideal_size_bytes"] else None
     m.update(_backend_metrics(cls.default_backend, converted, fp_model, splits, proto))
     m["accuracy"] = m["real_accuracy"] if m.get("real_accuracy") is not None else fq_acc
