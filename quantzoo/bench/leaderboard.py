@@ -124,7 +124,8 @@ def table(records: list[dict]) -> tuple[list[str], list[list]]:
         comp = [r["compression"] for r in recs.values() if r["compression"]]
         ideal = [r["ideal_compression"] for r in recs.values() if r["ideal_compression"]]
         speed = [r["speedup_b64"] for r in recs.values() if r["speedup_b64"]]
-        backends = sorted({r["backend"] or "?" for r in recs.values()})
+        # a target whose cells all failed has no backend: it says FAILED in its own column
+        backends = sorted({r["backend"] for r in recs.values() if r["backend"]}) or ["-"]
         rank = f"{statistics.fmean(ranks[k]):.1f}" if ranks[k] and k[1] != "fp" else ("FP" if k[1] == "fp" else "-")
         label = k[0] if k[1] == "fp" else f"{k[0]} ({k[1]})"
         if k[4]:
