@@ -96,3 +96,15 @@ def test_rows_of_different_configs_are_not_averaged_together():
     assert sorted(r["accuracy"] for r in recs) == [50.0, 90.0]
     _, rows = table(recs)
     assert len({r[1] for r in rows}) == 2 and all("#" in r[1] for r in rows)
+
+
+def test_variant_rows_are_labelled_by_the_config_entries_that_differ():
+    common = {"bits_weights": 4, "bits_activations": 4}
+    a = dict(_row("distiller-pact", "qat", 4, 4, 0, 94.0), config_hash="aaa", protocol_json="p",
+             config={**common, "act_clip_init_val": "mse"})
+    b = dict(_row("distiller-pact", "qat", 4, 4, 0, 93.0), config_hash="bbb", protocol_json="p", cell_key="other",
+             config={**common, "act_clip_init_val": 8.0})
+    labels = sorted(r[1] for r in table(aggregate([a, b]))[1])
+    assert labels == ["distiller-pact (qat) act_clip_init_val=8.0", "distiller-pact (qat) act_clip_init_val=mse"]
+    # one variant alone keeps the plain name
+    assert [r[1] for r in table(aggregate([a]))[1]] == ["distiller-pact (qat)"]

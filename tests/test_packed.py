@@ -9,7 +9,7 @@ from torch import nn
 
 import quantzoo
 from quantzoo.errors import UnsupportedError
-from quantzoo.math import dequantize_codes, grad_transform, quantize_unit
+from quantzoo.math import dequantize_codes, grad_transform, quantize_unit, tanh_unit
 from quantzoo.nn.packed import PackedLayer, load_packed, pack_model, packed_layers, save_packed, storage_bits
 from quantzoo.testing import find_quantized_weights
 
@@ -22,6 +22,20 @@ def test_quantize_unit_by_hand():
     assert torch.allclose(out, torch.tensor([0.0, 1 / 7, 4 / 7, 1.0]))
     out.sum().backward()
     assert torch.equal(x.grad, torch.ones(4))  # straight-through
+
+
+def test_tanh_unit_values_and_gradient_through_max():
+    # DoReFa eq. 9: u = tanh(w)/(2 m) + 1/2 with m = max|tanh w| = tanh(2) = 0.96403 (w = 2 is the largest)
+    w = torch.tensor([0.5, -1.0, 0.25, 2.0], requires_grad=True)
+    u = tanh_unit(w)
+    m = torch.tanh(torch.tensor(2.0))
+    assert u.tolist() == pytest.approx([0.73968, 0.10500, 0.62703, 1.0], abs=1e-5)
+    u[0].backward()
+    # du0/dw0 = (1 − tanh²0.5)/(2m); du0/dw3 = −tanh(0.5)·(1 − tanh²2)/(2m²) (through the max); others 0
+    t0 = torch.tanh(torch.tensor(0.5))
+    expected = [float((1 - t0**2) / (2 * m)), 0.0, 0.0, float(-t0 * (1 - m**2) / (2 * m**2))]
+    assert w.grad.tolist() == pytest.approx(expected, abs=1e-6)
+    assert tanh_unit(torch.zeros(3)).tolist() == [0.5, 0.5, 0.5]  # no 0/0
 
 
 def test_grad_transform():

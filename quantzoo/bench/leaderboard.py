@@ -50,7 +50,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         m0 = ok[0]["metrics"] if ok else {}
         rec = {
             "method": method, "mode": mode, "model": model, "dataset": dataset, "w_bits": w, "a_bits": a,
-            "variant": variant,
+            "variant": variant, "config": rs[0].get("config") or {},
             "bits": _bits(w, a, mode), "accuracy": acc, "accuracy_sd": sd, "seeds": len(ok),
             "fp_accuracy": fp, "delta": (acc - fp) if acc is not None and fp is not None else None,
             "fakequant_accuracy": fq, "real_accuracy": real,
@@ -129,7 +129,7 @@ def table(records: list[dict]) -> tuple[list[str], list[list]]:
         rank = f"{statistics.fmean(ranks[k]):.1f}" if ranks[k] and k[1] != "fp" else ("FP" if k[1] == "fp" else "-")
         label = k[0] if k[1] == "fp" else f"{k[0]} ({k[1]})"
         if k[4]:
-            label += f" #{k[4]}"
+            label += f" {k[4]}"
         policy = f"{first['first_layer'] or '-'}/{first['last_layer'] or '-'}"
         out.append([rank, label, first["bits"], ", ".join(backends), *(_fmt_acc(recs.get(t)) for t in targets),
                     f"{statistics.fmean(deltas):+.2f}" if deltas and k[1] != "fp" else "",
@@ -139,11 +139,18 @@ def table(records: list[dict]) -> tuple[list[str], list[list]]:
 
 
 def _variant_of(rec: dict, records: list[dict]) -> str:
-    """The variant tag shown in the table, only where one method/bits/model has several variants."""
-    same = {r.get("variant") for r in records if (r["method"], r["mode"], r["w_bits"], r["a_bits"], r["model"],
-                                                  r["dataset"]) == (rec["method"], rec["mode"], rec["w_bits"],
-                                                                    rec["a_bits"], rec["model"], rec["dataset"])}
-    return rec.get("variant", "") if len(same) > 1 else ""
+    """The variant tag shown in the table, only where one method/bits/model has several variants: the config
+    entries that tell them apart (``act_clip_init_val=8.0``), or ``#<hash>`` where only the protocol differs."""
+    same = {r.get("variant"): r for r in records if (r["method"], r["mode"], r["w_bits"], r["a_bits"], r["model"],
+                                                     r["dataset"]) == (rec["method"], rec["mode"], rec["w_bits"],
+                                                                       rec["a_bits"], rec["model"], rec["dataset"])}
+    if len(same) <= 1:
+        return ""
+    configs = [r.get("config") or {} for r in same.values()]
+    mine = rec.get("config") or {}
+    keys = sorted({k for c in configs for k in c if any(c.get(k) != o.get(k) for o in configs)})
+    tag = ", ".join(f"{k}={mine[k]}" for k in keys if k in mine)
+    return tag or f"#{rec.get('variant', '')}"
 
 
 def render(records: list[dict], fmt: str = "github") -> str:

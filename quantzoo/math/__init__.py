@@ -16,7 +16,7 @@ from .uniform import (
 
 # imported last: the submodule quantzoo.math.ste must not shadow the function ste
 from .binary import binarize, sign, ste, ternary_codes  # noqa: E402
-from .lowbit import dequantize_codes, grad_transform, quantize_unit  # noqa: E402
+from .lowbit import dequantize_codes, grad_transform, quantize_unit, tanh_unit  # noqa: E402
 from .logarithmic import log_dequantize, log_quantize, log_quantize_codes  # noqa: E402
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "pack_signed",
     "quantize",
     "quantize_unit",
+    "tanh_unit",
     "reduce_min_max",
     "reduction_rows",
     "round_ste",

@@ -22,6 +22,18 @@ def quantize_unit(x: torch.Tensor, bits: int) -> torch.Tensor:
     return round_ste(x * n) / n
 
 
+def tanh_unit(w: torch.Tensor) -> torch.Tensor:
+    """DoReFa's weight normalisation (Zhou et al. 2016, arXiv:1606.06160 eq. 9, the argument of
+    ``quantize_k``): ``tanh(w) / (2·max|tanh w|) + 1/2``, in [0, 1].
+
+    The gradient flows through ``tanh`` and through ``max`` (to the largest-magnitude weight), as in the
+    paper's TensorFlow code, Distiller's ``dorefa_quantize_param`` and NNI's ``dorefa_clamp_round_weight``;
+    an all-zero ``w`` maps to ½ instead of 0/0.
+    """
+    t = torch.tanh(w)
+    return t / (2 * t.abs().max().clamp_min(torch.finfo(t.dtype).tiny)) + 0.5
+
+
 class _GradTransform(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, fn):

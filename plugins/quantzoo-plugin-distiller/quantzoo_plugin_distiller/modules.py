@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantzoo import QuantSpec
-from quantzoo.errors import NotCalibratedError
+from quantzoo.errors import DataError, NotCalibratedError
 from quantzoo.math import (compute_qparams, expand_qparam, fake_quantize, reduce_min_max, round_ste, sign,
-                           ste)
+                           ste, tanh_unit)
+from quantzoo.observers.mse import mse_clip_search
 
 from .ranges import (clip_stats, distiller_qparams, is_symmetric, mode_spec, saturation_from_stats,
                      tensor_stats)
@@ -250,7 +251,8 @@ def unit_spec(bits: int) -> QuantSpec:
 class DorefaWeight(_Switchable):
     """DoReFa weights (Zhou et al. 2016, arXiv:1606.06160 eq. 9; Distiller ``dorefa_quantize_param``).
 
-    ``b > 1``: ``w' = tanh(w)/(2·max|tanh w|) + 1/2``, ``w_q = 2·round((2^b−1)·w')/(2^b−1) − 1``.
+    ``b > 1``: ``w' = tanh(w)/(2·max|tanh w|) + 1/2`` (:func:`quantzoo.math.tanh_unit`; the gradient flows
+    through tanh and max, as Distiller's autograd graph does), ``w_q = 2·round((2^b−1)·w')/(2^b−1) − 1``.
     ``b = 1``: ``w_q = E|w|·sign(w)`` with ``sign(0) = +1`` and an identity gradient (E has none).
     """
 
@@ -263,11 +265,9 @@ class DorefaWeight(_Switchable):
             return w
         if self.bits == 1:
             return ste(w, sign(w) * w.detach().abs().mean())
-        t = torch.tanh(w)
-        unit = t / (2 * t.detach().abs().max().clamp_min(torch.finfo(t.dtype).tiny)) + 0.5
         spec = unit_spec(self.bits)
         scale, zp = compute_qparams(torch.tensor(0.0), torch.tensor(1.0), spec)
-        return 2 * fake_quantize(unit, scale, zp, spec) - 1
+        return 2 * fake_quantize(tanh_unit(w), scale, zp, spec) - 1
 
 
 class ClippedActivation(_Switchable):
@@ -290,16 +290,36 @@ class ClippedActivation(_Switchable):
 class PACTActivation(_Switchable):
     """PACT (Choi et al. 2018, arXiv:1805.06085 eq. 1-2; Distiller ``LearnedClippedLinearQuantization``):
     ``y = min(relu(x), α)`` through ``torch.where`` so that ``∂y/∂α = 1_{x≥α}``, then
-    ``y_q = round(y·(2^b−1)/α)·α/(2^b−1)`` with the scale computed without gradient and an identity STE."""
+    ``y_q = round(y·(2^b−1)/α)·α/(2^b−1)`` with the scale computed without gradient and an identity STE.
 
-    def __init__(self, bits: int, init_act_clip_val: float = 8.0):
+    ``init_act_clip_val="mse"`` (a quantzoo option, not in Distiller): α starts, at the first forward pass
+    while quantization is active, at the clip that minimises the ``b``-bit quantization MSE of that batch's
+    ``relu(x)`` (:func:`quantzoo.observers.mse.mse_clip_search`, 100 candidates), then is learned as above.
+    """
+
+    def __init__(self, bits: int, init_act_clip_val: float | str = 8.0):
         super().__init__()
         self.bits = bits
         self.spec = unit_spec(bits)
-        self.clip_val = nn.Parameter(torch.tensor([float(init_act_clip_val)]))
+        self.init_mode = "mse" if init_act_clip_val == "mse" else "value"
+        start = 8.0 if self.init_mode == "mse" else float(init_act_clip_val)  # replaced at the first batch
+        self.clip_val = nn.Parameter(torch.tensor([start]))
+        self.register_buffer("initialized", torch.tensor(self.init_mode == "value"))
+
+    @torch.no_grad()
+    def _init_from(self, y: torch.Tensor) -> None:
+        ratios = torch.arange(1, 101, dtype=torch.float64) / 100
+        _, hi, _ = mse_clip_search(y.detach().float().reshape(1, -1), self.spec, ratios)
+        if not torch.isfinite(hi).all() or float(hi) <= 0:
+            raise DataError(f"PACT α initialisation: the first batch after ReLU is all zero or not finite "
+                            f"(max {float(y.max())}); initialise from real data or set act_clip_init_val")
+        self.clip_val.fill_(float(hi))
+        self.initialized.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(x)
+        if self.active and not bool(self.initialized):
+            self._init_from(x)
         x = torch.where(x < self.clip_val, x, self.clip_val)
         if not self.active:
             return x
@@ -307,6 +327,9 @@ class PACTActivation(_Switchable):
             alpha = self.clip_val.detach().abs().reshape(())
             scale, zp = compute_qparams(torch.tensor(0.0), alpha, self.spec)
         return fake_quantize(x, scale, zp, self.spec)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, init={self.init_mode}"
 
 
 class WRPNWeight(_Switchable):

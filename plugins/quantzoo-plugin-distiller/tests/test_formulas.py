@@ -9,6 +9,7 @@ from quantzoo_plugin_distiller import DistillerDorefa, DistillerPACT, DistillerP
 from quantzoo_plugin_distiller.modules import (ClippedActivation, DorefaWeight, EMAActivation, PACTActivation,
                                                RangeLinearQATWeight, WRPNWeight)
 from quantzoo_plugin_distiller.ranges import distiller_qparams, distiller_scale, mode_spec, saturation_from_stats
+from quantzoo.errors import ConfigError, NotCalibratedError
 from quantzoo.math import fake_quantize
 
 
@@ -246,3 +247,37 @@ def test_collector_running_mean_quirk():
     update_first_pass(rec, torch.tensor([[2.0, 3.0]]))
     assert rec["avg_min"] == pytest.approx(0.4) and rec["min"] == -0.5 and rec["max"] == 3.0
     assert rec["mean"] == pytest.approx((2.0 + 5.0) / 6)
+
+
+def test_pact_mse_init_is_the_brute_force_optimum():
+    # act_clip_init_val "mse": alpha = the candidate r*max(relu(x)), r in {1/100..1}, with the least 2-bit MSE
+    # of round(min(relu(x), a)*3/a)*a/3 - relu(x); computed here by a plain loop, independently of the module.
+    x = torch.tensor([-2.0, 0.1, 0.3, 0.5, 0.6, 0.9, 1.1, 1.3, 4.0, 10.0])
+    y = torch.relu(x)
+    best = None
+    for i in range(100, 0, -1):  # widest first: ties keep the least clipping
+        a = float(y.max()) * i / 100
+        err = float(((torch.round(torch.clamp(y, 0, a) * 3 / a) * a / 3 - y) ** 2).mean())
+        if best is None or err < best[0] - 1e-12:
+            best = (err, a)
+    pact = PACTActivation(2, "mse")
+    assert not bool(pact.initialized)
+    out = pact(x)
+    assert bool(pact.initialized) and float(pact.clip_val.detach()) == pytest.approx(best[1], rel=1e-5)
+    a = best[1]
+    assert torch.allclose(out, torch.round(torch.clamp(y, 0, a) * 3 / a) * a / 3, atol=1e-5)
+    pact(x * 100)  # later batches no longer re-initialise: alpha is learned from here on
+    assert float(pact.clip_val.detach()) == pytest.approx(best[1], rel=1e-5)
+
+
+def test_pact_defaults_and_harness_init():
+    assert DistillerPACT.Config().act_clip_init_val == 8.0  # Distiller's constructor default
+    assert DistillerPACT.config_for_bits(4, 4).act_clip_init_val == "mse"
+    with pytest.raises(ConfigError, match="act_clip_init_val"):
+        DistillerPACT(act_clip_init_val=-1.0)
+    q = DistillerPACT(bits_weights=4, bits_activations=4, act_clip_init_val="mse")
+    prepared = q.prepare(_toy())
+    with pytest.raises(NotCalibratedError, match="never initialised"):
+        q.convert(prepared)
+    q.calibrate(prepared, [torch.randn(8, 2)])
+    assert bool(prepared[1].initialized) and float(prepared[1].clip_val.detach()) != 8.0

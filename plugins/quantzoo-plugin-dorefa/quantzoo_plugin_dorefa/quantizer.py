@@ -36,7 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
-from quantzoo.math import grad_transform, quantize_unit, round_ste
+from quantzoo.math import grad_transform, quantize_unit, round_ste, tanh_unit
 from quantzoo.nn import LayerPolicy
 from quantzoo.nn.packed import (BinaryWeight, CodedWeightQuantizer, WeightCodes, bake_model, prepare_lowbit,
                                 to_lowbit_layer)
@@ -54,9 +54,7 @@ class DorefaWeight(CodedWeightQuantizer):
 
     def encode(self, w: torch.Tensor) -> WeightCodes:
         n = 2**self.bits - 1
-        t = torch.tanh(w)
-        unit = t / (2 * t.abs().max().clamp(min=torch.finfo(t.dtype).tiny)) + 0.5  # in [0, 1]
-        codes = round_ste(unit * n)                                              # = n·quantize_k(unit)
+        codes = round_ste(tanh_unit(w) * n)                                              # = n·quantize_k(unit)
         return WeightCodes(codes, torch.tensor(2.0 / n), torch.tensor(n / 2.0), self.bits)
 
     def extra_repr(self) -> str:

@@ -22,7 +22,7 @@ from torch import nn
 from quantzoo import QuantSpec
 from quantzoo.errors import NotCalibratedError
 from quantzoo.math import (binarize, compute_qparams, fake_quantize, grad_scale, lsq_fake_quantize,
-                           lsq_grad_factor, reduce_min_max, ste)
+                           lsq_grad_factor, reduce_min_max, ste, tanh_unit)
 from quantzoo.nn.layers import QuantConv1d, QuantConv2d, QuantLinear
 
 from .config_list import parse_dtype
@@ -163,10 +163,8 @@ class DoReFaWeight(nn.Module):
         self.bits = spec.bits
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        t = torch.tanh(w)
-        unit = t / (2 * t.detach().abs().max().clamp_min(torch.finfo(t.dtype).tiny)) + 0.5
         scale, zp = unit_qparams(self.spec)
-        return 2 * fake_quantize(unit, scale, zp, self.spec) - 1
+        return 2 * fake_quantize(tanh_unit(w), scale, zp, self.spec) - 1
 
 
 class DoReFaOutput(nn.Module):
