@@ -94,3 +94,10 @@ def test_entry_config_file_relative_to_the_suite(tmp_path):
     p.write_text(p.read_text() + 'bits = ["W4A4"]\n')
     with pytest.raises(ConfigError, match="config_file"):
         load_suite(p)
+
+
+def test_suite_row_names_a_missing_target():
+    from quantzoo.bench.testing import suite_row
+
+    with pytest.raises(ValueError, match="no target mlp/digits"):
+        suite_row("uniform", "mlp", "digits", 8, 8, mode="ptq")

@@ -74,3 +74,25 @@ def run_cell_or_skip(method: str, model: str, dataset: str, w_bits: int | None, 
         if dataset != "mnist":
             raise
         pytest.skip(f"MNIST not available: {e}")
+
+
+def suite_row(method: str, model: str, dataset: str, w_bits: int | None, a_bits: int | None, *, mode: str,
+              suite: str = "standard", config: dict | None = None) -> dict:
+    """One leaderboard row of a built-in suite, recomputed for a test: the suite's protocol (without latency
+    timing), the target's seeds and baseline recipe. Returns ``{"delta", "accuracy", "deltas", "seeds"}``
+    with the means over seeds, as the leaderboard prints them; skips like :func:`run_cell_or_skip`."""
+    import statistics
+
+    from .suite import load_suite
+
+    s = load_suite(suite)
+    target = next((t for t in s.targets if (t.model, t.dataset) == (model, dataset)), None)
+    if target is None:
+        raise ValueError(f"suite {suite!r} has no target {model}/{dataset}")
+    protocol = s.protocol.model_copy(update={"latency": False})
+    seeds = target.seeds or s.seeds
+    rows = [run_cell_or_skip(method, model, dataset, w_bits, a_bits, seed=seed, config=config, mode=mode,
+                             protocol=protocol, baseline=target.baseline) for seed in seeds]
+    deltas = [r["delta"] for r in rows]
+    return {"delta": statistics.fmean(deltas), "accuracy": statistics.fmean(r["accuracy"] for r in rows),
+            "deltas": deltas, "seeds": list(seeds)}
