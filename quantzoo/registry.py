@@ -196,6 +196,16 @@ class Registry:
         return self._entries[kind][target] if target else None
 
     # -- lookup ------------------------------------------------------------------------------------------
+    def code_versions(self, kind: str, name: str) -> dict[str, str | None]:
+        """The distributions whose code a component runs: ``{"quantzoo": v, "<its plugin's distribution>": v}``
+        (a plugin loaded from a bare module, without a distribution, adds nothing)."""
+        out = {"quantzoo": _version("quantzoo")}
+        provider = self.entry(kind, name).provider
+        info = next((p for p in self.plugins if p.name == provider), None)
+        if info is not None and info.distribution and info.distribution != "quantzoo":
+            out[info.distribution] = info.version
+        return out
+
     def entry(self, kind: str, name: str) -> Entry:
         """The entry called ``name`` (case-insensitive, aliases allowed); :class:`UnknownNameError` if none."""
         if kind not in KINDS:

@@ -184,3 +184,16 @@ def test_two_concurrent_bench_processes_split_the_work(tmp_path, cache_dir):
     assert len(rows) == len({k for k, _, _ in rows}) == total  # no lost, no duplicated rows
     assert all(s == "ok" and a == 1 for _, s, a in rows)  # each cell ran exactly once
     assert sum(ran) == total  # together they ran every cell once
+
+
+def test_cell_key_covers_the_code_versions():
+    import dataclasses
+    from importlib import metadata
+
+    from quantzoo.bench.execute import make_cell
+
+    cell = make_cell("uniform", "mlp", "digits", 8, 8)
+    assert cell.code == {"quantzoo": metadata.version("quantzoo")}  # a core method: quantzoo alone
+    # another release of the code is another cell: resume recomputes it instead of reusing the old row
+    assert dataclasses.replace(cell, code={"quantzoo": "0.0.1"}).key != cell.key
+    assert make_cell("fp32", "mlp", "digits").code == cell.code

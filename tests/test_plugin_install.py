@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,9 @@ def test_installed_plugin_is_found_through_its_entry_point(on_path):
     info = _plugin(reg, "qzt-good")
     assert (info.distribution, info.version, info.status, info.hooks) == (
         "quantzoo-plugin-qzt-good", "0.1.0", "ok", ["register_quantizers"])
+    # a benchmark cell's key covers the plugin's release (see test_bench_runner for the key itself)
+    assert reg.code_versions("quantizer", "qzt-good") == {"quantzoo": metadata.version("quantzoo"),
+                                                          "quantzoo-plugin-qzt-good": "0.1.0"}
 
 
 def test_installed_plugin_passes_the_conformance_kit(on_path):

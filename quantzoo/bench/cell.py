@@ -39,6 +39,9 @@ class Cell:
     config_version: int = 1
     protocol: dict = field(default_factory=dict)  # Protocol.model_dump(mode="json")
     baseline: dict = field(default_factory=dict)  # Budget.model_dump(mode="json")
+    #: versions of quantzoo and of the method's plugin distribution: part of the key, so that a release
+    #: that changes a method's results recomputes its cells instead of reusing the old rows
+    code: dict = field(default_factory=dict)
     data_root: str | None = None  # where the data lies: not part of the key
     paper: dict | None = None  # the published number to print beside ours: not part of the key
 
@@ -46,7 +49,8 @@ class Cell:
         proto = Protocol.model_validate(self.protocol).semantic()
         return {"method": self.method, "model": self.model, "dataset": self.dataset, "seed": self.seed,
                 "w_bits": self.w_bits, "a_bits": self.a_bits, "mode": self.mode, "config": self.config,
-                "config_version": self.config_version, "protocol": proto, "baseline": self.baseline}
+                "config_version": self.config_version, "protocol": proto, "baseline": self.baseline,
+                "code": self.code}
 
     @property
     def key(self) -> str:

@@ -39,7 +39,8 @@ def make_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_b
     common = dict(model=mdef.name, dataset=ddef.name, seed=int(seed), protocol=proto.model_dump(mode="json"),
                   baseline=budget.model_dump(mode="json"), data_root=data_root, paper=paper)
     if method == FP_METHOD:
-        return Cell(method=FP_METHOD, w_bits=FLOAT_BITS, a_bits=FLOAT_BITS, mode="fp", **common)
+        return Cell(method=FP_METHOD, w_bits=FLOAT_BITS, a_bits=FLOAT_BITS, mode="fp",
+                    code=reg.code_versions("model", mdef.name), **common)
     cls = get_quantizer(method)
     caps = cls.capabilities
     if mode is None:
@@ -57,7 +58,8 @@ def make_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_b
         w_bits = _bits_of(cfg, "weight", "weight_bits", "w_bits", "bits") or FLOAT_BITS
         a_bits = _bits_of(cfg, "activation", "activation_bits", "a_bits") or FLOAT_BITS
     return Cell(method=cls.name, w_bits=int(w_bits or 32), a_bits=int(a_bits or FLOAT_BITS), mode=mode,
-                config=cfg.model_dump(mode="json"), config_version=cfg.version, **common)
+                config=cfg.model_dump(mode="json"), config_version=cfg.version,
+                code=reg.code_versions("quantizer", cls.name), **common)
 
 
 def _bits_of(cfg, *fields: str) -> int | None:
