@@ -13,6 +13,7 @@ import math
 import os
 import socket
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,23 @@ CELL_COLUMNS = {
     "versions_json": "TEXT", "git_rev": "TEXT", "started_at": "TEXT", "finished_at": "TEXT", "owner": "TEXT",
     "attempts": "INTEGER DEFAULT 0",
 }
+
+
+BUSY_TIMEOUT_S = 60.0
+
+
+def _retry_locked(op, timeout_s: float):
+    """Run ``op`` again while SQLite says "database is locked", for up to ``timeout_s``: switching a new file to
+    WAL takes an exclusive lock without waiting on the busy timeout, so two processes that create the same
+    database at once would otherwise fail one of them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return op()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class ResultsDBError(QuantzooError):
@@ -125,10 +143,10 @@ class ResultsDB:
 
     def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(target, timeout=60, isolation_level=None, uri=uri)
+            conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, uri=uri)
             conn.row_factory = sqlite3.Row
             if not self.readonly:
-                conn.execute("PRAGMA journal_mode=WAL")
+                _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"), BUSY_TIMEOUT_S)
                 conn.execute("PRAGMA synchronous=NORMAL")
             return conn
         except sqlite3.Error as e:
