@@ -97,6 +97,23 @@ class Quantizer:
         raise UnsupportedError(f"{cls.name} does not map W{w_bits}A{a_bits} to a config")
 
     @classmethod
+    def bits_of_config(cls, config: QuantizerConfig) -> tuple[int | None, int | None]:
+        """``(weight_bits, activation_bits)`` of the model body under ``config`` (``None``: kept float): the
+        W/A label of a row run from a config file. The default reads a spec or integer field named
+        ``weight``/``weight_bits``/``w_bits``/``bits`` and ``activation``/``activation_bits``/``a_bits``;
+        methods whose configs name widths otherwise (a Distiller schedule, an NNI config_list) override it."""
+
+        def first(*fields: str) -> int | None:
+            for f in fields:
+                v = getattr(config, f, None)
+                v = getattr(v, "bits", v)
+                if isinstance(v, int) and not isinstance(v, bool):
+                    return v
+            return None
+
+        return first("weight", "weight_bits", "w_bits", "bits"), first("activation", "activation_bits", "a_bits")
+
+    @classmethod
     def conformance_model(cls) -> tuple[nn.Module, torch.Tensor] | None:
         """``(model, example_input)`` on which :mod:`quantzoo.testing` checks this method, or ``None``.
 

@@ -344,7 +344,8 @@ def check_config_schema(quantizer: Quantizer) -> None:
 
 
 def check_config_for_bits(quantizer: Quantizer) -> None:
-    """config_for_bits returns a Config or raises UnsupportedError, and maps at least one harness setting."""
+    """config_for_bits returns a Config or raises UnsupportedError, maps at least one harness setting, and
+    bits_of_config reads each setting's widths back (the W/A label of a row run from a config file)."""
     cls, who = type(quantizer), _who(quantizer)
     supported = []
     for w, a in HARNESS_SETTINGS:
@@ -357,6 +358,10 @@ def check_config_for_bits(quantizer: Quantizer) -> None:
                                  "raise quantzoo.UnsupportedError for settings the method lacks") from exc
         assert isinstance(cfg, cls.Config), (
             f"{who}: config_for_bits({w}, {a}) returned {type(cfg).__name__}, not {cls.Config.__name__}")
+        got = cls.bits_of_config(cfg)
+        assert tuple(got) == (w, a), (
+            f"{who}: bits_of_config(config_for_bits({w}, {a})) = {got}, not {(w, a)}; override bits_of_config so "
+            "that a row run from a config file is labelled with the widths it really uses")
         supported.append((w, a))
     assert supported, (f"{who}: config_for_bits supports none of the harness settings {HARNESS_SETTINGS}, "
                        "so the method gets no leaderboard rows; implement it")

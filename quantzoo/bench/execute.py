@@ -54,22 +54,11 @@ def make_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_b
         cfg = cls.make_config(config)
     else:
         cfg = bits_config(cls, w_bits, a_bits, config, proto)
-    if w_bits is None:  # the method's own defaults: read the widths back from its config
-        w_bits = _bits_of(cfg, "weight", "weight_bits", "w_bits", "bits") or FLOAT_BITS
-        a_bits = _bits_of(cfg, "activation", "activation_bits", "a_bits") or FLOAT_BITS
-    return Cell(method=cls.name, w_bits=int(w_bits or 32), a_bits=int(a_bits or FLOAT_BITS), mode=mode,
+    if w_bits is None:  # a config file or the method's defaults: read the widths back from the config
+        w_bits, a_bits = cls.bits_of_config(cfg)
+    return Cell(method=cls.name, w_bits=int(w_bits or FLOAT_BITS), a_bits=int(a_bits or FLOAT_BITS), mode=mode,
                 config=cfg.model_dump(mode="json"), config_version=cfg.version,
                 code=reg.code_versions("quantizer", cls.name), **common)
-
-
-def _bits_of(cfg, *fields: str) -> int | None:
-    """The first integer width found among ``fields`` of a config (a spec's ``.bits`` or a plain int)."""
-    for f in fields:
-        v = getattr(cfg, f, None)
-        v = getattr(v, "bits", v)
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-    return None
 
 
 def run_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_bits: int | None = 8,

@@ -65,6 +65,10 @@ class BNNQuantizer(Quantizer):
             raise UnsupportedError(f"bnn binarizes weights and activations (W1A1), not W{w_bits}A{a_bits}")
         return cls.Config()
 
+    @classmethod
+    def bits_of_config(cls, config):
+        return 1, 1  # binary weights and activations whatever the config
+
     def _prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.config
         first, _ = first_last(model)

@@ -85,6 +85,14 @@ class _BrevitasBase(Quantizer):
     #: the converted model is exported to ONNX QCDQ and scored in onnxruntime (fake-quant accuracy is reported too)
     default_backend = "onnxruntime"
 
+    @classmethod
+    def bits_of_config(cls, config):
+        """Binary/ternary presets: 1/2 bits; integer presets: ``weight_bit_width`` (else the preset's 8);
+        activations: ``act_bit_width`` (else 8), or float without ``act_quant``."""
+        w = {"SignedBinaryWeightPerTensorConst": 1, "SignedTernaryWeightPerTensorConst": 2}.get(
+            config.weight_quant, config.weight_bit_width or 8)
+        return w, (None if config.act_quant is None else config.act_bit_width or 8)
+
     def _presets(self):
         cfg = self.config
         is_int = cfg.weight_quant.startswith("Int")

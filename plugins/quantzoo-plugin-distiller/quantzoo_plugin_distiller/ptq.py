@@ -109,6 +109,13 @@ class DistillerQuantizerMixin:
         return cls.make_config(schedule_kwargs(data, cls.name))
 
     @classmethod
+    def bits_of_config(cls, config):
+        """The schedule's top-level widths: ``bits_weights`` (PTQ: ``bits_parameters``) and
+        ``bits_activations``; per-layer ``overrides`` (e.g. 8-bit first/last layers) are not the body's."""
+        w = getattr(config, "bits_weights", getattr(config, "bits_parameters", None))
+        return w, getattr(config, "bits_activations", None)
+
+    @classmethod
     def _check_harness_bits(cls, w_bits, a_bits, min_w=2):
         """``config_for_bits``'s check: integer weights of ``min_w``..16 bits, activations 2..16 or float."""
         if not min_w <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):

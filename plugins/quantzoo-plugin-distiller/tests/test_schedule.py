@@ -128,6 +128,9 @@ def test_bench_load_method_config(tmp_path):
     with pytest.warns(QuantzooWarning):
         cfg = load_method_config(p, "distiller-pact")
     assert cfg.bits_weights == 3 and "conv1" in cfg.overrides
+    # the row's W/A label: the schedule's top-level widths, not its per-layer overrides
+    assert DistillerPACT.bits_of_config(cfg) == (3, 4)
+    assert DistillerPTQ.bits_of_config(DistillerPTQ.Config(bits_parameters=6, bits_activations=None)) == (6, None)
 
 
 def test_layer_policy_first_last():

@@ -15,7 +15,8 @@ from quantzoo.errors import ConfigError, QuantzooWarning
 from quantzoo.nn import set_submodule
 from quantzoo.nn.fold import _fuse
 
-from .config_list import INPUT, LAYER_TYPES, OUTPUT, fuse_groups, normalize, resolve
+from .config_list import (INPUT, LAYER_TYPES, OUTPUT, default_targets, fuse_groups, normalize, parse_dtype,
+                          resolve)
 from .modules import (BNNQuant, DoReFaOutput, DoReFaWeight, FusedOutput, IOQuantWrapper, LSQQuant,
                       TrackedQuant, _BiasQuant, dorefa_grad_hook, make_layer, target_spec)
 
@@ -100,6 +101,29 @@ class _NNIQuantizer(Quantizer):
             raise ConfigError(f"{cls.name}: a config file holds an NNI config_list (a list) or a mapping with "
                               f"'config_list', not {type(data).__name__}")
         return cls.make_config(data)
+
+    @classmethod
+    def _target_widths(cls, config) -> tuple[list[int], list[int]]:
+        """The ``quant_dtype`` widths of every weight target and of every ``_input_``/``_output_`` target."""
+        weights, acts = [], []
+        for e in config.config_list:
+            targets = e.get("target_names") or sorted({t for ty in e.get("op_types") or LAYER_TYPES
+                                                       for t in default_targets(ty)})
+            for t in targets:
+                dtype = ((e.get("target_settings") or {}).get(t) or {}).get("quant_dtype") or e.get("quant_dtype")
+                bits = parse_dtype(dtype or "int8")[1]
+                if t == "weight":
+                    weights.append(bits)
+                elif t.startswith((INPUT, OUTPUT, "_input_", "_output_")):
+                    acts.append(bits)
+        return weights, acts
+
+    @classmethod
+    def bits_of_config(cls, config):
+        """The narrowest weight and activation ``quant_dtype`` of the config_list (the body's widths; wider
+        entries are e.g. 8-bit first/last layers)."""
+        weights, acts = cls._target_widths(config)
+        return min(weights, default=None), min(acts, default=None)
 
     def _target(self, name: str, target: str, setting: dict, module: nn.Module) -> nn.Module:
         raise NotImplementedError  # pragma: no cover
@@ -405,6 +429,12 @@ class NNIBNN(_NNIQuantizer):
             # binarized at the ReLU's input (the BN output, as BNN's sign after BN), leaving {0, 1} after it.
             cl.append({"op_types": ["ReLU"], "target_names": [INPUT], "quant_dtype": "int8"})
         return cls.Config(config_list=cl)
+
+    @classmethod
+    def bits_of_config(cls, config):
+        """Binary: 1 bit wherever the config_list has a weight or activation target (its dtype is ignored)."""
+        weights, acts = cls._target_widths(config)
+        return (1 if weights else None), (1 if acts else None)
 
     def _target(self, name, target, setting, module):
         if setting.get("policy_int8"):  # the layer policy's 8-bit first/last layer: NNI QAT at int8

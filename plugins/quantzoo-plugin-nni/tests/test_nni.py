@@ -156,6 +156,14 @@ def test_config_files(tmp_path):
     assert cfg.quant_start_step == 10
     plan = resolve(net(), cfg.config_list)
     assert list(plan) == ["0"] and plan["0"]["weight"]["quant_dtype"] == "int4"
+    # the row's W/A label: the narrowest weight and activation dtypes (weights only here: float activations)
+    assert NNIQAT.bits_of_config(cfg) == (4, None)
+    mixed = NNIQAT.Config(config_list=[
+        {"op_types": ["Conv2d", "Linear"], "target_names": ["_input_", "weight"],
+         "target_settings": {"weight": {"quant_dtype": "int4"}, "_input_": {"quant_dtype": "uint3"}}},
+        {"op_names": ["0"], "target_names": ["_input_", "weight"], "quant_dtype": "int8"}])
+    assert NNIQAT.bits_of_config(mixed) == (4, 3)
+    assert NNIBNN.bits_of_config(NNIBNN.config_for_bits(1, 1)) == (1, 1)
 
 
 X = torch.tensor([[1.0, 0.3]])

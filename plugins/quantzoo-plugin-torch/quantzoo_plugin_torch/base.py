@@ -55,6 +55,11 @@ class PluginQuantizer(Quantizer):
             raise UnsupportedError(f"{cls.name} runs int8 kernels only: {want}, not W{w_bits}A{a_bits}")
         return cls.Config()
 
+    @classmethod
+    def bits_of_config(cls, config):
+        """int8 weights; int8 activations, or float ones where the method takes only ``a_bits`` None."""
+        return 8, cls.a_bits_supported[0]
+
     def __init__(self, config=None, **overrides):
         super().__init__(config, **overrides)
         engine = getattr(self.config, "engine", None)

@@ -48,6 +48,11 @@ class TorchDynamicQuantizer(PluginQuantizer):
         return torch_ao_api("dynamic")
 
     @classmethod
+    def bits_of_config(cls, config):
+        # float16 weights with float activations; qint8 quantizes each batch's activations to int8
+        return (16, None) if config.dtype == "float16" else (8, 8)
+
+    @classmethod
     def conformance_model(cls):
         """Dynamic quantization covers Linear and RNN layers only, so the kit gets an MLP."""
         torch.manual_seed(0)

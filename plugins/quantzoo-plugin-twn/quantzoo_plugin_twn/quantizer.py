@@ -100,6 +100,10 @@ class TWNQuantizer(Quantizer):
                                    f"not W{w_bits}A{a_bits}")
         return cls.Config(a_bits=a_bits)
 
+    @classmethod
+    def bits_of_config(cls, config):
+        return 2, config.a_bits  # ternary weights are stored in 2 bits
+
     def _prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.config
 

@@ -105,6 +105,10 @@ class XnorQuantizer(Quantizer):
                                    f"not W{w_bits}A{a_bits}")
         return cls.Config(binary_activations=a_bits == 1)
 
+    @classmethod
+    def bits_of_config(cls, config):
+        return 1, (1 if config.binary_activations else None)  # XNOR-Net, or BWN with float activations
+
     def _prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.config
 
