@@ -199,10 +199,10 @@ class Registry:
     def code_versions(self, kind: str, name: str) -> dict[str, str | None]:
         """The distributions whose code a component runs: ``{"quantzoo": v, "<its plugin's distribution>": v}``
         (a plugin loaded from a bare module, without a distribution, adds nothing)."""
-        out = {"quantzoo": _version("quantzoo")}
-        provider = self.entry(kind, name).provider
-        info = next((p for p in self.plugins if p.name == provider), None)
-        if info is not None and info.distribution and info.distribution != "quantzoo":
+        by_name = {p.name: p for p in self.plugins}  # the first is quantzoo itself (make_plugin_manager)
+        out = {"quantzoo": by_name["quantzoo"].version}
+        info = by_name.get(self.entry(kind, name).provider)
+        if info is not None and info.distribution:
             out[info.distribution] = info.version
         return out
 

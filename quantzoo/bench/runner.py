@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from .cache import default_cache_dir
@@ -44,19 +43,11 @@ def versions() -> dict:
 
     import torch
 
-    out = {"quantzoo": _dist_version("quantzoo"), "torch": torch.__version__,
-           "python": sys.version.split()[0]}
-    for p in get_registry().plugins:
-        if p.distribution and p.distribution != "quantzoo":
+    out = {"torch": torch.__version__, "python": sys.version.split()[0]}
+    for p in get_registry().plugins:  # quantzoo's own entry included
+        if p.distribution:
             out[p.distribution] = p.version
     return out
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 @functools.lru_cache(maxsize=1)

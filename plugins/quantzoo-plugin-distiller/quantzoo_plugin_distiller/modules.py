@@ -15,7 +15,7 @@ from quantzoo import QuantSpec
 from quantzoo.errors import DataError, NotCalibratedError
 from quantzoo.math import (compute_qparams, expand_qparam, fake_quantize, reduce_min_max, round_ste, sign,
                            ste, tanh_unit)
-from quantzoo.observers.mse import mse_clip_search
+from quantzoo.observers import MSEObserver
 
 from .ranges import (clip_stats, distiller_qparams, is_symmetric, mode_spec, saturation_from_stats,
                      tensor_stats)
@@ -294,7 +294,7 @@ class PACTActivation(_Switchable):
 
     ``init_act_clip_val="mse"`` (a quantzoo option, not in Distiller): α starts, at the first forward pass
     while quantization is active, at the clip that minimises the ``b``-bit quantization MSE of that batch's
-    ``relu(x)`` (:func:`quantzoo.observers.mse.mse_clip_search`, 100 candidates), then is learned as above.
+    ``relu(x)`` (one batch of :class:`quantzoo.observers.MSEObserver`, 100 candidates), then is learned as above.
     """
 
     def __init__(self, bits: int, init_act_clip_val: float | str = 8.0):
@@ -308,8 +308,7 @@ class PACTActivation(_Switchable):
 
     @torch.no_grad()
     def _init_from(self, y: torch.Tensor) -> None:
-        ratios = torch.arange(1, 101, dtype=torch.float64) / 100
-        _, hi, _ = mse_clip_search(y.detach().float().reshape(1, -1), self.spec, ratios)
+        _, hi = MSEObserver(self.spec).batch_range(y.detach().float())
         if not torch.isfinite(hi).all() or float(hi) <= 0:
             raise DataError(f"PACT α initialisation: the first batch after ReLU is all zero or not finite "
                             f"(max {float(y.max())}); initialise from real data or set act_clip_init_val")

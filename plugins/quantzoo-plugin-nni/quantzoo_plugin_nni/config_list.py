@@ -183,30 +183,35 @@ def default_targets(type_name: str) -> list[str]:
     return [INPUT, OUTPUT]
 
 
+def entry_targets(entry: dict, type_name: str) -> list[str]:
+    """The targets an entry quantizes on a module of ``type_name`` (``_input_0``/``_output_0`` normalised)."""
+    targets = entry.get("target_names") or default_targets(type_name)
+    return [INPUT if t == "_input_0" else OUTPUT if t == "_output_0" else t for t in targets]
+
+
+def target_setting(entry: dict, target: str) -> dict:
+    """One target's settings: the entry's ``target_settings[target]`` over its shared keys over NNI's defaults
+    (``int8``, scheme and granularity left to the quantizer)."""
+    s = {"quant_dtype": "int8", "quant_scheme": None, "granularity": "default"}
+    s.update({k: entry[k] for k in SETTING_KEYS if entry.get(k) is not None})
+    s.update({k: v for k, v in ((entry.get("target_settings") or {}).get(target) or {}).items() if v is not None})
+    return s
+
+
 def resolve(model: nn.Module, config_list: list) -> dict[str, dict[str, dict]]:
     """``{module: {target: {"quant_dtype", "quant_scheme", "granularity"}}}`` for the whole config_list."""
     modules = dict(model.named_modules())
     plan: dict[str, dict[str, dict]] = {}
     for entry in config_list:
-        shared = {k: entry[k] for k in SETTING_KEYS if k in entry}
-        per_target = entry.get("target_settings") or {}
         for name in select_modules(model, entry):
             tname = type(modules[name]).__name__
             if tname not in LAYER_TYPES and tname not in ACTIVATION_TYPES:
                 raise UnsupportedError(f"config_list selects {name!r} ({tname}); quantzoo's NNI plugin quantizes "
                                        f"{', '.join(LAYER_TYPES + ACTIVATION_TYPES)}")
-            targets = entry.get("target_names") or default_targets(tname)
-            targets = [INPUT if t == "_input_0" else OUTPUT if t == "_output_0" else t for t in targets]
+            targets = entry_targets(entry, tname)
             if tname not in LAYER_TYPES and set(targets) & {"weight", "bias"}:
                 raise UnsupportedError(f"config_list: {name!r} ({tname}) has no weight/bias target")
-            plan[name] = {}
-            for t in targets:
-                s = {"quant_dtype": "int8", "quant_scheme": None, "granularity": "default"}
-                s.update({k: v for k, v in shared.items() if v is not None})
-                s.update({k: v for k, v in (per_target.get(t) or {}).items() if v is not None})
-                if s["quant_dtype"] is None:
-                    s["quant_dtype"] = "int8"
-                plan[name][t] = s
+            plan[name] = {t: target_setting(entry, t) for t in targets}
     return plan
 
 

@@ -15,8 +15,8 @@ from quantzoo.errors import ConfigError, QuantzooWarning
 from quantzoo.nn import set_submodule
 from quantzoo.nn.fold import _fuse
 
-from .config_list import (INPUT, LAYER_TYPES, OUTPUT, default_targets, fuse_groups, normalize, parse_dtype,
-                          resolve)
+from .config_list import (INPUT, LAYER_TYPES, OUTPUT, entry_targets, fuse_groups, normalize, parse_dtype,
+                          resolve, target_setting)
 from .modules import (BNNQuant, DoReFaOutput, DoReFaWeight, FusedOutput, IOQuantWrapper, LSQQuant,
                       TrackedQuant, _BiasQuant, dorefa_grad_hook, make_layer, target_spec)
 
@@ -107,14 +107,13 @@ class _NNIQuantizer(Quantizer):
         """The ``quant_dtype`` widths of every weight target and of every ``_input_``/``_output_`` target."""
         weights, acts = [], []
         for e in config.config_list:
-            targets = e.get("target_names") or sorted({t for ty in e.get("op_types") or LAYER_TYPES
-                                                       for t in default_targets(ty)})
+            # without a model, the entry's op_types stand for the modules it selects (op_names: layers)
+            targets = {t for ty in e.get("op_types") or LAYER_TYPES for t in entry_targets(e, ty)}
             for t in targets:
-                dtype = ((e.get("target_settings") or {}).get(t) or {}).get("quant_dtype") or e.get("quant_dtype")
-                bits = parse_dtype(dtype or "int8")[1]
+                bits = parse_dtype(target_setting(e, t)["quant_dtype"])[1]
                 if t == "weight":
                     weights.append(bits)
-                elif t.startswith((INPUT, OUTPUT, "_input_", "_output_")):
+                elif t in (INPUT, OUTPUT):
                     acts.append(bits)
         return weights, acts
 
