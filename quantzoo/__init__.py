@@ -7,6 +7,7 @@ from .errors import (
     ConfigError,
     DataError,
     DuplicateNameError,
+    NonFiniteOutputError,
     NotCalibratedError,
     PluginError,
     QuantzooError,
@@ -16,7 +17,9 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .observers import Observer
-from .quantizer import Capabilities, LayerPolicyConfig, Quantizer, QuantizerConfig
+from .config import QuantizerConfig
+from .policy import LayerPlan, LayerPolicyConfig
+from .quantizer import Capabilities, Quantizer
 from .registry import get_registry
 from .spec import QuantSpec
 
@@ -29,8 +32,10 @@ __all__ = [
     "DataError",
     "DatasetDef",
     "DuplicateNameError",
+    "LayerPlan",
     "LayerPolicyConfig",
     "ModelDef",
+    "NonFiniteOutputError",
     "NotCalibratedError",
     "Observer",
     "PluginError",

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from quantzoo.bench.cache import BaselineCache, sha256_bytes
-from quantzoo.bench.cell import get_baseline
+from quantzoo.bench.data import get_baseline
 from quantzoo.errors import QuantzooError, QuantzooWarning
 
 FAST = {"epochs": 2, "lr": 3e-3}  # the tiny suite's FP recipe (quantzoo.bench.testing.TINY_SUITE)

@@ -16,7 +16,6 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..quantizer import Quantizer, QuantizerConfig
-from .cell import FLOAT_BITS
 from .protocol import Protocol
 
 LAYER_POLICY_FIELDS = ("first_layer", "last_layer")
@@ -32,7 +31,7 @@ def deep_merge(base: dict, overrides: dict) -> dict:
 
 def bits_config(cls: type[Quantizer], w_bits: int | None, a_bits: int | None, overrides: dict | None = None,
                 protocol: Protocol | None = None) -> QuantizerConfig:
-    """The validated config of ``cls`` at W``w_bits``/A``a_bits`` (``a_bits`` None or 32: float activations).
+    """The validated config of ``cls`` at W``w_bits``/A``a_bits`` (``a_bits`` None: float activations).
 
     ``w_bits=None`` starts from the method's defaults. Suite overrides are merged on top; the protocol's
     first/last-layer policy is applied where the config has those fields and the overrides leave them unset.
@@ -42,8 +41,7 @@ def bits_config(cls: type[Quantizer], w_bits: int | None, a_bits: int | None, ov
     if w_bits is None:
         base = cls.Config()
     else:
-        a = None if a_bits in (None, FLOAT_BITS) else a_bits
-        base = cls.config_for_bits(int(w_bits), a)
+        base = cls.config_for_bits(int(w_bits), a_bits)
     data = deep_merge(base.model_dump(), overrides)
     if protocol is not None:
         for f in LAYER_POLICY_FIELDS:

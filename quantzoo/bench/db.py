@@ -21,18 +21,20 @@ from typing import Any
 from ..errors import QuantzooError
 from .cell import Cell
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: latency per batch size in metrics_json, float widths NULL, status 'unsupported' 
 DEFAULT_DB = Path(".quantzoo") / "results.sqlite"
 
-#: Metrics stored in their own columns (everything is also in metrics_json).
+#: Metrics stored in their own columns, for SQL queries (everything, latency per batch size included, is in
+#: metrics_json as a :class:`~quantzoo.bench.metrics.CellMetrics`).
 METRIC_COLUMNS = {
     "accuracy": "REAL", "fakequant_accuracy": "REAL", "real_accuracy": "REAL", "fp_accuracy": "REAL",
     "delta": "REAL", "backend": "TEXT", "size_bytes": "REAL", "fp_size_bytes": "REAL", "compression": "REAL",
-    "ideal_size_bytes": "REAL", "ideal_compression": "REAL", "latency_b1_ms": "REAL", "latency_b64_ms": "REAL",
-    "fp_latency_b1_ms": "REAL", "fp_latency_b64_ms": "REAL", "speedup_b1": "REAL", "speedup_b64": "REAL",
-    "threads": "INTEGER", "calib_s": "REAL", "train_s": "REAL", "wall_s": "REAL", "peak_rss_mb": "REAL",
+    "ideal_size_bytes": "REAL", "ideal_compression": "REAL", "degenerate": "TEXT", "threads": "INTEGER",
+    "isa": "TEXT", "calib_s": "REAL", "train_s": "REAL", "wall_s": "REAL", "peak_rss_mb": "REAL",
     "bn_fold": "TEXT", "first_layer": "TEXT", "last_layer": "TEXT",
 }
+#: Finished states: a cell in one of them is not run again unless forced (``failed`` with --retry-failed).
+DONE = ("ok", "failed", "unsupported")
 CELL_COLUMNS = {
     "cell_key": "TEXT PRIMARY KEY", "suite": "TEXT", "method": "TEXT NOT NULL", "model": "TEXT NOT NULL",
     "dataset": "TEXT NOT NULL", "seed": "INTEGER NOT NULL", "w_bits": "INTEGER", "a_bits": "INTEGER",
@@ -194,7 +196,7 @@ class ResultsDB:
                 st = row["status"]
                 if st == "running" and row["owner"] != owner and owner_alive(row["owner"]):
                     return False
-                if st == "ok" and not force:
+                if st in ("ok", "unsupported") and not force:
                     return False
                 if st == "failed" and not (force or retry_failed):
                     return False

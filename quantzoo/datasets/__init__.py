@@ -1,8 +1,8 @@
 """The zoo's data sets: ``digits``, ``mnist1d`` and ``mnist``, with fixed splits and a seed-fixed
 calibration subset that is identical for every method (MQBench/BiBench fairness rule 3).
 
-``load_dataset(name, root=None)`` returns a :class:`Splits`; the registry holds one
-:class:`~quantzoo.catalog.DatasetDef` per data set (registered by :mod:`quantzoo.builtins`).
+The registry holds one :class:`~quantzoo.catalog.DatasetDef` per data set (registered by
+:mod:`quantzoo.builtins`); :func:`quantzoo.bench.data.load_dataset` loads one by name.
 """
 
 from __future__ import annotations
@@ -15,14 +15,7 @@ from .mnist1d import MNIST1D, load_mnist1d_splits
 CORE_DATASETS = [DIGITS, MNIST1D, MNIST]
 
 
-def load_dataset(name: str, root: str | None = None, seed: int = 0) -> Splits:
-    """The :class:`Splits` of the data set registered as ``name`` (``root``: where MNIST-like files live)."""
-    from ..registry import get_registry
-
-    return get_registry().get("dataset", name).load(root, seed)
-
-
 __all__ = [
-    "CORE_DATASETS", "Batches", "Splits", "DIGITS", "MNIST", "MNIST1D", "data_root_candidates", "load_dataset",
+    "CORE_DATASETS", "Batches", "Splits", "DIGITS", "MNIST", "MNIST1D", "data_root_candidates",
     "load_digits_splits", "load_mnist1d_splits", "load_mnist_splits", "read_idx", "resolve_data_root",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from .ste import round_ste
+from .straight_through import round_ste
 
 
 def quantize_unit(x: torch.Tensor, bits: int) -> torch.Tensor:

@@ -1,12 +1,9 @@
 """The zoo's benchmark models. Each is registered as a :class:`~quantzoo.catalog.ModelDef` that names the
-data sets it fits; ``build_model(name, dataset)`` builds a fresh float model for a data set."""
+data sets it fits; :func:`quantzoo.bench.data.build_model` builds one by name for a data set."""
 
 from __future__ import annotations
 
-from torch import nn
-
 from ..catalog import ModelDef
-from ..errors import UnsupportedError
 from .cnn import SmallCNN
 from .lenet import LeNet5
 from .mlp import MLP
@@ -32,19 +29,4 @@ CORE_MODELS = [
 ]
 
 
-def build_model(name: str, dataset: str, input_shape: tuple[int, ...] | None = None,
-                num_classes: int | None = None) -> nn.Module:
-    """A fresh float model ``name`` for ``dataset`` (the model must declare that it fits the data set)."""
-    from ..registry import get_registry
-
-    reg = get_registry()
-    mdef = reg.get("model", name)
-    ddef = reg.get("dataset", dataset)
-    if ddef.name not in mdef.datasets:
-        raise UnsupportedError(f"model {mdef.name!r} does not fit data set {ddef.name!r}; it fits: "
-                               f"{', '.join(mdef.datasets)}")
-    return mdef.build(tuple(input_shape or ddef.input_shape), int(num_classes or ddef.num_classes))
-
-
-__all__ = ["CORE_MODELS", "CNN1d", "GRU1d", "LeNet5", "MLP", "ResNetTiny", "SmallCNN", "TinyTransformer",
-           "build_model"]
+__all__ = ["CORE_MODELS", "CNN1d", "GRU1d", "LeNet5", "MLP", "ResNetTiny", "SmallCNN", "TinyTransformer"]

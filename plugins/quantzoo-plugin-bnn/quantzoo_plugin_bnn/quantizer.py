@@ -29,12 +29,9 @@ from __future__ import annotations
 from pydantic import Field
 from torch import nn
 
-from quantzoo.errors import UnsupportedError
-from quantzoo.nn import LayerPolicy
-from quantzoo.nn.packed import (BinaryActivation, BinaryWeight, bake_model, input_batchnorm, prepare_lowbit,
-                                to_lowbit_layer)
-from quantzoo.nn.swap import first_last
-from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer
+from quantzoo.nn import BinaryActivation, BinaryWeight, input_batchnorm, replace_relus, swap_layers, to_quant_layer
+from quantzoo.policy import LayerPolicy
 
 
 class BNNConfig(LayerPolicyConfig):
@@ -60,27 +57,26 @@ class BNNQuantizer(Quantizer):
     default_backend = "packed"
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if (w_bits, a_bits) != (1, 1):
-            raise UnsupportedError(f"bnn binarizes weights and activations (W1A1), not W{w_bits}A{a_bits}")
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config()
 
     @classmethod
     def bits_of_config(cls, config):
         return 1, 1  # binary weights and activations whatever the config
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
-        first, _ = first_last(model)
+        first = plan.layers[0] if plan.layers else None
 
         def binary_layer(name, mod):
             act = None
             if name != first:  # the first layer sees the real-valued input (Alg. 1)
                 act = BinaryActivation(input_batchnorm(mod) if cfg.input_batchnorm else None, clip=1.0)
-            return to_lowbit_layer(mod, weight_quantizer=BinaryWeight("none", clip=1.0), input_quantizer=act)
+            return to_quant_layer(mod, weight_quantizer=BinaryWeight("none", clip=1.0), input_quantizer=act)
 
-        prepare_lowbit(model, binary_layer, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
-                       method=self.name, replace_relu=cfg.replace_relu)
+        done = swap_layers(model, plan.method_layers(), binary_layer)
+        if cfg.replace_relu:
+            replace_relus(model, plan.modules_feeding([n for n in done if n != first]))
         return model
 
     def after_optimizer_step(self, model: nn.Module) -> None:
@@ -90,6 +86,3 @@ class BNNQuantizer(Quantizer):
         for mod in model.modules():
             if isinstance(getattr(mod, "weight_quantizer", None), BinaryWeight):
                 mod.weight.data.clamp_(-1.0, 1.0)
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_model(model)

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantzoo.nn import fold_batch_norms, replace_layers, set_submodule
+from quantzoo import LayerPlan
+from quantzoo.nn import fold_batch_norms, set_submodule, swap_layers, trace_modules
 
 from .inject import Injector, get_preset
 from .layers import COMPUTE_LAYERS, QuantReLU, _BrevitasComputeMixin, act_quantizers, quant_layer_from_float
@@ -49,16 +50,16 @@ def preprocess_for_quantize(model: nn.Module, merge_bn: bool = True) -> nn.Modul
     return model
 
 
-def _classify(node, mods) -> str:
-    """How the tensor at ``node`` reaches a consumer: 'quantized' (a ReLU output through grid-preserving ops),
-    'nonneg' (a ReLU output through averaging) or 'signed' (anything else)."""
+def _classify(node, mods, float_relus: frozenset[str]) -> str:
+    """How the tensor at ``node`` reaches a consumer: 'quantized' (a QuantReLU output through grid-preserving
+    ops), 'nonneg' (a ReLU output through averaging, or a ReLU left float) or 'signed' (anything else)."""
     on_grid = True
     while isinstance(node, torch.fx.Node):
         nxt = node.args[0] if node.args else None
         if node.op == "call_module":
             m = mods[node.target]
             if type(m) is nn.ReLU:
-                return "quantized" if on_grid else "nonneg"
+                return "quantized" if on_grid and node.target not in float_relus else "nonneg"
             if isinstance(m, _NONNEG_MODULES):
                 on_grid = False
             elif not isinstance(m, _GRID_MODULES):
@@ -79,59 +80,55 @@ def _classify(node, mods) -> str:
     return "signed"
 
 
-def input_kinds(model: nn.Module) -> dict[str, str] | None:
-    """``{compute layer name: 'quantized'|'nonneg'|'signed'}`` from a torch.fx trace, or None if it fails."""
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:  # noqa: BLE001 - data-dependent control flow etc.
+def input_kinds(model: nn.Module, float_relus: frozenset[str] = frozenset()) -> dict[str, str] | None:
+    """``{compute layer name: 'quantized'|'nonneg'|'signed'}`` from a torch.fx trace, or None if it fails.
+    ``float_relus``: ReLUs that stay float (they feed a layer the layer policy keeps from the method)."""
+    graph = trace_modules(model)
+    if graph is None:
         return None
-    mods = dict(model.named_modules())
     kinds: dict[str, str] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and type(mods.get(node.target)) in COMPUTE_LAYERS:
-            kind = _classify(node.args[0] if node.args else None, mods)
+    for node in graph.graph.nodes:
+        if node.op == "call_module" and type(graph.modules.get(node.target)) in COMPUTE_LAYERS:
+            kind = _classify(node.args[0] if node.args else None, graph.modules, float_relus)
             prev = kinds.get(node.target, "quantized")
             kinds[node.target] = max(prev, kind, key=_RANK.__getitem__)
     return kinds
 
 
+def input_quant_for(kind: str, act_quant: type[Injector], unsigned_act_quant: type[Injector]) -> type[Injector] | None:
+    """The input quantizer a compute layer gets: none where its input is already quantized."""
+    return None if kind == "quantized" else unsigned_act_quant if kind == "nonneg" else act_quant
+
+
 def quantize_model(
     model: nn.Module,
+    plan: LayerPlan,
     weight_quant: type[Injector],
     act_quant: type[Injector] | None,
     unsigned_act_quant: type[Injector] | None,
-    *,
-    first_layer: str = "same",
-    last_layer: str = "same",
-    int8_weight_quant: type[Injector] | None = None,
-) -> nn.Module:
-    """Swap the compute layers and ReLUs of ``model`` for Brevitas-style ones (in place; see module doc).
-
-    ``act_quant=None`` quantizes weights only. ``first_layer``/``last_layer`` = 'fp' | 'int8' | 'same'.
-    """
-    kinds = input_kinds(model) if act_quant is not None else None
+) -> dict[str, str] | None:
+    """Swap the plan's method layers and the ReLUs that feed them for Brevitas-style ones (in place; see
+    the module doc); ``act_quant=None`` quantizes weights only. Returns the input kinds of every compute
+    layer (None when the model does not trace), which the policy's 8-bit layers use for their inputs."""
+    relus = [n for n, m in model.named_modules() if type(m) is nn.ReLU and n]
+    float_relus = frozenset(n for n in relus if plan.activation_role(n) != "method")
+    kinds = input_kinds(model, float_relus) if act_quant is not None else None
     traced = kinds is not None
-    int8_w = int8_weight_quant or get_preset("Int8WeightPerChannelFloat")
 
-    def make(name: str, mod: nn.Module, role: str) -> nn.Module:
-        w = int8_w if role in ("first", "last") else weight_quant
-        if act_quant is None:
-            inp = None
-        else:
-            kind = kinds.get(name, "signed") if traced else "signed"
-            inp = None if kind == "quantized" else unsigned_act_quant if kind == "nonneg" else act_quant
-            if inp is not None and role in ("first", "last"):
-                inp = inp.let(bit_width=8)
-        return quant_layer_from_float(mod, weight_quant=w, input_quant=inp)
+    def make(name: str, mod: nn.Module) -> nn.Module:
+        inp = None
+        if act_quant is not None:
+            inp = input_quant_for(kinds.get(name, "signed") if traced else "signed", act_quant, unsigned_act_quant)
+        return quant_layer_from_float(mod, weight_quant=weight_quant, input_quant=inp)
 
-    replace_layers(model, make, first_layer=first_layer, last_layer=last_layer, types=tuple(COMPUTE_LAYERS))
+    swap_layers(model, plan.method_layers(), make)
     if traced and unsigned_act_quant is not None:
-        for name, mod in list(model.named_modules()):
-            if type(mod) is nn.ReLU and name:
+        for name in relus:
+            if name not in float_relus:
                 new = QuantReLU(act_quant=unsigned_act_quant)
-                new.train(mod.training)
+                new.train(model.get_submodule(name).training)
                 set_submodule(model, name, new)
-    return model
+    return kinds
 
 
 @contextlib.contextmanager

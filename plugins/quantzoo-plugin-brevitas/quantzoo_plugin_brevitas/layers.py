@@ -19,6 +19,7 @@ from quantzoo import nn as qnn
 from quantzoo.errors import UnsupportedError
 
 from .inject import Int8ActPerTensorFloat, Int8WeightPerTensorFloat, Uint8ActPerTensorFloat, split_prefixed
+from .qcdq import qcdq
 from .quant_tensor import QuantTensor, value_of
 from .tensor_quant import ActQuant, build_quant
 
@@ -43,8 +44,6 @@ class _BrevitasComputeMixin:
         if self.weight_quantizer is not None:
             return self.weight_quantizer(self.weight)
         if self.export_mode and getattr(self, "weight_scale", None) is not None:
-            from .export import qcdq
-
             # A baked weight lies on the grid; exporting it through Q→Clip→DQ keeps the QCDQ form and is exact.
             return qcdq(self.weight, self.weight_scale, self.weight_export_spec)
         return self.weight

@@ -24,6 +24,7 @@ from quantzoo.math import binarize, fake_quantize, lsq_fake_quantize, sign, ste,
 from quantzoo.spec import QuantSpec
 
 from .inject import Injector, validate_settings
+from .qcdq import qcdq
 from .quant_tensor import QuantTensor
 
 _EPS = torch.finfo(torch.float32).eps
@@ -83,8 +84,6 @@ class TensorQuant(nn.Module):
         return QuantTensor(value, scale.detach(), zp, self.bits, self.signed, self.training)
 
     def _export(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        from .export import qcdq
-
         # The scale was computed before tracing (export.export_mode) so that it is a constant initializer, not
         # a chain of Abs/Div/Clip nodes on buffers.
         frozen = getattr(self, "export_scale", None)

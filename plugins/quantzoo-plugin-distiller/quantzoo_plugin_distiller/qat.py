@@ -13,9 +13,9 @@ from typing import Any, Literal
 from pydantic import field_validator, model_validator
 from torch import nn
 
-from quantzoo import Capabilities, LayerPolicyConfig, Quantizer, UnsupportedError
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer, UnsupportedError
 from quantzoo.errors import NotCalibratedError
-from quantzoo.nn import QuantLayerMixin, compute_layers, set_submodule, to_quant_layer
+from quantzoo.nn import QuantLayerMixin, set_submodule, to_quant_layer
 
 from .modules import (ClippedActivation, DorefaWeight, EMAActivation, FakeQuantizationWrapper, PACTActivation,
                       RangeLinearQATWeight, WRPNWeight, _Switchable)
@@ -29,9 +29,9 @@ QAT_OVERRIDE_KEYS = {"bits_activations", "bits_weights", "bits_bias"}
 class DistillerQATConfig(LayerPolicyConfig):
     """Arguments shared by Distiller's QAT quantizers, plus the policy's epochs from the schedule.
 
-    ``first_layer``/``last_layer`` (quantzoo's layer policy, default "same"): "fp" keeps the first/last
-    Linear/Conv weights FP, "int8" gives them 8-bit weights (and 8-bit model inputs for range-linear QAT's
-    ``quantize_inputs``). Distiller's constructor defaults are 32 bits ("not quantized"); quantzoo's are 8/8. ``null`` keeps
+    ``first_layer``/``last_layer``/``include``/``exclude``: quantzoo's layer policy (default: every layer
+    quantized), applied by the core to whole layers: a ReLU feeding a layer kept at 8 bits or float is not
+    quantized by the method (docs/layer-policy.md). Distiller's constructor defaults are 32 bits ("not quantized"); quantzoo's are 8/8. ``null`` keeps
     weights or activations FP.
     """
 
@@ -120,24 +120,21 @@ class _DistillerQAT(DistillerQuantizerMixin, Quantizer):
     def _activation(self, bits: int, relu: nn.Module) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         n_w = n_a = 0
-        relus = [n for n, m in model.named_modules() if type(m) is nn.ReLU and n]
-        layers = compute_layers(model)
-        roles = {layers[-1]: self.config.last_layer, layers[0]: self.config.first_layer} if layers else {}
-        for name in layers:
-            policy = roles.get(name, "same")
-            if policy == "fp":
-                continue
-            b = 8 if policy == "int8" else self._bits(name, "bits_weights")
+        for name in plan.method_layers():
+            b = self._bits(name, "bits_weights")
             self._check_weight_bits(b, name)
             if b is not None:
                 set_submodule(model, name, to_quant_layer(model.get_submodule(name),
                                                           weight_quantizer=self._weight_quantizer(b)))
                 n_w += 1
+        relus = [n for n, m in model.named_modules() if type(m) is nn.ReLU and n]
         for name in relus:
             b = self._bits(name, "bits_activations")
-            if b is not None:
+            # a ReLU feeding a layer the policy keeps at 8 bits or float stays a plain ReLU (that layer
+            # quantizes its own input, or none)
+            if b is not None and plan.activation_role(name) == "method":
                 set_submodule(model, name, self._activation(b, model.get_submodule(name)))
                 n_a += 1
         if self.config.bits_activations is not None and not relus:
@@ -160,10 +157,7 @@ class _DistillerQAT(DistillerQuantizerMixin, Quantizer):
     def _convert(self, model: nn.Module) -> nn.Module:
         for m in self._switchables(model):
             m.active = True  # a converted model is always quantized
-        for mod in model.modules():
-            if isinstance(mod, QuantLayerMixin):
-                mod.bake()
-        return model
+        return super()._convert(model)
 
 
 class DistillerQAT(_DistillerQAT):
@@ -178,12 +172,11 @@ class DistillerQAT(_DistillerQAT):
     paper = "Distiller QuantAwareTrainRangeLinearQuantizer; Jacob et al. 2018, arXiv:1712.05877"
     description = "Distiller range-linear QAT: EMA 0.999 with bias correction, identity STE without clamp."
     Config = RangeLinearQATConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check_harness_bits(w_bits, a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
         # SYMMETRIC_RESTRICTED weights fit in w_bits (SYMMETRIC's unclamped extra code would not).
         return cls.Config(bits_weights=w_bits, bits_activations=a_bits,
                           mode={"activations": "ASYMMETRIC_UNSIGNED", "weights": "SYMMETRIC_RESTRICTED"})
@@ -195,32 +188,31 @@ class DistillerQAT(_DistillerQAT):
         return FakeQuantizationWrapper(relu, EMAActivation(bits, split_mode(self.config.mode)[0],
                                                            self.config.ema_decay))
 
-    def _prepare(self, model):
-        model = super()._prepare(model)
+    def _prepare(self, model, plan):
+        model = super()._prepare(model, plan)
         cfg = self.config
         in_bits = cfg.num_bits_inputs or cfg.bits_activations
-        if cfg.first_layer == "int8" and in_bits is not None:
-            in_bits = 8
-        layers = compute_layers(model, tuple(type(m) for m in model.modules() if isinstance(m, QuantLayerMixin)))
-        if cfg.quantize_inputs and in_bits is not None and layers:
-            # Distiller quantizes the model's input in a forward pre-hook; quantzoo puts that quantizer on the
-            # first compute layer's input (the same tensor when nothing but reshapes precede it), so that it
-            # is part of the layer and never becomes an extra child of an nn.Sequential.
-            first = model.get_submodule(layers[0])
-            first.input_quantizer = EMAActivation(in_bits, split_mode(cfg.mode)[0], cfg.ema_decay)
+        first = plan.layers[0] if plan.layers else None
+        # Distiller quantizes the model's input in a forward pre-hook; quantzoo puts that quantizer on the
+        # first compute layer's input (the same tensor when nothing but reshapes precede it), so that it is
+        # part of the layer and never becomes an extra child of an nn.Sequential. A first layer the policy
+        # keeps at 8 bits or float quantizes its own input, or none.
+        if cfg.quantize_inputs and in_bits is not None and first is not None and plan.role(first) == "method":
+            layer = model.get_submodule(first)
+            if isinstance(layer, QuantLayerMixin):
+                layer.input_quantizer = EMAActivation(in_bits, split_mode(cfg.mode)[0], cfg.ema_decay)
         return model
 
 
 class _DorefaWeightQAT(_DistillerQAT):
     """Distiller's QAT quantizers with DoReFa weights (``DorefaWeight``, 1..16 bits): DoReFa and PACT."""
 
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True)
     min_weight_bits = 1
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check_harness_bits(w_bits, a_bits, min_w=1)
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(bits_weights=w_bits, bits_activations=a_bits)
 
     def _weight_quantizer(self, bits):
@@ -261,8 +253,7 @@ class DistillerPACT(_DorefaWeightQAT):
     Config = PACTConfig
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check_harness_bits(w_bits, a_bits, min_w=1)
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(bits_weights=w_bits, bits_activations=a_bits, act_clip_init_val="mse")
 
     def _activation(self, bits, relu):
@@ -303,12 +294,11 @@ class DistillerWRPN(_DistillerQAT):
     paper = "Mishra et al. 2017, arXiv:1709.01134; Distiller WRPNQuantizer"
     description = "Distiller WRPN: clamp(w,-1,1) weights (Distiller's 2^b+1-level quirk by default), clip-1 activations."
     Config = WRPNConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check_harness_bits(w_bits, a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(bits_weights=w_bits, bits_activations=a_bits, levels="paper")
 
     def _weight_quantizer(self, bits):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any, Literal
 
@@ -10,10 +9,9 @@ import torch
 from pydantic import field_validator
 from torch import nn
 
-from quantzoo import Capabilities, LayerPolicyConfig, Quantizer, UnsupportedError
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer, UnsupportedError
 from quantzoo.errors import ConfigError, QuantzooWarning
-from quantzoo.nn import set_submodule
-from quantzoo.nn.fold import _fuse
+from quantzoo.nn import fuse_bn, set_submodule
 
 from .config_list import (INPUT, LAYER_TYPES, OUTPUT, entry_targets, fuse_groups, normalize, parse_dtype,
                           resolve, target_setting)
@@ -36,9 +34,9 @@ def default_config_list(w_bits: int = 8, a_bits: int | None = 8, weight_scheme: 
 class NNIConfig(LayerPolicyConfig):
     """An NNI ``config_list`` (3.0, or 2.x translated with a warning) plus the quantizer's arguments.
 
-    ``first_layer``/``last_layer`` (quantzoo's layer policy, default "same" = NNI's behaviour) act after the
-    config_list on the first/last Linear/Conv it selected: "fp" drops them, "int8" sets every target of
-    them to 8 bits (``int8`` for the first layer, whose raw input may be negative; the last keeps int/uint).
+    ``first_layer``/``last_layer``/``include``/``exclude`` (quantzoo's layer policy, default: NNI's
+    behaviour) act after the config_list: a layer the policy keeps at 8 bits or float leaves the method (the
+    core quantizes it, docs/layer-policy.md), and so do output targets whose tensor reaches such a layer.
     """
 
     config_list: list[dict[str, Any]] = default_config_list()
@@ -127,7 +125,7 @@ class _NNIQuantizer(Quantizer):
     def _target(self, name: str, target: str, setting: dict, module: nn.Module) -> nn.Module:
         raise NotImplementedError  # pragma: no cover
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cl = self.config.config_list
         fused_act: dict[str, nn.Module] = {}
         for group in fuse_groups(cl):
@@ -135,20 +133,17 @@ class _NNIQuantizer(Quantizer):
             for other in group[1:]:
                 mod = model.get_submodule(other)
                 if isinstance(mod, _BN):  # NNI fuse_names: fold the BN into the layer (eval statistics)
-                    was_training = layer.training
-                    layer = _fuse(copy.deepcopy(layer).eval(), copy.deepcopy(mod).eval())
-                    layer.train(was_training)
+                    layer = fuse_bn(layer, mod)
                     set_submodule(model, group[0], layer)
                     set_submodule(model, other, nn.Identity())
                 else:  # an activation in the group: the layer's _output_ is quantized after it
                     fused_act[group[0]] = mod
                     set_submodule(model, other, nn.Identity())
         self._fused_with_activation = set(fused_act)
-        plan = resolve(model, cl)
-        self._apply_layer_policy(model, plan)
-        if not plan:
+        targets_of = self._apply_layer_policy(resolve(model, cl), plan)
+        if not targets_of:
             raise UnsupportedError(f"{self.name}: the config_list selects no module of this model")
-        for name, targets in plan.items():
+        for name, targets in targets_of.items():
             mod = model.get_submodule(name)
             q = {t: self._target(name, t, s, mod) for t, s in targets.items()}
             if name in fused_act:
@@ -160,23 +155,24 @@ class _NNIQuantizer(Quantizer):
             set_submodule(model, name, new)
         return model
 
-    def _apply_layer_policy(self, model: nn.Module, plan: dict) -> None:
-        from quantzoo.nn import compute_layers
-
-        layers = [n for n in compute_layers(model) if n in plan]
-        if not layers:
-            return
-        for role, name in (("first", layers[0]), ("last", layers[-1])):
-            policy = getattr(self.config, f"{role}_layer")
-            if policy == "fp":
-                plan.pop(name, None)
-            elif policy == "int8" and name in plan:
-                for target, setting in plan[name].items():
-                    # a signed raw input needs int8 unless a zero point/offset covers negatives (affine)
-                    unsigned = setting["quant_dtype"].startswith("u") and (
-                        role == "last" or setting.get("quant_scheme") == "affine")
-                    setting["quant_dtype"] = "uint8" if unsigned else "int8"
-                    setting["policy_int8"] = True
+    @staticmethod
+    def _apply_layer_policy(targets_of: dict, plan: LayerPlan) -> dict:
+        """The config_list's targets minus what the layer plan keeps from the method: layers it keeps at
+        8 bits or float (the core builds those), output targets of layers whose output reaches such a layer,
+        and every target of other modules (activations) whose output reaches one."""
+        out = {}
+        for name, targets in targets_of.items():
+            feeds_policy_layer = plan.activation_role(name) != "method"
+            if name in plan.roles:
+                if plan.role(name) != "method":
+                    continue
+                if feeds_policy_layer:
+                    targets = {t: s for t, s in targets.items() if t != OUTPUT}
+            elif feeds_policy_layer:
+                continue
+            if targets:
+                out[name] = targets
+        return out
 
     def _convert(self, model: nn.Module) -> nn.Module:
         for mod in model.modules():
@@ -188,15 +184,9 @@ class _NNIQuantizer(Quantizer):
         return model
 
     @classmethod
-    def _check(cls, w_bits, a_bits, lo=2):
-        if not lo <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
-            raise UnsupportedError(f"{cls.name} supports W{lo}..16 / A2..16, not W{w_bits}A{a_bits}")
-
-    @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
+    def _config_for_bits(cls, w_bits, a_bits):
         """NNI's default targets: every Linear/Conv's weight ``int{w}`` (symmetric) and input ``int{a}``
         (affine) — used as is by ``nni-qat`` and ``nni-ptq``; the others override it."""
-        cls._check(w_bits, a_bits)
         return cls.Config(config_list=default_config_list(w_bits, a_bits))
 
 
@@ -209,14 +199,14 @@ class NNIQAT(_NNIQuantizer):
     paper = "NNI QATQuantizer; Jacob et al. 2018, arXiv:1712.05877"
     description = "NNI QAT: EMA(0.99) ranges, NNI integer ranges (intN narrow), config_list targets."
     Config = QATConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True)
 
     def _target(self, name, target, setting, module):
         return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "ema", 0.99)
 
-    def _prepare(self, model):
-        model = super()._prepare(model)
+    def _prepare(self, model, plan):
+        model = super()._prepare(model, plan)
         self._set_quantizing(model, self.config.quant_start_step <= 0)
         model.register_buffer("nni_step", torch.zeros((), dtype=torch.int64))
         return model
@@ -248,7 +238,7 @@ class NNIPTQ(_NNIQuantizer):
     paper = "NNI PtqQuantizer; Nagel et al. 2019, arXiv:1906.04721 (bias correction)"
     description = "NNI PTQ: running min/max calibration, NNI integer ranges, optional bias correction."
     Config = PTQConfig
-    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_calibration=True)
 
     def _target(self, name, target, setting, module):
@@ -267,19 +257,17 @@ class NNIPTQ(_NNIQuantizer):
             prepared._quantzoo_calibrated = True
         return prepared
 
-    def calibrate(self, model, batches):
+    def _calibrate(self, model, batches):
         # activation targets still waiting for data (weight/bias ranges were set at prepare)
         acts = [m for m in model.modules() if isinstance(m, TrackedQuant) and m.tracking == "running"
                 and not m.quantizing]
-        batches = list(batches)
         for a in acts:
             a.observing, a.quantizing = True, False
-        super().calibrate(model, batches)
+        super()._calibrate(model, batches)
         for a in acts:
             a.observing, a.quantizing = False, True
         if self.config.bias_correction:
             self._bias_correction(model, batches)
-        return model
 
     @torch.no_grad()
     def _bias_correction(self, model, batches):
@@ -320,13 +308,12 @@ class NNILSQ(_NNIQuantizer):
     paper = "Esser et al. 2020, arXiv:1902.08153; NNI LsqQuantizer"
     description = "NNI LSQ: learned step size (init 0.01 as NNI 3.0), NNI integer ranges."
     Config = LSQConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True)
     learn_zero_point = False
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check(w_bits, a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
         # LSQ has no zero point; Esser et al. (§3) use unsigned codes for the post-ReLU inputs and keep the
         # first and last layers at 8 bits, which also keeps the (signed) raw input of the first layer signed.
         return cls.Config(config_list=default_config_list(w_bits, a_bits, act_scheme="symmetric", act_dtype="uint"),
@@ -350,8 +337,7 @@ class NNILSQPlus(NNILSQ):
     Config = LSQPlusConfig
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check(w_bits, a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(config_list=default_config_list(w_bits, a_bits, act_dtype="uint"), init="v2",
                           first_layer="int8", last_layer="int8")
 
@@ -366,12 +352,11 @@ class NNIDoReFa(_NNIQuantizer):
     paper = "Zhou et al. 2016, arXiv:1606.06160; NNI DoReFaQuantizer"
     description = "NNI DoReFa: tanh weights, clamp(0,1) outputs, quantized gradients via a backward hook."
     Config = DoReFaConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check(w_bits, a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
         cl = [{"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": f"uint{w_bits}",
                "quant_scheme": "affine"}]
         if a_bits is not None:
@@ -395,8 +380,8 @@ class NNIDoReFa(_NNIQuantizer):
             return DoReFaOutput(spec)
         return TrackedQuant(spec, "batch")
 
-    def _prepare(self, model):
-        model = super()._prepare(model)
+    def _prepare(self, model, plan):
+        model = super()._prepare(model, plan)
         if self.config.quantize_gradients:
             for mod in model.modules():
                 if isinstance(mod, _BiasQuant) and isinstance(mod.weight_quantizer, DoReFaWeight) \
@@ -416,12 +401,10 @@ class NNIBNN(_NNIQuantizer):
     paper = "Hubara et al. 2016, arXiv:1602.02830; NNI BNNQuantizer"
     description = "NNI BNN: sign weights and activations with STE, latent weights clipped to [-1, 1]."
     Config = BNNConfig
-    capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1, 32), needs_training=True)
+    capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1, None), needs_training=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if w_bits != 1 or a_bits not in (1, None):
-            raise UnsupportedError(f"nni-bnn is binary: W1A1 or W1 (float activations), not W{w_bits}A{a_bits}")
+    def _config_for_bits(cls, w_bits, a_bits):
         cl = [{"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": "int8"}]
         if a_bits == 1:
             # The zoo's blocks are Conv/Linear-BN-ReLU: sign(relu(x)) would always be +1, so the activation is
@@ -436,8 +419,6 @@ class NNIBNN(_NNIQuantizer):
         return (1 if weights else None), (1 if acts else None)
 
     def _target(self, name, target, setting, module):
-        if setting.get("policy_int8"):  # the layer policy's 8-bit first/last layer: NNI QAT at int8
-            return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "ema", 0.99)
         return BNNQuant(is_output=target == OUTPUT)
 
     @classmethod

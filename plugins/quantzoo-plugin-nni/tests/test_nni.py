@@ -132,10 +132,11 @@ def test_quantizers_on_toy_model():
 def test_layer_policy_and_lsq_harness_config():
     cfg = NNILSQ.config_for_bits(4, 4)
     p = NNILSQ(cfg).prepare(net())
-    # first layer: int8 (signed raw input), body: uint4 inputs / int4 weights, last: 8 bits keeping uint
-    assert p[0].input_quantizer.spec.describe().startswith("int8") and p[0].weight_quantizer.bits == 8
+    # first and last layer: the core's 8-bit layers (quantzoo.policy.int8_layer: per-channel int8 weights,
+    # asymmetric uint8 input, whose zero point covers the signed raw input); body: uint4 inputs / int4 weights
+    assert p[0]._quantzoo_role == p[5]._quantzoo_role == "int8"
+    assert p[0].input_quantizer.spec.describe() == "uint8 asym per_tensor" and p[0].weight_quantizer.bits == 8
     assert p[3].input_quantizer.spec.describe().startswith("uint4") and p[3].weight_quantizer.bits == 4
-    assert p[5].input_quantizer.spec.describe().startswith("uint8")
     p = NNIQAT(first_layer="fp").prepare(net())
     assert type(p[0]) is nn.Conv2d
 

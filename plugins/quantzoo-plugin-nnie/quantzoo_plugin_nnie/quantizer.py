@@ -7,7 +7,7 @@ from typing import Literal
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
-from quantzoo.quantizer import Capabilities, Quantizer, QuantizerConfig
+from quantzoo import Capabilities, LayerPlan, Quantizer, QuantizerConfig
 
 from .hooks import ACTIVATION_TYPES, merge_freeze_bn, quant_dequant_weight, register_quantization_hook, unquant_weight
 
@@ -34,16 +34,14 @@ class NNIEQuantizer(Quantizer):
              "logarithmic quantization: Miyashita et al. 2016, arXiv:1603.01025")
     description = "NNIE 8/16-bit logarithmic QAT (sign + index, 16 steps per octave, anchored at max|x|)."
     Config = NNIEConfig
-    capabilities = Capabilities(ptq=False, qat=True, weight_bits=(8, 16), activation_bits=(8, 16, 32),
+    capabilities = Capabilities(ptq=False, qat=True, weight_bits=(8, 16), activation_bits=(8, 16, None),
                                 needs_training=True, module_types=("Linear", "Conv1d", "Conv2d", "Conv3d"))
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if w_bits not in (8, 16) or a_bits not in (8, 16, None):
-            raise UnsupportedError(f"nnie has 8-bit and 16-bit logarithmic formats only, not W{w_bits}A{a_bits}")
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(weight_bits=w_bits, activation_bits=a_bits)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
         if cfg.merge_bn:
             merge_freeze_bn(model)

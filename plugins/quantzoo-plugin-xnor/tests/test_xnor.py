@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
-from quantzoo.nn.packed import BinaryWeight
+from quantzoo.nn import BinaryWeight
 from quantzoo_plugin_xnor import XnorInput, XnorQuantizer
 
 

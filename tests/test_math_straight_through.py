@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from quantzoo.math import grad_scale, lsq_fake_quantize, lsq_grad_factor, round_ste
-from quantzoo.math.ste import stochastic_round_ste
+from quantzoo.math.straight_through import stochastic_round_ste
 from quantzoo.spec import QuantSpec
 
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Straight-through estimators and the LSQ learnable-scale fake-quantizer."""
+"""Straight-through estimators (value forward, chosen gradient backward) and the LSQ learnable-scale fake-quantizer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ import torch
 
 from ..spec import QuantSpec
 from .uniform import expand_qparam
+
+
+def ste(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` in the forward pass, the identity gradient with respect to ``x`` in the backward pass."""
+    return x + (value - x).detach()
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
