@@ -21,6 +21,7 @@ from .config import QuantizerConfig
 from .policy import LayerPlan, LayerPolicyConfig
 from .quantizer import Capabilities, Quantizer
 from .registry import get_registry
+from .report import quantization_report as report
 from .spec import QuantSpec
 
 __version__ = "0.1.0"
@@ -54,5 +55,6 @@ __all__ = [
     "list_quantizers",
     "load_config",
     "quantize",
+    "report",
     "__version__",
 ]

@@ -29,7 +29,7 @@ from .nn.fake_quant import FakeQuant
 from .nn.graph import trace_modules
 from .nn.layers import to_quant_layer
 from .observers import MinMaxObserver, MovingAverageMinMaxObserver
-from .spec import QuantSpec
+from .schemes import get_scheme
 
 #: What a policy does to the first or last compute layer: float, 8 bits, or the same as the body.
 LayerPolicy = Literal["fp", "int8", "same"]
@@ -45,6 +45,8 @@ class LayerPolicyConfig(QuantizerConfig):
     last_layer: LayerPolicy = Field("same", description="last compute layer: fp, int8 or same as the body")
     include: tuple[str, ...] = Field((), description="fnmatch patterns of layer names to quantize (empty: all)")
     exclude: tuple[str, ...] = Field((), description="fnmatch patterns of layer names kept in float")
+    int8_scheme: Literal["x86", "academic", "tensorrt", "pow2"] = Field(
+        "x86", description="the quantization scheme of the policy's 8-bit layers (quantzoo.schemes)")
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,11 @@ def plan_layers(model: nn.Module, config: QuantizerConfig, types: tuple[type[nn.
     """The plan for ``model`` under ``config``'s policy fields (a config without them: every layer "method")."""
     graph = trace_modules(model)
     registered = [n for n, m in model.named_modules() if n and type(m) in types]
+    if graph is not None and set(graph.order(types)) != set(registered):
+        # some layers sit inside modules torch.fx keeps as leaves (nn.TransformerEncoderLayer) or are never
+        # called: the trace cannot order them, registration order can (it is forward order for torch's blocks)
+        graph = None
     layers = graph.order(types) if graph is not None else registered
-    layers += [n for n in registered if n not in layers]  # defined but never called in forward: keep them
     first_policy = getattr(config, "first_layer", "same")
     last_policy = getattr(config, "last_layer", "same")
     include, exclude = getattr(config, "include", ()), getattr(config, "exclude", ())
@@ -129,16 +134,12 @@ def _reaches(model: nn.Module, graph, layers: list[str]) -> dict[str, frozenset[
     return out
 
 
-#: The specs of the "int8" role: per-channel symmetric min-max weights and an asymmetric per-tensor input
-#: (moving-average min-max), the 8-bit layer of MQBench's and torch.ao's x86 settings.
-INT8_WEIGHT = QuantSpec(bits=8, symmetric=True, granularity="per_channel", axis=0)
-INT8_INPUT = QuantSpec(bits=8, signed=False, symmetric=False)
-
-
-def int8_layer(module: nn.Module, quantize_input: bool = True) -> nn.Module:
-    """The layer policy's 8-bit twin of a Linear/Conv: weight and (where the method quantizes activations at
-    all, ``quantize_input``) input fake-quantized at 8 bits, the same for every method, so that "first/last
-    int8" means one thing on the whole leaderboard."""
-    act = FakeQuant(INT8_INPUT, MovingAverageMinMaxObserver(INT8_INPUT), per_sample=True) if quantize_input else None
-    return to_quant_layer(module, weight_quantizer=FakeQuant(INT8_WEIGHT, MinMaxObserver(INT8_WEIGHT)),
-                          input_quantizer=act)
+def int8_layer(module: nn.Module, quantize_input: bool = True, scheme: str = "x86") -> nn.Module:
+    """The layer policy's 8-bit twin of a Linear/Conv: weight (min-max) and, where the method quantizes
+    activations at all (``quantize_input``), input (moving-average min-max) fake-quantized at 8 bits in the
+    given scheme (:mod:`quantzoo.schemes`; x86: per-channel symmetric weights, asymmetric input). The same for
+    every method, so that "first/last int8" means one thing on the whole leaderboard."""
+    s = get_scheme(scheme)
+    w, a = s.weight_spec(8), s.activation_spec(8)
+    act = FakeQuant(a, MovingAverageMinMaxObserver(a), per_sample=True) if quantize_input else None
+    return to_quant_layer(module, weight_quantizer=FakeQuant(w, MinMaxObserver(w)), input_quantizer=act)

@@ -20,6 +20,7 @@ from torch import nn
 
 from .config import QuantizerConfig, format_validation_error
 from .errors import ConfigError, DataError, NotCalibratedError, PluginError, QuantzooWarning, UnsupportedError
+from .nn.attention import decompose_attention, disable_fused_paths
 from .nn.capture import batch_inputs
 from .nn.layers import bake_model
 from .nn.swap import set_submodule
@@ -27,6 +28,7 @@ from .policy import LayerPlan, compute_layer_types, int8_layer, plan_layers
 
 if TYPE_CHECKING:
     from .registry import Registry
+    from .schemes import Scheme
 
 
 class Capabilities(BaseModel):
@@ -91,6 +93,10 @@ class Quantizer:
     capabilities: ClassVar[Capabilities] = Capabilities()
     #: Backend a converted model runs on by default (``fakequant`` is float simulation).
     default_backend: ClassVar[str] = "fakequant"
+    #: Rewrite ``nn.MultiheadAttention`` into ``nn.Linear`` projections before planning, so that the method's
+    #: layer swap quantizes them (:mod:`quantzoo.nn.attention`); methods with their own attention handling
+    #: (an anchor's quantizable MHA) leave it False.
+    decomposes_attention: ClassVar[bool] = False
 
     def __init__(self, config: QuantizerConfig | dict | None = None, *, registry: Registry | None = None,
                  **overrides: Any):
@@ -139,6 +145,13 @@ class Quantizer:
     @classmethod
     def _config_for_bits(cls, w_bits: int, a_bits: int | None) -> QuantizerConfig:
         raise UnsupportedError(f"{cls.name} does not map W{w_bits}A{a_bits} to a config")
+
+    @classmethod
+    def apply_scheme(cls, config: QuantizerConfig, scheme: Scheme) -> QuantizerConfig:
+        """``config`` made to follow a hardware scheme (:mod:`quantzoo.schemes`: weight granularity, symmetry,
+        power-of-two scales), or :class:`UnsupportedError` saying why the method keeps its own (the default:
+        no such knobs, e.g. binary or logarithmic formats)."""
+        raise UnsupportedError(f"{cls.name} has no knobs for the {scheme.name} scheme; it runs its own")
 
     @classmethod
     def bits_of_config(cls, config: QuantizerConfig) -> tuple[int | None, int | None]:
@@ -191,6 +204,9 @@ class Quantizer:
             raise DataError(f"{self.name}.prepare: model parameter(s) {', '.join(broken[:5])} contain NaN or Inf; "
                             "the model itself is broken: retrain it or load a good checkpoint")
         model = copy.deepcopy(model)
+        disable_fused_paths(model)  # every quantizer inside a transformer block must see the data
+        if self.decomposes_attention:
+            decompose_attention(model)
         plan = self.plan(model)
         if plan.layers and not plan.method_layers():
             raise UnsupportedError(
@@ -226,7 +242,8 @@ class Quantizer:
         """The 8-bit layer of the policy's "int8" role: 8-bit weight, and 8-bit input unless the method keeps
         activations float (:func:`quantzoo.policy.int8_layer`). A method overrides it only where its backend
         needs its own layer type for 8-bit numbers (e.g. an exporter that knows only its own layers)."""
-        return int8_layer(module, quantize_input=self.bits_of_config(self.config)[1] is not None)
+        return int8_layer(module, quantize_input=self.bits_of_config(self.config)[1] is not None,
+                          scheme=getattr(self.config, "int8_scheme", "x86"))
 
     def calibrate(self, model: nn.Module, batches: Iterable) -> nn.Module:
         """Run ``batches`` (tensors, or ``(inputs, targets)`` pairs) through a prepared model in eval mode,

@@ -223,7 +223,7 @@ def check_config_defaults(quantizer: Quantizer) -> None:
         f"{who}: Config must subclass quantzoo.QuantizerConfig (or LayerPolicyConfig)")
     try:
         cfg = cls.Config()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"{who}: Config() failed ({exc}); give every config field a default") from exc
     assert isinstance(cfg.version, int) and cfg.version >= 1, f"{who}: Config.version must be an int >= 1"
     assert cls.make_config() == cfg, f"{who}: make_config() differs from Config(); do not override defaults there"
@@ -250,7 +250,7 @@ def check_config_forbids_extra(quantizer: Quantizer) -> None:
         assert "no_such_field_quantzoo" in str(exc), (
             f"{_who(quantizer)}: the ConfigError for an unknown key must name it (got: {exc})")
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"{_who(quantizer)}: make_config raised {type(exc).__name__} for an unknown key; "
                              "it must raise quantzoo.ConfigError (do not override make_config)") from exc
     raise AssertionError(f"{_who(quantizer)}: Config accepted an unknown key; keep extra='forbid'")
@@ -284,7 +284,7 @@ def check_config_schema(quantizer: Quantizer) -> None:
     """Config.model_json_schema() works and is JSON (``quantzoo info`` shows it)."""
     try:
         json.dumps(type(quantizer).Config.model_json_schema())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"{_who(quantizer)}: Config.model_json_schema() failed ({type(exc).__name__}: {exc}); "
                              "use field types pydantic can describe (or give them a json_schema)") from exc
 
@@ -299,7 +299,7 @@ def check_config_for_bits(quantizer: Quantizer) -> None:
             cfg = cls.config_for_bits(w, a)
         except UnsupportedError:
             continue
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise AssertionError(f"{who}: config_for_bits({w}, {a}) raised {type(exc).__name__}: {exc}; "
                                  "raise quantzoo.UnsupportedError for settings the method lacks") from exc
         assert isinstance(cfg, cls.Config), (

@@ -7,10 +7,8 @@ import subprocess
 import time
 
 import pytest
-import torch
 from torch import nn
 
-import quantzoo
 from quantzoo import hookimpl
 from quantzoo.bench.db import ResultsDB
 from quantzoo.bench.leaderboard import aggregate, render
@@ -143,7 +141,7 @@ def test_sigkill_then_rerun_runs_only_the_missing_cells(tmp_path, cache_dir):
             assert fin == before[k][1]
 
 
-# -- Ray executor (and a local process pool) give the same numbers as the in-process one --------------------------------------------------
+# -- Ray executor (and a local process pool) give the same numbers as the in-process one ----------------------
 def test_ray_and_local_executors_agree(tmp_path, cache_dir):
     ray = pytest.importorskip("ray")
     suite = load_suite(write_suite(tmp_path, bits=("W8A8", "W4A4"), modes=("ptq", "qat")))

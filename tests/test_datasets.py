@@ -1,7 +1,6 @@
 """Data sets: shapes, fixed splits, the seed-fixed calibration subset, clear errors for missing/corrupt MNIST."""
 
 import gzip
-import shutil
 import struct
 from pathlib import Path
 

@@ -113,7 +113,7 @@ def test_two_bench_processes_on_one_database(tmp_path, cache_dir):
                               env=_env(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
         assert "Traceback" not in err
     rows = _rows(db)

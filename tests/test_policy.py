@@ -10,7 +10,8 @@ from torch import nn
 import quantzoo
 from quantzoo import LayerPolicyConfig, PluginError, UnsupportedError
 from quantzoo.nn import FakeQuant, QuantLinear, swap_layers, to_quant_layer
-from quantzoo.policy import INT8_INPUT, INT8_WEIGHT, plan_layers
+from quantzoo.policy import plan_layers
+from quantzoo.schemes import get_scheme
 from quantzoo.quantizers import UniformQuantizer
 
 TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -110,7 +111,8 @@ def test_the_core_builds_the_int8_layers_for_every_method():
     for name in ("0", "6"):
         layer = prepared.get_submodule(name)
         assert layer._quantzoo_role == "int8"
-        assert layer.weight_quantizer.spec == INT8_WEIGHT and layer.input_quantizer.spec == INT8_INPUT
+        x86 = get_scheme("x86")
+        assert layer.weight_quantizer.spec == x86.weight_spec(8) and layer.input_quantizer.spec == x86.activation_spec(8)
     assert prepared[2].weight_quantizer.bits == 4 and prepared[2].input_quantizer.bits == 4
     q.calibrate(prepared, [torch.randn(16, 4)])
     converted = q.convert(prepared)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 

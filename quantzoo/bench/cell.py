@@ -29,6 +29,8 @@ class Cell:
     #: versions of quantzoo and of the method's plugin distribution: part of the key, so that a release
     #: that changes a method's results recomputes its cells instead of reusing the old rows
     code: dict = field(default_factory=dict)
+    #: the hardware scheme the method follows (the protocol's), "own: <why>" where it cannot, None: the method's
+    scheme: str | None = None
     data_root: str | None = None  # where the data lies: not part of the key
     paper: dict | None = None  # the published number to print beside ours: not part of the key
 
@@ -37,7 +39,7 @@ class Cell:
         return {"method": self.method, "model": self.model, "dataset": self.dataset, "seed": self.seed,
                 "w_bits": self.w_bits, "a_bits": self.a_bits, "mode": self.mode, "config": self.config,
                 "config_version": self.config_version, "protocol": proto, "baseline": self.baseline,
-                "code": self.code}
+                "code": self.code, "scheme": self.scheme}
 
     @property
     def key(self) -> str:

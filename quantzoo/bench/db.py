@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import QuantzooError
 from .cell import Cell
 
-SCHEMA_VERSION = 2  # 2: latency per batch size in metrics_json, float widths NULL, status 'unsupported' 
+SCHEMA_VERSION = 2  # 2: latency per batch size in metrics_json, float widths NULL, status 'unsupported'
 DEFAULT_DB = Path(".quantzoo") / "results.sqlite"
 
 #: Metrics stored in their own columns, for SQL queries (everything, latency per batch size included, is in

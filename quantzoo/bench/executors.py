@@ -107,7 +107,7 @@ class PoolExecutor:
     def result(self, handle) -> dict:
         try:
             return handle.result()
-        except Exception as e:  # a worker died (killed, out of memory): that cell failed, the pool is renewed
+        except Exception as e:  # noqa: BLE001 - a worker died (killed, out of memory): that cell failed
             if isinstance(e, cf.process.BrokenProcessPool):
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new()
@@ -151,7 +151,7 @@ class RayExecutor:
     def result(self, handle) -> dict:
         try:
             return self.ray.get(handle)
-        except Exception as e:  # the task's worker died
+        except Exception as e:  # noqa: BLE001 - the task's worker died: that cell failed
             return {"status": "failed", "metrics": {}, "error": f"ray task failed: {type(e).__name__}: {e}",
                     "started_at": None, "finished_at": now()}
 

@@ -89,6 +89,7 @@ def _record(key: tuple, rs: list[dict]) -> dict:
         "failed": sum(r["status"] == "failed" for r in rs),
         "errors": sorted({r["error"] or "" for r in rs if r["status"] in ("failed", "unsupported")}),
         "paper": next((r["paper"] for r in rs if r.get("paper")), None),
+        "scheme": json.loads(rs[0].get("cell_json") or "{}").get("scheme"),
     }
 
 
@@ -265,7 +266,8 @@ def section_table(section: Section) -> tuple[list[str], list[list[str]]]:
         seeds = sorted({len(r["seeds"]) for r in recs if r["seeds"]})
         ideal = [r["ideal_compression"] for r in recs if r["ideal_compression"]]
         backends = sorted({r["backend"] for r in recs if r["backend"]}) or ["-"]
-        notes = row.not_ranked or ""
+        own = next((r["scheme"] for r in recs if (r.get("scheme") or "").startswith("own")), None)
+        notes = "; ".join(n for n in (row.not_ranked, own and "own scheme") if n)
         out.append([rank, row.label, *(_fmt_cell(row.records.get(t)) for t in section.targets), delta,
                     "/".join(map(str, seeds)), ", ".join(backends),
                     f"{statistics.fmean(ideal):.1f}" if ideal else "", _speed(recs),
@@ -313,7 +315,7 @@ def board_json(sections: list[Section], records: list[dict]) -> dict:
     def target_json(rec: dict) -> dict:
         keep = ("accuracy", "accuracy_sd", "accuracy_ci95", "delta", "delta_ci95", "seeds", "per_seed", "status",
                 "degenerate", "fp_accuracy", "backend", "ideal_compression", "compression", "latency", "errors",
-                "float_layers", "train_s", "calib_s", "wall_s", "paper")
+                "float_layers", "train_s", "calib_s", "wall_s", "paper", "scheme")
         return {k: rec[k] for k in keep}
 
     return {
@@ -349,7 +351,8 @@ def notes(records: list[dict], protocol: dict | None = None) -> list[str]:
     ]
     for r in records:
         if r["status"] in ("failed", "partial"):
-            lines.append(f"FAILED {r['method']} ({r['mode']}) {r['bits']} {r['target']}: {'; '.join(r['errors'])[:300]}")
+            lines.append(f"FAILED {r['method']} ({r['mode']}) {r['bits']} {r['target']}: "
+                         f"{'; '.join(r['errors'])[:300]}")
         elif r["status"] == "unsupported":
             lines.append(f"refused: {r['method']} ({r['mode']}) {r['bits']} {r['target']}: "
                          f"{'; '.join(r['errors'])[:300]}")

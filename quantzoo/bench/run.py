@@ -42,7 +42,7 @@ def make_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_b
     """
     from ..config import QuantizerConfig
     from ..registry import get_registry
-    from .configs import bits_config
+    from .configs import bits_config, scheme_followed
 
     reg = registry or get_registry()
     proto = protocol if isinstance(protocol, Protocol) else Protocol.model_validate(protocol or {})
@@ -67,10 +67,11 @@ def make_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_b
     cfg = cls.make_config(config) if isinstance(config, QuantizerConfig) else bits_config(
         cls, w_bits, a_bits, config, proto)
     cls(cfg, registry=reg)  # resolves the config's names now
+    scheme = None if isinstance(config, QuantizerConfig) else scheme_followed(cls, w_bits, a_bits, proto)
     if w_bits is None:  # a config file or the method's defaults: read the widths back from the config
         w_bits, a_bits = cls.bits_of_config(cfg)
     return Cell(method=cls.name, w_bits=w_bits, a_bits=a_bits, mode=mode, config=cfg.model_dump(mode="json"),
-                config_version=cfg.version, code=reg.code_versions("quantizer", cls.name), **common)
+                config_version=cfg.version, code=reg.code_versions("quantizer", cls.name), scheme=scheme, **common)
 
 
 def run_cell(method: str, model: str, dataset: str, w_bits: int | None = 8, a_bits: int | None = 8,

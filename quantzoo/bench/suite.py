@@ -45,7 +45,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ConfigError, UnsupportedError
+from ..errors import ConfigError, UnknownNameError, UnsupportedError
 from ..quantizer import format_validation_error
 from .cell import FP_METHOD, Cell
 from .configs import deep_merge
@@ -94,7 +94,9 @@ class Target(BaseModel):
         return f"{self.model}/{self.dataset}"
 
 
-class Entry(BaseModel):
+class SuiteEntry(BaseModel):
+    """One [[entries]] table of a suite: which methods, models, bits and modes get rows."""
+
     model_config = ConfigDict(extra="forbid")
     methods: list[str] = ["*"]
     exclude: list[str] = []
@@ -146,7 +148,7 @@ class Suite(BaseModel):
     jobs: int = Field(1, ge=1)  # default parallel cells when the CLI does not say (--jobs)
     protocol: Protocol = Protocol()
     targets: list[Target] = Field(min_length=1)
-    entries: list[Entry] = []
+    entries: list[SuiteEntry] = []
     source: str | None = None  # the file it came from (set by load_suite)
 
 
@@ -198,7 +200,7 @@ def check_suite(suite: Suite) -> None:
         where = f"suite {suite.source or suite.name}: targets[{i}]"
         try:
             m, d = reg.get("model", t.model), reg.get("dataset", t.dataset)
-        except Exception as e:
+        except UnknownNameError as e:
             raise ConfigError(f"{where}: {e}") from None
         if d.name not in m.datasets:
             raise ConfigError(f"{where}: model {m.name!r} does not fit data set {d.name!r} (it fits "
@@ -208,7 +210,8 @@ def check_suite(suite: Suite) -> None:
             try:
                 Protocol.model_validate(deep_merge(suite.protocol.model_dump(mode="json"), e.protocol))
             except ValidationError as err:
-                raise ConfigError(format_validation_error(f"suite {suite.source}: entries[{i}].protocol", err)) from None
+                where = f"suite {suite.source}: entries[{i}].protocol"
+                raise ConfigError(format_validation_error(where, err)) from None
 
 
 def rank_targets(suite: Suite) -> set[str]:
@@ -317,7 +320,7 @@ def _suggest(patterns: list[str], installed: list[str]) -> str:
     return f" (did you mean: {', '.join(close)}?)" if close else ""
 
 
-def _config_from_file(suite: Suite, i: int, entry: Entry, cls):
+def _config_from_file(suite: Suite, i: int, entry: SuiteEntry, cls):
     from .configs import load_method_config
 
     base = Path(suite.source).parent if suite.source else Path.cwd()

@@ -89,4 +89,5 @@ def log_quantize(x: torch.Tensor, max_abs: torch.Tensor | float | None = None, b
     ``[0, 1, 2, 2.95365, 4, 4.96743, 5.90730, 7.02501, 8, 8.72406]``.
     """
     sign, q, z = log_quantize_codes(x, max_abs, bits)
-    return log_dequantize(sign, q, z, bits).to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    return log_dequantize(sign, q, z, bits).to(device=x.device, dtype=dtype)

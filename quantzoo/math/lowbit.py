@@ -56,8 +56,9 @@ def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor | float, offset: t
     """Real values ``(c − offset)·scale`` of unsigned stored codes ``c`` (the inverse of bit packing).
 
     ``scale`` is a scalar or one value per slice of ``codes`` along ``axis`` (per output channel);
-    ``offset`` likewise (a scalar, or per slice for asymmetric per-channel codes). Binary ±α is ``c∈{0,1}, offset=½, scale=2α``; ternary ``{−α,0,α}`` is
-    ``c∈{0,1,2}, offset=1, scale=α``; a signed b-bit code q is ``c=q−qmin, offset=Z−qmin``.
+    ``offset`` likewise (a scalar, or per slice for asymmetric per-channel codes). Binary ±α is
+    ``c∈{0,1}, offset=½, scale=2α``; ternary ``{−α,0,α}`` is ``c∈{0,1,2}, offset=1, scale=α``; a signed b-bit
+    code q is ``c=q−qmin, offset=Z−qmin``.
     Keeps the gradient of ``codes`` and ``scale``.
     """
     return (codes.float() - _along(offset, codes, axis)) * _along(scale, codes, axis)

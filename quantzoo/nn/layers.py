@@ -53,6 +53,9 @@ class QuantLayerMixin:
         """
         wq = self.weight_quantizer
         if wq is not None:
+            spec = getattr(wq, "spec", None)
+            #: what the weight was quantized as, kept for reports once the quantizer is gone
+            self.weight_format = spec.describe() if hasattr(spec, "describe") else type(wq).__name__
             codes = weight_codes(wq, self.weight)
             if codes is None:
                 self.weight.data = wq(self.weight).detach().clone()

@@ -65,10 +65,12 @@ class PackedLayer(AdoptSavedShapes, nn.Module):
     @classmethod
     @torch.no_grad()
     def from_converted(cls, layer: QuantLayerMixin) -> "PackedLayer":
-        """Pack a converted layer (see :meth:`QuantLayerMixin.bake`); the codes are recovered exactly from its weight."""
+        """Pack a converted layer (see :meth:`QuantLayerMixin.bake`); its codes are recovered exactly from its
+        weight."""
         if not is_packable(layer):
             raise UnsupportedError(f"{type(layer).__name__} has no recorded weight grid; convert it with a "
-                                   "method that records its weight grid (dorefa, twn, bnn, xnor, uniform) before packing")
+                                   "method that records its weight grid (dorefa, twn, bnn, xnor, uniform) before "
+                                   "packing")
         kind = {nn.Linear: "linear", nn.Conv1d: "conv1d", nn.Conv2d: "conv2d"}
         k = next((v for t, v in kind.items() if isinstance(layer, t)), None)
         if k is None:

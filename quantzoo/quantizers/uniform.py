@@ -56,6 +56,7 @@ class UniformQuantizer(Quantizer):
     paper = "Krishnamoorthi 2018, arXiv:1806.08342; Jacob et al. 2018, arXiv:1712.05877"
     description = "Observer-based uniform affine PTQ and STE QAT for any integer spec."
     Config = UniformConfig
+    decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(
         ptq=True, qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
         needs_calibration=True,
@@ -65,6 +66,12 @@ class UniformQuantizer(Quantizer):
     def _config_for_bits(cls, w_bits, a_bits):
         act = None if a_bits is None else QuantSpec(bits=a_bits, signed=False, symmetric=False)
         return cls.Config(weight=QuantSpec(bits=w_bits, granularity="per_channel"), activation=act)
+
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        act = config.activation
+        return cls.make_config({**config.model_dump(), "weight": scheme.weight_spec(config.weight.bits),
+                                "activation": scheme.activation_spec(act.bits) if act is not None else None})
 
     def check_names(self) -> None:
         for field in ("weight_observer", "activation_observer"):

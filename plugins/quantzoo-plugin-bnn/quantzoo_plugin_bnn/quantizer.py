@@ -53,6 +53,7 @@ class BNNQuantizer(Quantizer):
     description = "sign() weights and activations with the saturating STE; latent weights clipped to [-1,1]; 1-bit packed."
     aliases = ("binarized-neural-networks",)
     Config = BNNConfig
+    decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1,), needs_training=True)
     default_backend = "packed"
 

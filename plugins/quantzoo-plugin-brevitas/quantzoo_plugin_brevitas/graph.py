@@ -26,7 +26,7 @@ from torch import nn
 from quantzoo import LayerPlan
 from quantzoo.nn import fold_batch_norms, set_submodule, swap_layers, trace_modules
 
-from .inject import Injector, get_preset
+from .inject import Injector
 from .layers import COMPUTE_LAYERS, QuantReLU, _BrevitasComputeMixin, act_quantizers, quant_layer_from_float
 from .quant_tensor import value_of
 

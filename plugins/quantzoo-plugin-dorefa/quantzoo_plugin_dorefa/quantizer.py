@@ -126,6 +126,7 @@ class DorefaQuantizer(Quantizer):
     description = "k-bit weights via tanh normalisation (1-bit: E|w|·sign), clamp(x,0,1) k-bit activations, noisy k-bit gradients."
     aliases = ("dorefa-net",)
     Config = DorefaConfig
+    decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 9)), activation_bits=(*range(1, 17), None),
                                 needs_training=True)
     default_backend = "packed"

@@ -22,7 +22,7 @@ from torch import nn
 from quantzoo import QuantSpec
 from quantzoo.errors import NotCalibratedError
 from quantzoo.math import (binarize, compute_qparams, fake_quantize, grad_scale, lsq_fake_quantize,
-                           lsq_grad_factor, reduce_min_max, ste, tanh_unit)
+                           lsq_grad_factor, reduce_min_max, tanh_unit)
 from quantzoo.nn.layers import QuantConv1d, QuantConv2d, QuantLinear
 
 from .config_list import parse_dtype

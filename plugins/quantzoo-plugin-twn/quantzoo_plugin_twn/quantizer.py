@@ -89,6 +89,7 @@ class TWNQuantizer(Quantizer):
     description = "Ternary weights α·{-1,0,+1}, Δ=0.7·E|W|, α=mean|W| over |W|>Δ, STE training; 2-bit packed."
     aliases = ("ternary-weight-networks",)
     Config = TWNConfig
+    decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(qat=True, weight_bits=(2,), activation_bits=(8, None), needs_training=True)
     default_backend = "packed"
 

@@ -93,6 +93,7 @@ class XnorQuantizer(Quantizer):
     description = "BWN (α·sign(W), α per filter) and XNOR-Net (binary inputs with the K scaling map); 1-bit packed."
     aliases = ("xnor-net",)
     Config = XnorConfig
+    decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1, None), needs_training=True)
     default_backend = "packed"
 
