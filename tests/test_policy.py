@@ -112,7 +112,8 @@ def test_the_core_builds_the_int8_layers_for_every_method():
         layer = prepared.get_submodule(name)
         assert layer._quantzoo_role == "int8"
         x86 = get_scheme("x86")
-        assert layer.weight_quantizer.spec == x86.weight_spec(8) and layer.input_quantizer.spec == x86.activation_spec(8)
+        assert layer.weight_quantizer.spec == x86.weight_spec(8)
+        assert layer.input_quantizer.spec == x86.activation_spec(8)
     assert prepared[2].weight_quantizer.bits == 4 and prepared[2].input_quantizer.bits == 4
     q.calibrate(prepared, [torch.randn(16, 4)])
     converted = q.convert(prepared)
