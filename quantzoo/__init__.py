@@ -22,6 +22,7 @@ from .policy import LayerPlan, LayerPolicyConfig
 from .quantizer import Capabilities, Quantizer
 from .registry import get_registry
 from .report import quantization_report as report
+from .saving import load_quantized, save_quantized
 from .spec import QuantSpec
 
 __version__ = "0.1.0"
@@ -53,8 +54,10 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "list_quantizers",
+    "load_quantized",
     "load_config",
     "quantize",
     "report",
+    "save_quantized",
     "__version__",
 ]

@@ -69,4 +69,5 @@ def quantize(
 
     quantizer = get_quantizer(method)(config, registry=get_registry(), **overrides)
     result = run_pipeline(quantizer, model, calibration=calibration, train=train, backend=backend)
+    result.model._quantzoo_config = quantizer.to_json()  # what quantzoo.save_quantized records
     return result.lowered if backend is not None else result.model

@@ -197,10 +197,15 @@ def _parse_set(values) -> dict:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
-              help="Where to save the quantized model (torch.save of the state_dict plus the config JSON).")
-def quantize_cmd(method, model, dataset, bits, mode, sets, config_file, epochs, seed, data_dir, cache_dir, out_file):
-    """Quantize one model with one method under the benchmark protocol; print accuracy, size and the path."""
-    import torch
+              help="Where to save the quantized model (tensors and the config; quantzoo.load_quantized reads it).")
+@click.option("--report", "show_report", is_flag=True,
+              help="Print the quantization report: per layer what was quantized and what stayed float, and why.")
+def quantize_cmd(method, model, dataset, bits, mode, sets, config_file, epochs, seed, data_dir, cache_dir, out_file,
+                 show_report):
+    """Quantize one model with one method under the benchmark protocol; print accuracy, size and the path.
+
+    Load the saved model with ``quantzoo.load_quantized(path, float_model, example_input)``.
+    """
 
     from ..api import get_quantizer
     from ..bench.configs import deep_merge, load_method_config
@@ -227,11 +232,15 @@ def quantize_cmd(method, model, dataset, bits, mode, sets, config_file, epochs, 
             config = config.model_dump()
         cell = make_cell(cls.name, model, dataset, w, a, seed, config, mode=mode, protocol=proto,
                          data_root=_data_root(data_dir))
+    from ..report import quantization_report
+    from ..saving import save_quantized
+
     metrics, converted = quantize_cell(cell, cache_dir=cache_dir)
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": converted.state_dict(), "quantzoo": {"method": cell.method, "config": cell.config,
-                "model": cell.model, "dataset": cell.dataset, "bits": cell.bits_label, "mode": cell.mode}}, out)
+    save_quantized(converted, out, {"method": cell.method, "version": cell.config_version, "config": cell.config,
+                                    "model": cell.model, "dataset": cell.dataset, "bits": cell.bits_label,
+                                    "mode": cell.mode})
     click.echo(f"{cell.method} ({cell.mode}) {cell.bits_label} on {cell.model}/{cell.dataset}, seed {seed}")
     m = metrics
     click.echo(f"accuracy: {m.accuracy:.2f}% on {m.backend} (FP32 {m.fp_accuracy:.2f}%, Δ {m.delta:+.2f}); "
@@ -239,6 +248,9 @@ def quantize_cmd(method, model, dataset, bits, mode, sets, config_file, epochs, 
     ideal = m.ideal_size_bytes
     click.echo(f"size: {int(m.size_bytes)} bytes on {m.backend} (FP32 {int(m.fp_size_bytes)} bytes)"
                + (f"; {int(ideal)} bytes with weights at their bit width" if ideal else ""))
-    for name, why in m.float_layers.items():
+    report = quantization_report(converted)
+    if show_report:
+        click.echo(report.to_markdown())
+    for name, why in report.float_layers().items():
         click.echo(f"warning: layer {name!r} stays float ({why})", err=True)
     click.echo(f"saved: {out.resolve()}")
