@@ -45,6 +45,8 @@ class LayerPolicyConfig(QuantizerConfig):
     last_layer: LayerPolicy = Field("same", description="last compute layer: fp, int8 or same as the body")
     include: tuple[str, ...] = Field((), description="fnmatch patterns of layer names to quantize (empty: all)")
     exclude: tuple[str, ...] = Field((), description="fnmatch patterns of layer names kept in float")
+    int8_layers: tuple[str, ...] = Field((), description="fnmatch patterns of layer names kept at 8 bits (the "
+                                                         "policy's int8 role; mixed precision)")
     int8_scheme: Literal["x86", "academic", "tensorrt", "pow2"] = Field(
         "x86", description="the quantization scheme of the policy's 8-bit layers (quantzoo.schemes)")
 
@@ -103,6 +105,7 @@ def plan_layers(model: nn.Module, config: QuantizerConfig, types: tuple[type[nn.
     first_policy = getattr(config, "first_layer", "same")
     last_policy = getattr(config, "last_layer", "same")
     include, exclude = getattr(config, "include", ()), getattr(config, "exclude", ())
+    int8_layers = getattr(config, "int8_layers", ())
     roles: dict[str, Role] = {}
     reasons: dict[str, str] = {}
     for i, name in enumerate(layers):
@@ -116,6 +119,8 @@ def plan_layers(model: nn.Module, config: QuantizerConfig, types: tuple[type[nn.
             roles[name], reasons[name] = "fp", f"kept float: {position} layer (policy {position}_layer=fp)"
         elif policy == "int8":
             roles[name], reasons[name] = "int8", f"8-bit weight and input: {position} layer (policy int8)"
+        elif matches(name, int8_layers):
+            roles[name], reasons[name] = "int8", f"8-bit weight and input: matches int8_layers {list(int8_layers)}"
         else:
             roles[name] = "method"
     return LayerPlan(tuple(layers), roles, reasons, _reaches(model, graph, layers))

@@ -137,6 +137,10 @@ class ResultsDB:
             cols = ", ".join(f"{k} {v}" for k, v in CELL_COLUMNS.items())
             self.conn.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols})")
             self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            # results of `quantzoo analyze`, one row per unit of work (so an interrupted analysis resumes)
+            self.conn.execute("CREATE TABLE IF NOT EXISTS analyses (key TEXT PRIMARY KEY, kind TEXT, method TEXT, "
+                              "model TEXT, dataset TEXT, seed INTEGER, spec_json TEXT, result_json TEXT, "
+                              "finished_at TEXT)")
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(cells)")}
             for k, v in CELL_COLUMNS.items():  # forward-compatible: add columns a newer quantzoo introduced
@@ -252,6 +256,22 @@ class ResultsDB:
             d["paper"] = json.loads(d["paper_json"]) if d.get("paper_json") else None
             out.append(d)
         return out
+
+    # -- analyses ------------------------------------------------------------------------------------------
+    def analysis(self, key: str) -> dict | None:
+        """The stored result of one unit of analysis, or None."""
+        try:
+            row = self.conn.execute("SELECT result_json FROM analyses WHERE key=?", (key,)).fetchone()
+        except sqlite3.OperationalError:  # a read-only database written before analyses existed
+            return None
+        return json.loads(row["result_json"]) if row else None
+
+    def save_analysis(self, key: str, kind: str, spec: dict, result: dict) -> None:
+        with self._write():
+            self.conn.execute("INSERT OR REPLACE INTO analyses VALUES (?,?,?,?,?,?,?,?,?)",
+                              (key, kind, spec.get("method"), spec.get("model"), spec.get("dataset"),
+                               spec.get("seed"), json.dumps(spec, sort_keys=True, default=str),
+                               json.dumps(_clean(result), sort_keys=True, default=str), now()))
 
     def count(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.conn.execute("SELECT status, COUNT(*) FROM cells GROUP BY status")}

@@ -58,7 +58,7 @@ def cli(ctx, debug):
 
 def _load_commands() -> None:
     # Command modules register themselves on `cli`; import order is the order in --help.
-    from . import bench_cmds, registry_cmds  # noqa: F401 - imported for their @cli.command side effects
+    from . import analyze_cmds, bench_cmds, registry_cmds  # noqa: F401 - imported for their @cli.command side effects
 
 
 def main(argv: list[str] | None = None) -> None:
