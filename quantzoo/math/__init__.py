@@ -1,7 +1,14 @@
 """The quantization math every method calls: one implementation, cited, tested against torch and by hand."""
 
 from .packing import PACKABLE_BITS, pack_bits, pack_signed, unpack_bits, unpack_signed
-from .ste import grad_scale, lsq_fake_quantize, lsq_grad_factor, round_ste, stochastic_round_ste
+from .ste import (
+    grad_scale,
+    lsq_fake_quantize,
+    lsq_grad_factor,
+    round_clamp_fake_quantize,
+    round_ste,
+    stochastic_round_ste,
+)
 from .uniform import (
     compute_qparams,
     dequantize,
@@ -41,6 +48,7 @@ __all__ = [
     "tanh_unit",
     "reduce_min_max",
     "reduction_rows",
+    "round_clamp_fake_quantize",
     "round_ste",
     "round_to_power_of_two",
     "sign",
