@@ -3,8 +3,10 @@
 For one method at one W/A setting on a zoo model (the harness's FP checkpoint, calibration set and budget):
 
 * **SQNR per layer** (cheap; the idea of torchao's numeric debugger): run the FP and the converted model on a
-  few calibration batches and compare each compute layer's output, ``10·log10(Σy² / Σ(y − ŷ)²)`` dB; the
-  error a layer shows includes what reached it from the layers before, as in the deployed model.
+  few calibration batches and compare each compute layer's output, ``10·log10(Σy² / Σ(y − ŷ)²)`` dB. Two
+  numbers: ``sqnr_db``, the error as it accumulates in the deployed model, and ``local_sqnr_db``, the layer's
+  own error (the converted layer run on the FP model's input to it), which ranks the layers: the lowest
+  local SQNR is the most sensitive layer.
 * **Ranges**: each layer's weight range and the range of its input activation on the calibration data.
 * **Ablation** (``ablation=True``, one quantization run per layer; the idea of AIMET's QuantAnalyzer): the
   accuracy with only that layer quantized (``include=[layer]``) and with only that layer left float
@@ -35,7 +37,7 @@ from .data import get_baseline, load_splits
 from .protocol import Protocol, hash_of
 from .run import make_cell, quantize_cell
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def sqnr_db(reference: torch.Tensor, test: torch.Tensor) -> float:
@@ -62,8 +64,17 @@ def _plain(t: Any) -> torch.Tensor:
     return t.dequantize() if torch.is_tensor(t) and t.is_quantized else t
 
 
+def _local(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """A converted layer run alone on a float input (None where it takes only quantized tensors: torch.ao)."""
+    try:
+        with torch.no_grad():
+            return _plain(module.eval()(x))
+    except Exception:  # noqa: BLE001 - integer modules refuse float input; the accumulated SQNR still stands
+        return None
+
+
 def layer_sqnr(fp_model: nn.Module, converted: nn.Module, layers: list[str], batches: list) -> dict[str, dict]:
-    """``{layer: {"sqnr_db", "weight_min", "weight_max", "input_min", "input_max"}}`` on ``batches``."""
+    """``{layer: {"sqnr_db", "local_sqnr_db", "weight_min", "weight_max", "input_min", "input_max"}}``."""
     fp_out = capture(fp_model, layers, batches, outputs=True)
     fp_in = capture(fp_model, layers, batches)
     names = {n: _converted_name(converted, n) for n in layers}
@@ -89,9 +100,21 @@ def layer_sqnr(fp_model: nn.Module, converted: nn.Module, layers: list[str], bat
         w = fp_model.get_submodule(n).weight.detach()
         c = names[n]
         sq = sqnr_db(fp_out[n], q_out[c]) if c in q_out and q_out[c].shape == fp_out[n].shape else None
-        out[n] = {"sqnr_db": sq, "weight_min": w.min().item(), "weight_max": w.max().item(),
+        local = _local(converted.get_submodule(c), fp_in[n]) if c is not None else None
+        loc = sqnr_db(fp_out[n], local) if local is not None and local.shape == fp_out[n].shape else None
+        out[n] = {"sqnr_db": sq, "local_sqnr_db": loc, "weight_min": w.min().item(), "weight_max": w.max().item(),
                   "input_min": fp_in[n].min().item(), "input_max": fp_in[n].max().item()}
     return out
+
+
+def sensitivity_order(layers: dict[str, dict], names: list[str]) -> list[str]:
+    """Most sensitive first: lowest local SQNR (the layer's own error), else lowest accumulated SQNR."""
+    def key(n):
+        info = layers[n]
+        v = info["local_sqnr_db"] if info.get("local_sqnr_db") is not None else info["sqnr_db"]
+        return (v is None, v if v is not None else 0.0)
+
+    return sorted(names, key=key)
 
 
 def _average_weight_bits(converted: nn.Module, fp_model: nn.Module) -> float:
@@ -148,9 +171,7 @@ def analyze(method: str, model: str, dataset: str, w_bits: int, a_bits: int | No
     result = {**spec, **unit("sqnr", {}, main)}
     # sensitivity: lowest SQNR first, among the layers the method quantizes its own way (the policy's 8-bit
     # layers are 8-bit already)
-    order = sorted(result["method_layers"], key=lambda n: (result["layers"][n]["sqnr_db"] is None,
-                                                           result["layers"][n]["sqnr_db"] or 0.0))
-    result["sensitivity_order"] = order
+    result["sensitivity_order"] = sensitivity_order(result["layers"], result["method_layers"])
     takes_policy = "include" in base_cell.config
     if ablation:
         if not takes_policy:
@@ -207,7 +228,7 @@ def analysis_table(results: list[dict]) -> str:
     layers = list(results[0]["layers"])
     header = ["layer", "weight range", "input range"]
     for r in results:
-        header.append(f"{r['method']} SQNR dB")
+        header += [f"{r['method']} SQNR dB", f"{r['method']} own dB"]
         if isinstance(r.get("ablation"), dict) and "skipped" not in r["ablation"]:
             header += [f"{r['method']} only-q %", f"{r['method']} only-float %"]
     rows = []
@@ -216,8 +237,9 @@ def analysis_table(results: list[dict]) -> str:
         row = [n, f"[{info['weight_min']:.2f}, {info['weight_max']:.2f}]",
                f"[{info['input_min']:.2f}, {info['input_max']:.2f}]"]
         for r in results:
-            sq = r["layers"].get(n, {}).get("sqnr_db")
-            row.append("" if sq is None else ("inf" if math.isinf(sq) else f"{sq:.1f}"))
+            for k in ("sqnr_db", "local_sqnr_db"):
+                sq = r["layers"].get(n, {}).get(k)
+                row.append("" if sq is None else ("inf" if math.isinf(sq) else f"{sq:.1f}"))
             if isinstance(r.get("ablation"), dict) and "skipped" not in r["ablation"]:
                 a = r["ablation"][n]
                 row += [f"{a['only_this_quantized']:.2f}", f"{a['only_this_float']:.2f}"]

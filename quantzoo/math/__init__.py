@@ -4,7 +4,15 @@ from .packing import PACKABLE_BITS, pack_bits, pack_signed, unpack_bits, unpack_
 from .binary import binarize, sign, ternary_codes
 from .logarithmic import log_dequantize, log_quantize, log_quantize_codes
 from .lowbit import dequantize_codes, grad_transform, quantize_unit, tanh_unit
-from .straight_through import grad_scale, lsq_fake_quantize, lsq_grad_factor, round_ste, stochastic_round_ste, ste
+from .straight_through import (
+    grad_scale,
+    lsq_fake_quantize,
+    lsq_grad_factor,
+    round_clamp_fake_quantize,
+    round_ste,
+    ste,
+    stochastic_round_ste,
+)
 from .uniform import (
     compute_qparams,
     dequantize,
@@ -39,6 +47,7 @@ __all__ = [
     "tanh_unit",
     "reduce_min_max",
     "reduction_rows",
+    "round_clamp_fake_quantize",
     "round_ste",
     "round_to_power_of_two",
     "sign",

@@ -1,7 +1,8 @@
 """Float model → Brevitas-style quant model, and the PTQ context managers (Brevitas ``graph/quantize.py``,
 ``graph/calibrate.py``).
 
-* :func:`preprocess_for_quantize` merges BatchNorm into the preceding Conv/Linear (``merge_bn=True``).
+* :func:`preprocess_for_quantize` merges BatchNorm into the preceding Conv/Linear (``merge_bn=True``) with
+  Brevitas' ``merge_bn`` formula.
 * :func:`quantize_model` swaps layers: every Linear/Conv1d/Conv2d becomes a Brevitas-style layer and every
   ``nn.ReLU`` a :class:`QuantReLU` (unsigned). Brevitas' fx flow gives a compute layer an input quantizer only
   where its input is not already quantized: here a torch.fx trace finds the compute layers fed by a ReLU
@@ -9,10 +10,10 @@
   layer fed through an average pool (non-negative but off the grid) gets an unsigned input quantizer, any
   other one a signed ``Int8ActPerTensorFloat``. Models that do not trace get a signed input quantizer on
   every compute layer and float ReLUs.
-* :func:`calibration_mode` collects activation statistics in eval mode with activation quantization off and
-  freezes them into the scale parameters on exit; :func:`bias_correction_mode` adds to each bias the mean
-  output error ``E[y_float − y_quant]`` per output channel (Nagel et al. 2019, arXiv:1906.04721 §4.2, the
-  empirical variant) over the batches run inside it.
+* :func:`calibration_mode` collects activation statistics (a true average, no step limit) with activation and
+  weight quantization off and initialises the scale parameters on exit; :func:`bias_correction_mode` adds to
+  each bias the mean output error ``E[y_float − y_quant]`` per output channel (Nagel et al. 2019,
+  arXiv:1906.04721 §4.2, the empirical variant), passing the float outputs on while it collects.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantzoo import LayerPlan
-from quantzoo.nn import fold_batch_norms, set_submodule, swap_layers, trace_modules
+from quantzoo.nn import find_bn_pairs, set_submodule, swap_layers, trace_modules
 
 from .inject import Injector
 from .layers import COMPUTE_LAYERS, QuantReLU, _BrevitasComputeMixin, act_quantizers, quant_layer_from_float
 from .quant_tensor import value_of
+from .tensor_quant import ConstQuant, WeightQuant
 
 _GRID_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d,
                  nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
@@ -41,12 +43,30 @@ _NONNEG_METHODS = {"mean"}
 _RANK = {"quantized": 0, "nonneg": 1, "signed": 2}
 
 
+def merge_batch_norm(layer: nn.Module, bn: nn.Module) -> None:
+    """Brevitas ``merge_bn`` (in place): ``m = γ / sqrt(var + eps)``, ``W ← W·m``, ``b ← b·m + (β − μ·m)``
+    (``b ← β − μ·m`` without a bias), in Brevitas' order of float operations."""
+    with torch.no_grad():
+        mul = bn.weight.detach().clone() / torch.sqrt(bn.running_var + bn.eps)
+        add = -bn.running_mean * mul + bn.bias.detach().clone()
+        layer.weight.data.mul_(mul.view(-1, *[1] * (layer.weight.dim() - 1)))
+        if layer.bias is not None:
+            layer.bias.data.mul_(mul)
+            layer.bias.data.add_(add)
+        else:
+            layer.bias = nn.Parameter(add)
+
+
 def preprocess_for_quantize(model: nn.Module, merge_bn: bool = True) -> nn.Module:
-    """Merge every foldable BatchNorm into its producer (in place; the model is left in eval mode)."""
+    """Merge every BatchNorm that only consumes a Conv/Linear output into it (in place, Brevitas' formula;
+    the BN becomes ``nn.Identity``)."""
     if merge_bn:
-        was_training = model.training
-        fold_batch_norms(model, inplace=True)
-        model.train(was_training)
+        for layer_name, bn_name in find_bn_pairs(model):
+            layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
+            if isinstance(layer, nn.Linear) and not isinstance(bn, nn.BatchNorm1d):
+                continue
+            merge_batch_norm(layer, bn)
+            set_submodule(model, bn_name, nn.Identity())
     return model
 
 
@@ -133,52 +153,76 @@ def quantize_model(
 
 @contextlib.contextmanager
 def calibration_mode(model: nn.Module):
-    """Collect activation statistics (eval mode, activation quantization off); freeze them on exit."""
-    quants = act_quantizers(model)
-    for q in quants:
-        q.calibrating = True
+    """Brevitas ``calibration_mode``: activation quantizers collect training-mode statistics with a true average
+    and no step limit (for good, as Brevitas sets them) and pass their input on unquantized; weight quantizers
+    are disabled (float weights); on exit every activation scale is initialised from its statistics."""
+    acts = act_quantizers(model)
+    weights = [m for m in model.modules() if isinstance(m, (WeightQuant, ConstQuant))]
+    was_disabled = {id(w): w.disabled for w in weights}
+    for q in acts:
+        q.start_calibration()
+    for w in weights:
+        w.disabled = True
     try:
         yield model
     finally:
-        for q in quants:
+        for w in weights:
+            w.disabled = was_disabled[id(w)]
+        for q in acts:
             q.calibrating = False
             q.finalize()
 
 
+def _output_quantizer(mod: nn.Module):
+    return getattr(mod, "output_quantizer", None) or getattr(mod, "output_quant", None)
+
+
+def _channel_mean(t: torch.Tensor, mod: nn.Module) -> torch.Tensor:
+    """Brevitas ``_BiasCorrection.compute_mean``: the mean over every dimension but the channel one (2 for a
+    3-d Linear output, else 1)."""
+    ch = 2 if t.dim() == 3 and isinstance(mod, nn.Linear) else 1
+    t = t.transpose(0, ch)
+    return t.reshape(t.shape[0], -1).mean(dim=1).detach()
+
+
 @contextlib.contextmanager
 def bias_correction_mode(model: nn.Module):
-    """Accumulate ``E[y_float − y_quant]`` per output channel of every quantized compute layer over the
-    batches run inside the block, then add it to the biases (creating zero biases where there were none)."""
-    layers = [m for m in model.modules() if isinstance(m, _BrevitasComputeMixin) and m.weight_quantizer is not None]
-    sums: dict[int, torch.Tensor] = {}
-    counts: dict[int, int] = {}
+    """Brevitas ``bias_correction_mode``: output quantizers of layers are disabled; for every Brevitas-style
+    compute layer each call adds ``mean_c(y_float) − mean_c(y_quant)`` per output channel (``y_float`` with
+    float input and weight, ``y_quant`` the layer's own output) and passes ``y_float`` on to the next layer;
+    on exit each bias grows by the mean of those per-batch errors (a bias is created where there was none)."""
+    layers = [m for m in model.modules() if isinstance(m, _BrevitasComputeMixin)]
+    outputs = [q for m in model.modules() if (q := _output_quantizer(m)) is not None and not q.disabled]
+    errors: dict[int, torch.Tensor] = {}
+    calls: dict[int, int] = {}
 
     def hook(mod, inputs, output):
-        x = value_of(inputs[0])
         with torch.no_grad():
-            ref = mod._compute(x, mod.weight)  # float weight and the float (not input-quantized) input
-            err = ref - value_of(output)
-            ch = 1 if err.dim() > 2 and not isinstance(mod, nn.Linear) else err.dim() - 1
-            dims = [d for d in range(err.dim()) if d != ch]
-            n = err.numel() // err.shape[ch]
-            total = err.sum(dim=dims)
-        sums[id(mod)] = sums.get(id(mod), 0) + total
-        counts[id(mod)] = counts.get(id(mod), 0) + n
+            y_float = mod._compute(value_of(inputs[0]), mod.weight)
+            err = _channel_mean(y_float, mod) - _channel_mean(value_of(output), mod)
+        errors[id(mod)] = err if id(mod) not in errors else errors[id(mod)] + err
+        calls[id(mod)] = calls.get(id(mod), 0) + 1
+        return y_float
 
+    for q in outputs:
+        q.disabled = True
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
         yield model
     finally:
         for h in handles:
             h.remove()
+        for q in outputs:
+            q.disabled = False
         with torch.no_grad():
             for m in layers:
-                if id(m) not in sums:
+                if id(m) not in errors:
                     continue
-                corr = sums[id(m)] / counts[id(m)]
+                corr = errors[id(m)] / calls[id(m)]
                 if m.bias is None:
-                    m.bias = nn.Parameter(torch.zeros_like(corr))
-                m.bias.add_(corr.to(m.bias.dtype))
+                    m.bias = nn.Parameter(corr)
+                else:
+                    m.bias.data += corr
 
 
 def run_batches(model: nn.Module, batches) -> int:
