@@ -16,7 +16,7 @@ from .uniform import (
 
 # imported last: the submodule quantzoo.math.ste must not shadow the function ste
 from .binary import binarize, sign, ste, ternary_codes  # noqa: E402
-from .lowbit import dequantize_codes, grad_transform, quantize_unit, tanh_unit  # noqa: E402
+from .lowbit import dequantize_codes, dorefa_codes, dorefa_weight, grad_transform, quantize_unit, tanh_unit  # noqa: E402
 from .logarithmic import log_dequantize, log_quantize, log_quantize_codes  # noqa: E402
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "binarize",
     "compute_qparams",
     "dequantize",
+    "dorefa_codes",
+    "dorefa_weight",
     "dequantize_codes",
     "expand_qparam",
     "fake_quantize",
