@@ -252,3 +252,82 @@ def test_weights_outside_the_policy_keep_the_last_quantized_values():
     assert [q.policy_active(e) for e in range(5)] == [False, True, True, False, False]
     q2 = quantzoo.get_quantizer("distiller-dorefa")(starting_epoch=0, ending_epoch=4, frequency=2)
     assert [q2.policy_active(e) for e in range(5)] == [True, False, True, False, False]
+
+
+# -- post-training quantization -------------------------------------------------------------------------------
+P = REFS["ptq"]
+STATS = META["ptq"]["stats"]
+
+
+def _ptq_model():
+    model = nets.conv_net(0)
+    model.load_state_dict(P["state"])
+    return model.eval()
+
+
+def test_ptq_statistics_collector():
+    # Distiller collects on the unfolded model and moves bn1's output record to conv1 when it folds BN; quantzoo
+    # folds first, so conv1's output here is bn1's there (equal up to the float rounding of the folding)
+    q = quantzoo.get_quantizer("distiller-ptq")()
+    prepared = q.prepare(_ptq_model())
+    q.calibrate(prepared, P["calib"])
+    mine = prepared._distiller_stats
+    pairs = {("conv1", "inputs"): ("conv1", "inputs"), ("conv1", "output"): ("bn1", "output"),
+             ("conv2", "inputs"): ("conv2", "inputs"), ("conv2", "output"): ("conv2", "output"),
+             ("fc", "inputs"): ("fc", "inputs"), ("fc", "output"): ("fc", "output")}
+    for (layer, kind), (ref_layer, ref_kind) in pairs.items():
+        rec = mine[layer][kind][0] if kind == "inputs" else mine[layer][kind]
+        ref = STATS[ref_layer][ref_kind]["0"] if ref_kind == "inputs" else STATS[ref_layer][ref_kind]
+        for k in ("min", "max", "avg_min", "avg_max", "mean", "std", "b"):
+            exact = (layer, kind) == ("conv1", "inputs")  # the model input: to the last float64 digit
+            assert rec[k] == pytest.approx(ref[k], rel=1e-12 if exact else 2e-5, abs=0 if exact else 1e-6), (
+                layer, kind, k)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("clip", ["NONE", "AVG", "N_STD", "GAUSS", "LAPLACE"])
+def test_ptq_qparams_from_stats(mode, clip):
+    from quantzoo_plugin_distiller.linear import mode_params
+    from quantzoo_plugin_distiller.ranges import saturation_from_stats
+
+    rec = STATS["conv2"]["output"]
+    for half in (0, 1):
+        for bits in (4, 8):
+            lo, hi = saturation_from_stats(rec, bits, mode, clip, 2.0, bool(half))
+            s, zp = mode_params(bits, lo, hi, mode)
+            ref_s, ref_zp = META["ptq"]["qparams"][f"{mode}_{clip}_half{half}_b{bits}"]
+            assert float(zp) == ref_zp and float(s) == pytest.approx(ref_s, rel=2e-7), (half, bits)  # ≤ 1 ulp
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("per_channel", [0, 1])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_ptq_weights_bit_exact(mode, per_channel, bits):
+    from quantzoo_plugin_distiller.modules import RangeLinearWeight
+
+    w = P["state"]["conv2.weight"]
+    assert torch.equal(RangeLinearWeight(bits, mode, bool(per_channel))(w), P["weights"][f"{mode}_pc{per_channel}_b{bits}"])
+
+
+#: Known open difference (not a permitted deviation; see the README): Distiller's PTQ computes each layer in the
+#: integer domain — bias rounded to the accumulator grid s_x·s_w, the accumulator requantized with s_y/(s_x·s_w) —
+#: where quantzoo fake-quantizes the input, weight and output around a float layer with a float bias. The codes
+#: part where the two land on different sides of a rounding boundary; measured on this model (160 outputs),
+#: (max |Δ| in output LSB, fraction of outputs off): 1 LSB at 0.6%, 1.9% and 15.6% of the outputs:
+PTQ_OPEN_BOUND = {"w8a8_asym_pc": (1.0, 0.01), "w8a8_sym": (1.0, 0.02), "w4a4_asym_avg": (1.0, 0.16)}
+
+
+@pytest.mark.parametrize("name", sorted(META["ptq_models"]))
+def test_ptq_model_output(name, tmp_path):
+    kw = dict(META["ptq_models"][name])
+    ref = P["models"][name]
+    stats_file = tmp_path / "acts_quantization_stats.yaml"
+    stats_file.write_text(yaml.safe_dump(STATS))  # Distiller's own statistics of this model
+    q = quantzoo.get_quantizer("distiller-ptq")(model_activation_stats=str(stats_file), **kw)
+    converted = q.convert(q.prepare(_ptq_model()))
+    with torch.no_grad():
+        out = converted(P["probe"])
+    lsb = (out - ref["out"]).abs() * ref["fc_output_scale"]
+    max_lsb, frac = PTQ_OPEN_BOUND[name]
+    assert float(lsb.max()) <= max_lsb + 1e-3 and float((lsb > 0.5).float().mean()) <= frac, \
+        (float(lsb.max()), float((lsb > 0.5).float().mean()))

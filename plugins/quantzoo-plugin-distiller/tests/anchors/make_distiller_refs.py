@@ -13,8 +13,9 @@ torch. Three kinds of shims make a 2023 Distiller import and trace on torch 2.13
   replaced by empty stand-in modules (``torchvision.ops.misc.FrozenBatchNorm2d`` by an unused class);
 * ``pkg_resources`` (gone from setuptools) by a two-function stand-in for Distiller's version check;
 * for ``SummaryGraph`` (PTQ's graph tracing): ``torch.onnx.set_training``, ``torch.jit.get_trace_graph``,
-  ``torch.onnx._optimize_trace`` and ``Node.__getitem__`` are re-created from their torch 2.13 equivalents, and
-  the parser of traced tensor shapes reads ``Value.type().sizes()`` instead of the old string form.
+  ``torch.onnx._optimize_trace`` and ``Node.__getitem__`` are re-created from their torch 2.13 equivalents (the
+  trace's scope names in torch 1.3's ``Type[name]`` form, so that BN folding and ReLU fusion find their modules),
+  and the parser of traced tensor shapes reads ``Value.type().sizes()`` instead of the old string form.
 
 Output: ``distiller_refs.pt`` (a dict of plain tensors, lists and numbers; ``torch.load(weights_only=True)``) and
 ``distiller_refs.json`` (the Distiller commit, torch version and the schedule-file cases).
@@ -29,8 +30,10 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import types
 from collections import OrderedDict
 from pathlib import Path
@@ -105,8 +108,16 @@ def _torch_shims() -> None:
             self._graph = graph
 
     def get_trace_graph(model, args, _force_outplace=False):
+        # torch >= 1.4 names trace scopes only through this map; give them torch 1.3's "Type[name]" form that
+        # Distiller's onnx_name_2_pytorch_name parses ("ConvNet/Conv2d[conv1]" -> "conv1")
         args = args if isinstance(args, tuple) else (args,)
-        graph, out = torch.jit._get_trace_graph(model, args, _force_outplace=_force_outplace)
+        torch.jit._trace._trace_module_map = {
+            m: (type(m).__name__ if not n else f"{type(m).__name__}[{n.rpartition('.')[2]}]")
+            for n, m in model.named_modules()}
+        try:
+            graph, out = torch.jit._get_trace_graph(model, args, _force_outplace=_force_outplace)
+        finally:
+            torch.jit._trace._trace_module_map = None
         return Trace(graph), out
 
     def optimize_trace(trace, operator_export_type):
@@ -305,6 +316,92 @@ def trajectory(dq, cls_name: str, kind: str, kwargs: dict) -> dict:
             "eval_out": eval_out, "quantized_weights": quantized}
 
 
+# -- post-training quantization -----------------------------------------------------------------------------------
+PTQ_MODES = ("SYMMETRIC", "SYMMETRIC_RESTRICTED", "ASYMMETRIC_UNSIGNED", "ASYMMETRIC_SIGNED")
+PTQ_CLIPS = ("NONE", "AVG", "N_STD", "GAUSS", "LAPLACE")
+PTQ_MODELS = {  # name: PostTrainLinearQuantizer kwargs (bits_activations, bits_parameters, mode, per_channel_wts, clip)
+    "w8a8_asym_pc": {"bits_activations": 8, "bits_parameters": 8, "per_channel_wts": True,
+                     "mode": {"activations": "ASYMMETRIC_UNSIGNED", "weights": "SYMMETRIC"}},
+    "w8a8_sym": {"bits_activations": 8, "bits_parameters": 8, "mode": "SYMMETRIC"},
+    "w4a4_asym_avg": {"bits_activations": 4, "bits_parameters": 4, "mode": "ASYMMETRIC_UNSIGNED", "clip_acts": "AVG"},
+}
+
+
+def _eval_model():
+    """The conv net after a few training steps (BN statistics away from their initial 0/1), in eval mode."""
+    model = nets.conv_net(0)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    for x, y in nets.batches(5, seed=3):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def _plain(stats):
+    """Distiller's stats OrderedDicts as plain dicts of floats (inputs keyed by int)."""
+    out = {}
+    for layer, rec in stats.items():
+        out[layer] = {"inputs": {int(i): {k: (v if k == "shape" else float(v)) for k, v in r.items()}
+                                 for i, r in rec.get("inputs", {}).items()},
+                      "output": {k: (v if k == "shape" else float(v)) for k, v in rec["output"].items()}}
+    return out
+
+
+def ptq_cases(distiller, dq) -> tuple[dict, dict]:
+    from distiller.data_loggers.collector import collect_quant_stats
+    from distiller.quantization.range_linear import (ClipMode, LinearQuantMode, _get_quant_params_from_stats_dict,
+                                                     _get_quant_params_from_tensor)
+
+    model = _eval_model()
+    calib = [x for x, _ in nets.batches(3, seed=4)]
+
+    def run(model):
+        with torch.no_grad():
+            for x in calib:
+                model(x)
+
+    stats = _plain(collect_quant_stats(copy.deepcopy(model), run))
+    tensors = {"state": copy.deepcopy(model.state_dict()), "calib": calib, "probe": nets.batches(1, seed=5)[0][0]}
+    # scale / zero point of every mode x clip (x half range) from one recorded stats entry
+    qparams = {}
+    rec = stats["conv2"]["output"]
+    for mode in PTQ_MODES:
+        for clip in PTQ_CLIPS:
+            for half in (False, True):
+                for bits in (4, 8):
+                    s, zp = _get_quant_params_from_stats_dict(rec, bits, LinearQuantMode[mode], ClipMode[clip],
+                                                              num_stds=2.0, half_range=half)
+                    qparams[f"{mode}_{clip}_half{int(half)}_b{bits}"] = [float(s), float(zp)]
+    # weights (linear_quantize_clamp in the parameter-layer wrapper, then dequantized)
+    weights = {}
+    w = model.conv2.weight.detach()
+    for mode in PTQ_MODES:
+        for per_channel in (False, True):
+            for bits in (4, 8):
+                s, zp = _get_quant_params_from_tensor(w, bits, LinearQuantMode[mode], per_channel=per_channel)
+                s, zp = torch.as_tensor(s), torch.as_tensor(zp)
+                qmin, qmax = dq.get_quantized_range(bits, mode != "ASYMMETRIC_UNSIGNED",
+                                                    mode == "SYMMETRIC_RESTRICTED")
+                q = dq.linear_quantize_clamp(w, s, zp, qmin, qmax)
+                weights[f"{mode}_pc{int(per_channel)}_b{bits}"] = dq.linear_dequantize(q, s, zp)
+    tensors["weights"] = weights
+    # whole models: stats-based PTQ with BN folding and ReLU fusion
+    outputs = {}
+    for name, kw in PTQ_MODELS.items():
+        m = copy.deepcopy(model)
+        q = dq.PostTrainLinearQuantizer(m, model_activation_stats=copy.deepcopy(stats), **kw)
+        q.prepare_model(tensors["probe"][:1].clone())
+        m.eval()
+        with torch.no_grad():  # (a clone: Distiller attaches quant_metadata to the tensors it quantizes)
+            outputs[name] = {"out": m(tensors["probe"].clone()).clone(), "fc_output_scale": m.fc.output_scale.detach().clone(),
+                             "fc_output_zero_point": m.fc.output_zero_point.detach().clone(),
+                             "wrappers": {n: type(c).__name__ for n, c in m.named_children()}}
+    tensors["models"] = outputs
+    return {"stats": stats, "qparams": qparams}, tensors
+
+
 # -- schedule files ---------------------------------------------------------------------------------------------
 SCHEDULES = {
     "pact_overrides": """
@@ -439,11 +536,23 @@ def schedule_case(distiller, text: str) -> dict:
     return built, tensors
 
 
+def _plain_tensors(obj):
+    """Copies of every tensor without attributes Distiller attached (loadable with weights_only=True)."""
+    if isinstance(obj, torch.Tensor):
+        return torch.empty_like(obj).copy_(obj.detach())
+    if isinstance(obj, dict):
+        return {k: _plain_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain_tensors(v) for v in obj]
+    return obj
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--distiller", type=Path, required=True, help="a checkout of IntelLabs/distiller")
     args = ap.parse_args()
     distiller, dq = load_distiller(args.distiller.resolve())
+    os.chdir(tempfile.mkdtemp())  # PostTrainLinearQuantizer writes its YAML reports into the working directory
     try:
         commit = subprocess.run(["git", "-C", str(args.distiller), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, check=True).stdout.strip()
@@ -453,13 +562,15 @@ def main() -> None:
     for name, (cls_name, kind, kwargs) in TRAJECTORIES.items():
         refs["trajectories"][name] = trajectory(dq, cls_name, kind, kwargs)
     schedules = {k: schedule_case(distiller, v) for k, v in SCHEDULES.items()}
+    ptq_meta, refs["ptq"] = ptq_cases(distiller, dq)
     refs["schedules"] = {k: t for k, (_, t) in schedules.items()}
     meta = {"distiller_commit": commit, "torch": torch.__version__,
             "training": {"lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "steps": STEPS,
                          "schedule_epochs": SCHEDULE_EPOCHS},
             "trajectories": {k: {"class": c, "net": n, "kwargs": kw} for k, (c, n, kw) in TRAJECTORIES.items()},
-            "schedules": {k: b for k, (b, _) in schedules.items()}}
-    torch.save(refs, HERE / "distiller_refs.pt")
+            "schedules": {k: b for k, (b, _) in schedules.items()}, "ptq": ptq_meta,
+            "ptq_models": PTQ_MODELS}
+    torch.save(_plain_tensors(refs), HERE / "distiller_refs.pt")
     (HERE / "distiller_refs.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     print(f"wrote {HERE / 'distiller_refs.pt'} and distiller_refs.json (Distiller {commit[:7]})")
 
