@@ -123,3 +123,16 @@ def test_evaluation_before_training_uses_the_batch_max():
     assert float(prepared.relu.act_max) == pytest.approx(u["max"], rel=1e-6)
     torch.testing.assert_close(out, u["out"], rtol=1e-5, atol=1e-5)
     assert math.isfinite(float(out.abs().max()))
+
+
+def test_which_modules_are_hooked():
+    # every leaf with a weight but BatchNorm (Embedding, LayerNorm, PReLU, Conv1d here), activations at PReLU
+    from torch import nn
+
+    from quantzoo_plugin_nnie import register_quantization_hook
+
+    mixed = nn.Sequential(nn.Embedding(5, 4), nn.LayerNorm(4), nn.PReLU(), nn.Sequential(nn.Conv1d(2, 2, 1),
+                                                                                       nn.BatchNorm1d(2)))
+    register_quantization_hook(mixed)
+    assert sorted(n for n, m in mixed.named_modules() if hasattr(m, "weight_origin")) == R["hooked"]["weight"]
+    assert sorted(n for n, m in mixed.named_modules() if hasattr(m, "act_max")) == R["hooked"]["activation"]

@@ -185,7 +185,12 @@ def main() -> None:
                                 text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    refs = {"nnieqat_commit": commit, "kernel": kernel, "workflow": workflow(nq), "untrained_eval": untrained_eval(nq),
+    mixed = nn.Sequential(nn.Embedding(5, 4), nn.LayerNorm(4), nn.PReLU(), nn.Sequential(nn.Conv1d(2, 2, 1),
+                                                                                       nn.BatchNorm1d(2)))
+    nq.register_quantization_hook(mixed)
+    hooked = {"weight": sorted(n for n, m in mixed.named_modules() if hasattr(m, "weight_origin")),
+              "activation": sorted(n for n, m in mixed.named_modules() if hasattr(m, "activation_max_value"))}
+    refs = {"nnieqat_commit": commit, "hooked": hooked, "kernel": kernel, "workflow": workflow(nq), "untrained_eval": untrained_eval(nq),
             "training": {"epochs": EPOCHS, "steps": STEPS, "lr": LR, "momentum": 0.9}}
     torch.save(refs, HERE / "nnieqat_refs.pt")
     print(f"wrote {HERE / 'nnieqat_refs.pt'} (nnieqat {commit[:7]})")
