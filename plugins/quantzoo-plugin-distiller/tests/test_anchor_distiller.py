@@ -16,15 +16,16 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-import quantzoo
 from quantzoo import QuantzooWarning
 from quantzoo.nn import QuantLayerMixin
 from quantzoo.training import TrainConfig, fit
-from quantzoo_plugin_distiller import CLASS_TO_METHOD
+from quantzoo_plugin_distiller import CLASS_TO_METHOD, QUANTIZERS
 from quantzoo_plugin_distiller.modules import (ClippedActivation, DorefaWeight, EMAActivation, PACTActivation,
                                                RangeLinearQATWeight, ScheduledWeight, WRPNWeight)
 
 torch.set_num_threads(1)
+#: the plugin's quantizers by method name (without building the whole registry)
+METHODS = {q.name: q for q in QUANTIZERS}
 ANCHORS = Path(__file__).parent / "anchors"
 REFS = torch.load(ANCHORS / "distiller_refs.pt", weights_only=True)
 META = json.loads((ANCHORS / "distiller_refs.json").read_text())
@@ -128,7 +129,7 @@ def _plugin_name(key: str) -> str:
 def _run_plugin(method: str, kwargs: dict, net: str, epochs: int, steps: int, data, lr, momentum, wd):
     """The plugin through quantzoo's training loop (SGD, constant lr): the gradients of the first step, the
     losses of each epoch's last step, the trained model."""
-    q = quantzoo.get_quantizer(method)(**kwargs)
+    q = METHODS[method](**kwargs)
     model = nets.conv_net(0) if net == "conv" else nets.conv1d_net(0)
     prepared = q.prepare(model)
     probe = copy.deepcopy(prepared).train()
@@ -198,7 +199,7 @@ def _bits_of(prepared):
 def test_schedule_file(name):
     ref = META["schedules"][name]
     data = yaml.safe_load(ref["yaml"])
-    method = quantzoo.get_quantizer(CLASS_TO_METHOD[next(iter(data["quantizers"].values()))["class"]])
+    method = METHODS[CLASS_TO_METHOD[next(iter(data["quantizers"].values()))["class"]]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", QuantzooWarning)  # lr_scheduler policies are ignored (with a warning)
         cfg = method.config_from_file(data)
@@ -232,7 +233,7 @@ def test_schedule_file(name):
 def test_weights_outside_the_policy_keep_the_last_quantized_values():
     # qat_late_start: policy epochs 1-2. In epoch 0 the forward uses the weights quantized at prepare time, and
     # the float weights still train (identity gradient) — what Distiller's stale q-weights do.
-    q = quantzoo.get_quantizer("distiller-qat")(bits_weights=8, bits_activations=8, starting_epoch=1, ending_epoch=3)
+    q = METHODS["distiller-qat"](bits_weights=8, bits_activations=8, starting_epoch=1, ending_epoch=3)
     prepared = q.prepare(nets.conv_net(0))
     wq = prepared.conv1.weight_quantizer
     assert isinstance(wq, ScheduledWeight)
@@ -247,7 +248,7 @@ def test_weights_outside_the_policy_keep_the_last_quantized_values():
     q.after_optimizer_step(prepared)
     assert not torch.equal(prepared.conv1.quantized_weight(), frozen)
     assert [q.policy_active(e) for e in range(5)] == [False, True, True, False, False]
-    q2 = quantzoo.get_quantizer("distiller-dorefa")(starting_epoch=0, ending_epoch=4, frequency=2)
+    q2 = METHODS["distiller-dorefa"](starting_epoch=0, ending_epoch=4, frequency=2)
     assert [q2.policy_active(e) for e in range(5)] == [True, False, True, False, False]
 
 
@@ -265,7 +266,7 @@ def _ptq_model():
 def test_ptq_statistics_collector():
     # Distiller collects on the unfolded model and moves bn1's output record to conv1 when it folds BN; quantzoo
     # folds first, so conv1's output here is bn1's there (equal up to the float rounding of the folding)
-    q = quantzoo.get_quantizer("distiller-ptq")()
+    q = METHODS["distiller-ptq"]()
     prepared = q.prepare(_ptq_model())
     q.calibrate(prepared, P["calib"])
     mine = prepared._distiller_stats
@@ -320,7 +321,7 @@ def test_ptq_model_output(name, tmp_path):
     ref = P["models"][name]
     stats_file = tmp_path / "acts_quantization_stats.yaml"
     stats_file.write_text(yaml.safe_dump(STATS))  # Distiller's own statistics of this model
-    q = quantzoo.get_quantizer("distiller-ptq")(model_activation_stats=str(stats_file), **kw)
+    q = METHODS["distiller-ptq"](model_activation_stats=str(stats_file), **kw)
     converted = q.convert(q.prepare(_ptq_model()))
     with torch.no_grad():
         out = converted(P["probe"])
