@@ -3,7 +3,7 @@
 from .packing import PACKABLE_BITS, pack_bits, pack_signed, unpack_bits, unpack_signed
 from .binary import binarize, sign, ternary_codes
 from .logarithmic import log_dequantize, log_quantize, log_quantize_codes
-from .lowbit import dequantize_codes, grad_transform, quantize_unit, tanh_unit
+from .lowbit import dequantize_codes, dorefa_codes, dorefa_weight, grad_transform, quantize_unit, tanh_unit
 from .straight_through import (
     grad_scale,
     lsq_fake_quantize,
@@ -30,6 +30,8 @@ __all__ = [
     "binarize",
     "compute_qparams",
     "dequantize",
+    "dorefa_codes",
+    "dorefa_weight",
     "dequantize_codes",
     "expand_qparam",
     "fake_quantize",

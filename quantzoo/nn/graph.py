@@ -9,6 +9,8 @@ order, which is forward order for ``nn.Sequential`` models.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -70,9 +72,12 @@ class ModuleGraph:
 
 
 def trace_modules(model: nn.Module) -> ModuleGraph | None:
-    """:class:`ModuleGraph` of ``model``, or None when torch.fx cannot trace it."""
+    """:class:`ModuleGraph` of ``model``, or None when torch.fx cannot trace it. A copy is traced: symbolic
+    tracing runs ``forward`` with proxies, and a module that updates its own state in forward (a running
+    range, a counter) would keep proxies in its buffers."""
+    copy_ = copy.deepcopy(model)
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = torch.fx.symbolic_trace(copy_)
     except Exception:  # noqa: BLE001 - any tracing failure means "no graph"; callers fall back
         return None
-    return ModuleGraph(model, gm.graph)
+    return ModuleGraph(copy_, gm.graph)

@@ -21,7 +21,8 @@ last binary layer are kept since they feed only real-valued layers). ``last_laye
 all-binary net: on the zoo MLP with the paper-suite budget it reaches 96.5% vs 97.9% (measured). Not reproduced: shift-based BN and AdaMax, the
 per-layer Glorot learning-rate scaling (the harness uses one optimizer for every method).
 Anchors: NNI's BNNQuantizer binarizes layer *outputs* and clips weights after each step; micronet
-replaces ReLU by sign with the same saturating STE.
+replaces ReLU by sign with a saturating STE that also zeroes the gradient at exactly ``|x| = 1`` (eq. 4 keeps
+it) and binarizes weights with an identity STE (tests/test_anchor_micronet.py).
 """
 
 from __future__ import annotations

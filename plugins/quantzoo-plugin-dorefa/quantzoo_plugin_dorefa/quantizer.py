@@ -8,8 +8,9 @@ Zhou, Wu, Ni, Zhou, Wen & Zou 2016, "DoReFa-Net", arXiv:1606.06160:
   (``BinaryWeight("layer", clip=None)``); E is taken over the whole layer and treated as a constant, as in
   the authors' tensorpack code (``stop_gradient(reduce_mean(abs(x)))``) and Distiller.
 * eq. 9 (k-bit weights, k > 1): ``r_o = 2·quantize_k(tanh(r_i) / (2·max|tanh(r_i)|) + ½) − 1``; the
-  gradient flows through tanh and max by autograd. Stored as codes ``c = round((2^k−1)·w')`` with
-  ``w_q = (c − (2^k−1)/2)·2/(2^k−1)`` (the same number as eq. 9).
+  gradient flows through tanh and max by autograd. Stored as codes ``c = round((2^k−1)·w')`` from
+  :func:`quantzoo.math.dorefa_codes` (``"half_even"``: tf.round of the exact product, so ``w = 0`` gives
+  ``+1/(2^k−1)``) with ``w_q = (c − (2^k−1)/2)·2/(2^k−1)`` (the same number as eq. 9).
 * eq. 11 (activations): ``r_o = quantize_k(r)`` on ``r = clamp(x, 0, 1)``, the bounded activation.
 * eq. 12 (gradients, ``gradient_bits``): ``f_γ(dr) = 2·max₀(|dr|)·[quantize_k(dr / (2·max₀(|dr|)) + ½ + N(k)) − ½]`` with
   ``N(k) = σ/(2^k − 1)``, ``σ ~ Uniform(−½, ½)`` and ``max₀`` over all axes but the batch axis. Applied to
@@ -26,7 +27,9 @@ paper's clamp and quantizing, without rewriting the model (functional ReLUs work
 
 First and last layers are kept in full precision as in the paper's experiments (``first_layer``,
 ``last_layer``). Distiller quantizes weights and (by replacing nn.ReLU) activations but not gradients;
-NNI v2 is weight-only; NNI v3 adds the gradient pre-hook; micronet rejects 1-bit weights.
+NNI v2 is weight-only; NNI v3 adds the gradient pre-hook; micronet rejects 1-bit weights, pre-scales
+activations by 0.1 and rounds ``r/fl(1/n)`` half away from zero, one code off the paper at ties (w = 0 → −1/n;
+tests/test_anchor_micronet.py).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pydantic import Field
 from torch import nn
 
 from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer
-from quantzoo.math import grad_transform, quantize_unit, round_ste, tanh_unit
+from quantzoo.math import dorefa_codes, grad_transform, quantize_unit, tanh_unit
 from quantzoo.nn import BinaryWeight, CodedWeightQuantizer, WeightCodes, swap_layers, to_quant_layer
 from quantzoo.policy import LayerPolicy
 
@@ -52,7 +55,8 @@ class DorefaWeight(CodedWeightQuantizer):
 
     def encode(self, w: torch.Tensor) -> WeightCodes:
         n = 2**self.bits - 1
-        codes = round_ste(tanh_unit(w) * n)                                              # = n·quantize_k(unit)
+        u = tanh_unit(w)
+        codes = dorefa_codes(w, self.bits, "half_even") + n * (u - u.detach())  # = n·quantize_k(u), STE to n·u
         return WeightCodes(codes, torch.tensor(2.0 / n), torch.tensor(n / 2.0), self.bits)
 
     def extra_repr(self) -> str:

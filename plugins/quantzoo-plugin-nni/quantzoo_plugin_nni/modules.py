@@ -21,8 +21,8 @@ from torch import nn
 
 from quantzoo import QuantSpec
 from quantzoo.errors import NotCalibratedError
-from quantzoo.math import (binarize, compute_qparams, fake_quantize, grad_scale, lsq_fake_quantize,
-                           lsq_grad_factor, reduce_min_max, tanh_unit)
+from quantzoo.math import (binarize, compute_qparams, dorefa_weight, fake_quantize, grad_scale, lsq_fake_quantize,
+                           lsq_grad_factor, reduce_min_max, ste)
 from quantzoo.nn.layers import QuantConv1d, QuantConv2d, QuantLinear
 
 from .config_list import parse_dtype
@@ -163,8 +163,8 @@ class DoReFaWeight(nn.Module):
         self.bits = spec.bits
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        scale, zp = unit_qparams(self.spec)
-        return 2 * fake_quantize(tanh_unit(w), scale, zp, self.spec) - 1
+        # the affine [0, 1] grid with a float32 step (quantzoo.math.dorefa_weight's "step_fp32")
+        return dorefa_weight(w, self.bits, "step_fp32", levels=self.spec.qmax - self.spec.qmin)
 
 
 class DoReFaOutput(nn.Module):

@@ -9,7 +9,8 @@ from torch import nn
 from quantzoo.errors import UnsupportedError
 from quantzoo import Capabilities, LayerPlan, Quantizer, QuantizerConfig
 
-from .hooks import ACTIVATION_TYPES, merge_freeze_bn, quant_dequant_weight, register_quantization_hook, unquant_weight
+from .hooks import (ACTIVATION_TYPES, freeze_bn, merge_freeze_bn, quant_dequant_weight, register_quantization_hook,
+                    unquant_weight)
 
 
 class NNIEConfig(QuantizerConfig):
@@ -51,8 +52,13 @@ class NNIEQuantizer(Quantizer):
                 "nnieqat quantizes (functional activations cannot be hooked); set activation_bits=None")
         n_w, _ = register_quantization_hook(model, cfg.weight_bits, cfg.activation_bits)
         if n_w == 0:
-            raise UnsupportedError("nnie: the model has no Linear/Conv layer to quantize")
+            raise UnsupportedError("nnie: the model has no layer with a weight to quantize")
         return model
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        """nnieqat's loop freezes the BatchNorms again after every ``model.train()``."""
+        if self.config.merge_bn:
+            freeze_bn(model)
 
     def before_optimizer_step(self, model: nn.Module) -> None:
         model.apply(unquant_weight)

@@ -12,7 +12,8 @@ pass hands the gradient of the ternary weight straight to the float weight (the 
 weights are used in the forward and backward, the gradient updates the full-precision weights").
 
 Anchors: micronet computes the same Δ/α per output channel; its ``sign(sign(w+Δ)+sign(w−Δ))`` gives the
-same codes as eq. 3 except exactly at ``|w| = Δ`` (there it is 0 by sign(0)=0 arithmetic, as here).
+same codes as eq. 3 except exactly at ``|w| = Δ``, where it is ``±1`` (eq. 3: 0), and its gradient is
+``α·g`` plus the path through α instead of the straight-through ``g`` (tests/test_anchor_micronet.py).
 First/last layers: the paper does not say it keeps them full precision; we default to FP (micronet's
 convention and the project's policy for low-bit nets) — set ``first_layer``/``last_layer`` to change it.
 """
