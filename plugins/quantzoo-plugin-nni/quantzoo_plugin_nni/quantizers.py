@@ -20,14 +20,16 @@ from .config_list import (INPUT, LAYER_TYPES, OUTPUT, entry_targets, fuse_groups
 from .modules import (BNNQuant, DoReFaOutput, DoReFaWeight, FusedOutput, IOQuantWrapper, LSQQuant,
                       TrackedQuant, _BiasQuant, dorefa_grad_hook, make_layer, target_spec)
 
+_NO_GRANULARITY = "granularity must be 'default' (NNI raises ValueError: \"doesn't support for granularity\")"
+
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def default_config_list(w_bits: int = 8, a_bits: int | None = 8, weight_scheme: str = "symmetric",
-                        act_scheme: str = "affine", act_dtype: str = "int") -> list[dict]:
-    """Every Linear/Conv: weight ``int{w}`` and (unless ``a_bits`` is None) input ``{act_dtype}{a}``."""
+                        act_scheme: str = "affine", act_dtype: str = "int", weight_dtype: str = "int") -> list[dict]:
+    """Every Linear/Conv: weight ``{weight_dtype}{w}`` and (unless ``a_bits`` is None) input ``{act_dtype}{a}``."""
     targets = ["weight"] + ([INPUT] if a_bits is not None else [])
-    settings = {"weight": {"quant_dtype": f"int{w_bits}", "quant_scheme": weight_scheme}}
+    settings = {"weight": {"quant_dtype": f"{weight_dtype}{w_bits}", "quant_scheme": weight_scheme}}
     if a_bits is not None:
         settings[INPUT] = {"quant_dtype": f"{act_dtype}{a_bits}", "quant_scheme": act_scheme}
     return [{"op_types": list(LAYER_TYPES), "target_names": targets, "target_settings": settings}]
@@ -65,9 +67,17 @@ class LSQConfig(NNIConfig):
     init: Literal["v3", "v2"] = "v3"
 
 
-class LSQPlusConfig(LSQConfig):
-    #: uint inputs: NNI's offset init (qmax−qmin)/2 is the middle code of a uintN range (for intN it is qmax).
-    config_list: list[dict[str, Any]] = default_config_list(act_dtype="uint")
+def lsqplus_config_list(w_bits: int = 8, a_bits: int | None = 8) -> list[dict]:
+    """uint weights and inputs, affine: NNI 3.0 gives every LSQ+ target the offset (qmax−qmin)/2, the middle
+    code of a uintN range (for an intN target it would be qmax, leaving only non-positive values)."""
+    return default_config_list(w_bits, a_bits, weight_scheme="affine", act_scheme="affine", act_dtype="uint",
+                               weight_dtype="uint")
+
+
+class LSQPlusConfig(NNIConfig):
+    #: NNI 3.0's initialisation, the only one: step 0.01 and offset (qmax−qmin)/2 on every target.
+    init: Literal["v3"] = "v3"
+    config_list: list[dict[str, Any]] = lsqplus_config_list()
 
 
 class DoReFaConfig(NNIConfig):
@@ -80,8 +90,12 @@ class DoReFaConfig(NNIConfig):
 
 class BNNConfig(NNIConfig):
     config_list: list[dict[str, Any]] = [
-        {"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": "int8"},
-        {"op_types": ["ReLU"], "target_names": [OUTPUT], "quant_dtype": "int8"}]
+        {"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": None},
+        {"op_types": ["Hardtanh"], "target_names": [OUTPUT], "quant_dtype": None}]
+    #: Replace every nn.ReLU by nn.Hardtanh before the config_list is applied: BNN's activation is the sign
+    #: (Hubara et al. 2016, Alg. 1), which NNI's BNN example network takes from Hardtanh outputs; the sign of
+    #: a ReLU output is always +1. The harness's W1A1 row sets it (config_for_bits).
+    relu_to_hardtanh: bool = False
 
 
 class _NNIQuantizer(Quantizer):
@@ -129,6 +143,10 @@ class _NNIQuantizer(Quantizer):
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         cl = self.config.config_list
+        if getattr(self.config, "relu_to_hardtanh", False):
+            for name, mod in list(model.named_modules()):
+                if type(mod) is nn.ReLU:
+                    set_submodule(model, name, nn.Hardtanh())
         fused_act: dict[str, nn.Module] = {}
         for group in fuse_groups(cl):
             layer = model.get_submodule(group[0])
@@ -254,61 +272,88 @@ class NNIPTQ(_NNIQuantizer):
     def _target(self, name, target, setting, module):
         return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "running")
 
-    def prepare(self, model):
-        prepared = super().prepare(model)
-        # weight/bias ranges are known without data; only activation targets need calibration
-        for mod in prepared.modules():
+    @staticmethod
+    def _targets(model):
+        return [m for m in model.modules() if isinstance(m, TrackedQuant) and m.tracking == "running"]
+
+    @staticmethod
+    def _track_params(model):
+        # NNI tracks a weight/bias target on every forward: its range is the parameter's own
+        for mod in model.modules():
             if isinstance(mod, _BiasQuant):
                 for q, t in ((mod.weight_quantizer, mod.weight), (mod.bias_quantizer, mod.bias)):
-                    if isinstance(q, TrackedQuant):
+                    if isinstance(q, TrackedQuant) and t is not None:
                         q.track(t.detach())
-                        q.observing, q.quantizing = False, True
-        if not any(isinstance(m, TrackedQuant) and not m.quantizing for m in prepared.modules()):
+
+    def prepare(self, model):
+        prepared = super().prepare(model)
+        targets = self._targets(prepared)
+        param_targets = {id(q) for m in prepared.modules() if isinstance(m, _BiasQuant)
+                         for q in (m.weight_quantizer, m.bias_quantizer) if q is not None}
+        if targets and all(id(t) in param_targets for t in targets):
+            # weights/biases only: their ranges are known without data (NNI's calibration gives the same)
+            self._track_params(prepared)
+            for t in targets:
+                t.update_qparams()
+                t.observing, t.quantizing = False, True
             prepared._quantzoo_calibrated = True
         return prepared
 
     def calibrate(self, model, batches):
-        # activation targets still waiting for data (weight/bias ranges were set at prepare)
-        acts = [m for m in model.modules() if isinstance(m, TrackedQuant) and m.tracking == "running"
-                and not m.quantizing]
+        """NNI ``PtqQuantizer.compress``: every target runs in float while the calibration batches record the
+        global min/max (weights too), then the qparams are fixed and every target quantizes."""
+        targets = self._targets(model)
         batches = list(batches)
-        for a in acts:
-            a.observing, a.quantizing = True, False
+        for t in targets:
+            t.observing, t.quantizing = True, False
+        self._track_params(model)
         super().calibrate(model, batches)
-        for a in acts:
-            a.observing, a.quantizing = False, True
+        for t in targets:
+            t.update_qparams()
+            t.observing, t.quantizing = False, True
         if self.config.bias_correction:
-            self._bias_correction(model, batches)
+            self._bias_correction(model, batches, targets)
         return model
 
     @torch.no_grad()
-    def _bias_correction(self, model, batches):
-        layers = [m for m in model.modules() if isinstance(m, _BiasQuant) and m.bias is not None
-                  and m.weight_quantizer is not None]
-        sums = {id(m): None for m in layers}
-        counts = {id(m): 0 for m in layers}
+    def _bias_correction(self, model, batches, targets):
+        """NNI ``PtqQuantizer.bias_correction`` (after Nagel et al. 2019, arXiv:1906.04721 §4.2): one quantized
+        pass over the data measures, per layer with a bias, ``E[y_float params − y_quantized]`` (the float
+        output on the quantized input, through a fused activation, minus the quantized output after its
+        output target) averaged over every dimension but the last; it is added to the bias; a second quantized
+        pass follows. Both passes keep tracking the ranges (NNI's tracking never stops), and the qparams are
+        recomputed at the end — so a bias target's range covers the old and the corrected bias.
 
-        def hook(mod, args, out):
-            x = args[0]
-            if mod.input_quantizer is not None:
-                x = mod.input_quantizer(x)
-            err = mod._compute(x, mod.weight) - mod._compute(x, mod.quantized_weight())
-            dims = [d for d in range(err.dim()) if d != 1]
-            s = err.sum(dim=dims)
-            sums[id(mod)] = s if sums[id(mod)] is None else sums[id(mod)] + s
-            counts[id(mod)] += err.numel() // err.shape[1]
-
-        handles = [m.register_forward_hook(hook) for m in layers]
+        On a Conv the last dimension is the width, not the channel (NNI's reduction): an output width of 1 or
+        C gives NNI's numbers; any other width makes NNI raise, and here UnsupportedError."""
+        layers = [m for m in model.modules() if isinstance(m, _BiasQuant) and m.bias is not None]
+        for t in targets:
+            t.observing = True
         try:
-            model.eval()
-            for b in batches:
-                model(b[0] if isinstance(b, (tuple, list)) else b)
+            for m in layers:
+                m.bias_error = (None, 0)
+            Quantizer.calibrate(self, model, batches)
+            for m in layers:
+                err, count = m.bias_error
+                m.bias_error = None
+                if err is None or not count:
+                    continue
+                n, c = err.numel(), m.bias.numel()
+                if not (n == c or (n == 1 and m.bias_quantizer is None)):
+                    raise UnsupportedError(
+                        f"nni-ptq bias_correction: NNI averages the output error over every dimension but the "
+                        f"last, which gives {n} values for {c} bias entries of {type(m).__name__} (a Conv's last "
+                        "dimension is its width) and NNI fails here too; use bias_correction only on Linear "
+                        "layers, e.g. with a config_list that selects them")
+                m.bias.add_(err / count)
+            Quantizer.calibrate(self, model, batches)
+            for t in targets:
+                t.update_qparams()
         finally:
-            for h in handles:
-                h.remove()
-        for m in layers:
-            if counts[id(m)]:
-                m.bias.add_(sums[id(m)] / counts[id(m)])
+            for m in layers:
+                m.bias_error = None
+            for t in targets:
+                t.observing = False
 
 
 class NNILSQ(_NNIQuantizer):
@@ -333,15 +378,16 @@ class NNILSQ(_NNIQuantizer):
                           init="v2", first_layer="int8", last_layer="int8")
 
     def _target(self, name, target, setting, module):
-        # LSQ+ learns an offset for affine targets only (Bhalgat et al. §3.1: symmetric weights, asymmetric
-        # activations); NNI 3.0 would give every target an offset initialised to (qmax−qmin)/2.
-        offset = self.learn_zero_point and setting.get("quant_scheme") == "affine"
-        return LSQQuant(target_spec(setting, False), self.config.init, offset)
+        # NNI 3.0 learns an offset on every LSQ+ target, whatever its quant_scheme (it only warns that LSQ+
+        # supports affine), initialised to (qmax−qmin)/2
+        return LSQQuant(target_spec(setting, target in ("weight", "bias")), self.config.init,
+                        self.learn_zero_point)
 
 
 class NNILSQPlus(NNILSQ):
-    """NNI ``LsqPlusQuantizer`` (Bhalgat et al. 2020, arXiv:2004.09576): LSQ with a learned offset β,
-    initialised as NNI 3.0 to ``s = 0.01``, ``β = (qmax−qmin)/2``."""
+    """NNI 3.0 ``LsqPlusQuantizer`` (Bhalgat et al. 2020, arXiv:2004.09576): LSQ with a learned offset β on
+    every target, initialised as NNI 3.0 to ``s = 0.01``, ``β = (qmax−qmin)/2``. The harness row uses uint
+    weights and inputs (affine), where that offset is the middle code; 8-bit first/last layers."""
 
     name = "nni-lsqplus"
     paper = "Bhalgat et al. 2020, arXiv:2004.09576; NNI LsqPlusQuantizer"
@@ -352,8 +398,7 @@ class NNILSQPlus(NNILSQ):
     @classmethod
     def config_for_bits(cls, w_bits, a_bits):
         cls._check(w_bits, a_bits)
-        return cls.Config(config_list=default_config_list(w_bits, a_bits, act_dtype="uint"), init="v2",
-                          first_layer="int8", last_layer="int8")
+        return cls.Config(config_list=lsqplus_config_list(w_bits, a_bits), first_layer="int8", last_layer="int8")
 
 
 class NNIDoReFa(_NNIQuantizer):
@@ -380,6 +425,11 @@ class NNIDoReFa(_NNIQuantizer):
         return cls.Config(config_list=cl)
 
     def _target(self, name, target, setting, module):
+        if setting.get("granularity", "default") != "default":
+            raise ConfigError(f"nni-dorefa: {name}.{target}: {_NO_GRANULARITY}")
+        if setting.get("quant_scheme") is None:
+            raise ConfigError(f"nni-dorefa: {name}.{target}: set quant_scheme ('affine' or 'symmetric'); NNI's "
+                              "DoReFaQuantizer asserts it is given")
         spec = target_spec(setting, target in ("weight", "bias"))
         if target in ("weight", "bias"):
             if setting.get("quant_scheme") not in ("affine",):
@@ -422,11 +472,14 @@ class NNIBNN(_NNIQuantizer):
     def config_for_bits(cls, w_bits, a_bits):
         if w_bits != 1 or a_bits not in (1, None):
             raise UnsupportedError(f"nni-bnn is binary: W1A1 or W1 (float activations), not W{w_bits}A{a_bits}")
-        cl = [{"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": "int8"}]
+        cl = [{"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": None}]
         if a_bits == 1:
-            # The zoo's blocks are Conv/Linear-BN-ReLU: sign(relu(x)) would always be +1, so the activation is
-            # binarized at the ReLU's input (the BN output, as BNN's sign after BN), leaving {0, 1} after it.
-            cl.append({"op_types": ["ReLU"], "target_names": [INPUT], "quant_dtype": "int8"})
+            # The zoo's blocks are Conv/Linear-BN-ReLU and sign(relu(x)) is always +1. BNN's activation is the
+            # sign in place of the ReLU (Alg. 1), with the STE cancelled where |x| > 1 (eq. 4): every ReLU
+            # becomes a Hardtanh whose output is binarized, as in NNI's BNN example network. sign(hardtanh(x))
+            # = sign(x) and its gradient is 1 where |x| < 1 (Hardtanh's own), 0 elsewhere.
+            cl.append({"op_types": ["Hardtanh"], "target_names": [OUTPUT], "quant_dtype": None})
+            return cls.Config(config_list=cl, relu_to_hardtanh=True)
         return cls.Config(config_list=cl)
 
     @classmethod
@@ -438,6 +491,8 @@ class NNIBNN(_NNIQuantizer):
     def _target(self, name, target, setting, module):
         if setting.get("policy_int8"):  # the layer policy's 8-bit first/last layer: NNI QAT at int8
             return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "ema", 0.99)
+        if setting.get("granularity", "default") != "default":
+            raise ConfigError(f"nni-bnn: {name}.{target}: {_NO_GRANULARITY}")
         return BNNQuant(is_output=target == OUTPUT)
 
     @classmethod
@@ -450,9 +505,12 @@ class NNIBNN(_NNIQuantizer):
 
     @torch.no_grad()
     def after_optimizer_step(self, model):
+        # NNI clamps every parameter target (weight, and bias where it is one) after each optimizer step
         for mod in model.modules():
-            if isinstance(mod, _BiasQuant) and isinstance(mod.weight_quantizer, BNNQuant):
-                mod.weight.clamp_(-1.0, 1.0)
+            if isinstance(mod, _BiasQuant):
+                for q, p in ((mod.weight_quantizer, mod.weight), (getattr(mod, "bias_quantizer", None), mod.bias)):
+                    if isinstance(q, BNNQuant) and p is not None:
+                        p.clamp_(-1.0, 1.0)
 
 
 QUANTIZERS = [NNIQAT, NNIPTQ, NNILSQ, NNILSQPlus, NNIDoReFa, NNIBNN]

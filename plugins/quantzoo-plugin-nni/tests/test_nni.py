@@ -43,7 +43,8 @@ def test_v2_translated_with_notice():
         cl = normalize(v2)
     plan = resolve(net(), cl)
     assert sorted(plan) == ["3"]
-    assert plan["3"]["weight"] == {"quant_dtype": "int4", "quant_scheme": "symmetric", "granularity": "per_channel"}
+    # 2.x per_channel_* (NNI 3.0 raises on these names) = per output channel = 3.0's out_channel
+    assert plan["3"]["weight"] == {"quant_dtype": "int4", "quant_scheme": "symmetric", "granularity": "out_channel"}
     assert plan["3"]["_input_"]["quant_dtype"] == "int8"
     with pytest.warns(QuantzooWarning):
         q = NNIQAT(config_list=v2)
@@ -115,7 +116,9 @@ def test_quantizers_on_toy_model():
         p = q.prepare(net())
         p.train()
         p(x).sum().backward()
-    q = NNIPTQ(bias_correction=True)
+    # bias correction on the Linear layers (on a Conv NNI averages over the width: test_nni_anchor.py)
+    q = NNIPTQ(bias_correction=True, config_list=[{"op_types": ["Linear"], "target_names": ["weight", "_input_"],
+                                                   "quant_dtype": "int8"}])
     p = q.prepare(net())
     before = p[3].bias.detach().clone()
     q.calibrate(p, [x])
@@ -202,8 +205,10 @@ def test_toy_lsq_bnn_dorefa_forward():
     p = NNILSQ(config_list=cl).prepare(toy())
     assert torch.allclose(p[0].quantized_weight(), torch.tensor([[0.07, -0.07], [0.07, 0.07]]), atol=1e-6)
     assert torch.allclose(p(X), torch.tensor([[0.0, 0.0098]]), atol=1e-6)
-    # BNN: sign(W) = [[1, -1], [1, 1]]; y = [0.7, 1.3]; ReLU output binarized -> [1, 1]
-    p = NNIBNN().prepare(toy())
+    # BNN W1A1: sign(W) = [[1, -1], [1, 1]]; y = [0.7, 1.3]; the ReLU became a Hardtanh whose output is
+    # binarized: sign(hardtanh(y)) = [1, 1]
+    p = NNIBNN(NNIBNN.config_for_bits(1, 1)).prepare(toy())
+    assert isinstance(p[1].module, nn.Hardtanh)
     assert p[0].quantized_weight().tolist() == [[1.0, -1.0], [1.0, 1.0]]
     assert p(X).tolist() == [[1.0, 1.0]]
     # DoReFa W uint2 affine over [0,1] (s = 1/3, zp = 0): tanh(W) = [[.462, -.716], [.245, .964]],
