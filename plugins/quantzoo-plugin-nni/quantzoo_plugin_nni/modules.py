@@ -330,37 +330,72 @@ def dorefa_grad_hook(module: nn.Module, grad_output):
 # layers
 # -------------------------------------------------------------------------------------------------------
 class _BiasQuant:
-    """Adds an optional ``bias_quantizer`` (NNI's ``bias`` target) to quantzoo's quantized layers, and the
-    measurement of NNI's PTQ bias correction (:meth:`_quant_forward` while ``bias_error`` is set).
+    """quantzoo's quantized layers with NNI's extras: a ``bias_quantizer`` (the ``bias`` target), a BN fused
+    by ``fuse_names`` (``fused_bn``, folded on every forward as NNI's ``fuse_modules``), and the measurement
+    of PTQ bias correction (while ``bias_error`` is set).
 
-    (No class-level default: a class attribute would shadow the submodule that nn.Module stores.)
+    (No class-level defaults for submodules: a class attribute would shadow the submodule nn.Module stores.)
     """
 
-    def _qbias(self):
-        b, bq = self.bias, getattr(self, "bias_quantizer", None)
+    def _layer(self, x, w, b):
+        raise NotImplementedError  # pragma: no cover
+
+    def _compute(self, x, w):
+        return self._layer(x, w, self._qbias())
+
+    def _qbias(self, b=None):
+        b = self.bias if b is None else b
+        bq = getattr(self, "bias_quantizer", None)
         return bq(b) if (b is not None and bq is not None) else b
 
-    def _float_compute(self, x):
-        raise NotImplementedError  # pragma: no cover
+    def _float_params(self, x):
+        """The weight and bias before their targets: the layer's own, or with a fused BN NNI's fold
+        (``fuse_conv_bn`` / ``fuse_linear_bn``): a no-grad float pass on the (quantized) input updates the
+        BN's running statistics in training mode, then ``W·γ/sqrt(var+eps)`` and ``(b − mean)·γ/sqrt(var+eps)
+        + β`` with the running statistics (batch statistics if the BN tracks none). The fold's bias is
+        detached when the layer has no bias of its own (NNI makes it a Parameter with requires_grad False)."""
+        w, b = self.weight, self.bias
+        bn = getattr(self, "fused_bn", None)
+        if bn is None:
+            return w, b
+        with torch.no_grad():
+            y = self._layer(x, w, b)
+            if bn.track_running_stats:
+                bn(y)
+                mean, var = bn.running_mean, bn.running_var
+            else:
+                rows = y.transpose(0, 1).reshape(y.shape[1], -1) if y.dim() > 2 else y.reshape(-1, y.shape[-1]).T
+                mean, var = rows.mean(1), rows.var(1)
+        wf, bf = self._fold(w, b, mean, var)
+        return wf, (bf if b is not None else bf.detach())
+
+    def _fold(self, w, b, mean, var):
+        bn = self.fused_bn
+        gamma = bn.weight if bn.affine else torch.ones_like(mean)
+        beta = bn.bias if bn.affine else torch.zeros_like(mean)
+        b0 = b if b is not None else torch.zeros_like(mean)
+        if isinstance(self, nn.Linear):  # NNI's fuse_linear_bn float order
+            k = gamma * torch.rsqrt(var + bn.eps)
+            return w * k.unsqueeze(-1), (b0 - mean) * k + beta
+        rs = torch.rsqrt(var + bn.eps)  # fuse_conv_bn
+        return w * (gamma * rs).reshape([-1, 1] + [1] * (w.dim() - 2)), (b0 - mean) * rs * gamma + beta
 
     def _quant_forward(self, x):
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        out = self._compute(x, self.quantized_weight())
-        if self.output_quantizer is not None:
-            out_q = self.output_quantizer(out)
-        else:
-            out_q = out
+        w, b = self._float_params(x)
+        wq = self.weight_quantizer(w) if self.weight_quantizer is not None else w
+        out = self._layer(x, wq, self._qbias(b) if b is not None else None)
+        out_q = self.output_quantizer(out) if self.output_quantizer is not None else out
         if getattr(self, "bias_error", None) is not None:
-            self._record_bias_error(x, out_q)
+            self._record_bias_error(self._layer(x, w, b).detach(), out_q)
         return out_q
 
     @torch.no_grad()
-    def _record_bias_error(self, x, out_q):
+    def _record_bias_error(self, ref, out_q):
         """NNI ``ModuleWrapper.forward`` with ``is_bias_correction``: the output of the float weight and bias
-        (on the quantized input, through a fused activation) minus the quantized output (after the output
-        target), summed over every dimension but the last, and the number of elements summed."""
-        ref = self._float_compute(x)
+        (``ref``, on the quantized input, here through a fused activation) minus the quantized output (after
+        the output target), summed over every dimension but the last, and the number of elements summed."""
         act = self.output_quantizer
         if act is not None and hasattr(act, "activation"):  # FusedOutput: the activation, not its quantizer
             ref = act.activation(ref)
@@ -371,7 +406,19 @@ class _BiasQuant:
         self.bias_error = (err if total is None else total + err, count + ref.numel() // ref.shape[-1])
 
     @torch.no_grad()
+    def fold_bn(self) -> None:
+        """Make a fused BN permanent (the convert step): NNI's evaluation-mode fold, running statistics."""
+        bn = getattr(self, "fused_bn", None)
+        if bn is None:
+            return
+        w, b = self._fold(self.weight, self.bias, bn.running_mean, bn.running_var)
+        self.weight.data = w.detach().clone()
+        self.bias = nn.Parameter(b.detach().clone())
+        self.fused_bn = None
+
+    @torch.no_grad()
     def bake(self) -> None:
+        self.fold_bn()
         if self.bias is not None and getattr(self, "bias_quantizer", None) is not None:
             self.bias.data = self.bias_quantizer(self.bias).detach().clone()
             self.bias_quantizer = None
@@ -379,36 +426,29 @@ class _BiasQuant:
 
 
 class NNIQuantLinear(_BiasQuant, QuantLinear):
-    def _compute(self, x, w):
-        return F.linear(x, w, self._qbias())
-
-    def _float_compute(self, x):
-        return F.linear(x, self.weight, self.bias)
+    def _layer(self, x, w, b):
+        return F.linear(x, w, b)
 
 
 class NNIQuantConv1d(_BiasQuant, QuantConv1d):
-    def _compute(self, x, w):
-        return self._conv_forward(x, w, self._qbias())
-
-    def _float_compute(self, x):
-        return self._conv_forward(x, self.weight, self.bias)
+    def _layer(self, x, w, b):
+        return self._conv_forward(x, w, b)
 
 
 class NNIQuantConv2d(_BiasQuant, QuantConv2d):
-    def _compute(self, x, w):
-        return self._conv_forward(x, w, self._qbias())
-
-    def _float_compute(self, x):
-        return self._conv_forward(x, self.weight, self.bias)
+    def _layer(self, x, w, b):
+        return self._conv_forward(x, w, b)
 
 
 NNI_LAYERS = {nn.Linear: NNIQuantLinear, nn.Conv1d: NNIQuantConv1d, nn.Conv2d: NNIQuantConv2d}
 
 
-def make_layer(mod: nn.Module, weight_q, input_q, output_q, bias_q) -> nn.Module:
+def make_layer(mod: nn.Module, weight_q, input_q, output_q, bias_q, fused_bn: nn.Module | None = None
+               ) -> nn.Module:
     layer = NNI_LAYERS[type(mod)].from_float(mod, weight_quantizer=weight_q, input_quantizer=input_q,
                                             output_quantizer=output_q)
     layer.bias_quantizer = bias_q
+    layer.fused_bn = fused_bn
     return layer
 
 

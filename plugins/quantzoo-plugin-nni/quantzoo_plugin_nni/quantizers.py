@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any, Literal
 
@@ -13,7 +12,6 @@ from torch import nn
 from quantzoo import Capabilities, LayerPolicyConfig, Quantizer, UnsupportedError
 from quantzoo.errors import ConfigError, QuantzooWarning
 from quantzoo.nn import set_submodule
-from quantzoo.nn.fold import _fuse
 
 from .config_list import (INPUT, LAYER_TYPES, OUTPUT, entry_targets, fuse_groups, normalize, parse_dtype,
                           resolve, target_setting)
@@ -147,36 +145,50 @@ class _NNIQuantizer(Quantizer):
             for name, mod in list(model.named_modules()):
                 if type(mod) is nn.ReLU:
                     set_submodule(model, name, nn.Hardtanh())
-        fused_act: dict[str, nn.Module] = {}
-        for group in fuse_groups(cl):
-            layer = model.get_submodule(group[0])
-            for other in group[1:]:
-                mod = model.get_submodule(other)
-                if isinstance(mod, _BN):  # NNI fuse_names: fold the BN into the layer (eval statistics)
-                    was_training = layer.training
-                    layer = _fuse(copy.deepcopy(layer).eval(), copy.deepcopy(mod).eval())
-                    layer.train(was_training)
-                    set_submodule(model, group[0], layer)
-                    set_submodule(model, other, nn.Identity())
-                else:  # an activation in the group: the layer's _output_ is quantized after it
-                    fused_act[group[0]] = mod
-                    set_submodule(model, other, nn.Identity())
-        self._fused_with_activation = set(fused_act)
         plan = resolve(model, cl)
         self._apply_layer_policy(model, plan)
         if not plan:
             raise UnsupportedError(f"{self.name}: the config_list selects no module of this model")
+        fused_act, fused_bn = self._fuse(model, plan, fuse_groups(cl))
+        self._fused_with_activation = set(fused_act)
         for name, targets in plan.items():
             mod = model.get_submodule(name)
             q = {t: self._target(name, t, s, mod) for t, s in targets.items()}
             if name in fused_act:
                 q[OUTPUT] = FusedOutput(fused_act[name], q[OUTPUT]) if q.get(OUTPUT) else fused_act[name]
             if type(mod).__name__ in LAYER_TYPES:
-                new = make_layer(mod, q.get("weight"), q.get(INPUT), q.get(OUTPUT), q.get("bias"))
+                new = make_layer(mod, q.get("weight"), q.get(INPUT), q.get(OUTPUT), q.get("bias"), fused_bn.get(name))
             else:
                 new = IOQuantWrapper(mod, q.get(INPUT), q.get(OUTPUT))
             set_submodule(model, name, new)
         return model
+
+    @staticmethod
+    def _fuse(model: nn.Module, plan: dict, groups: list[tuple[str, ...]]):
+        """NNI ``fuse_names`` groups ``(layer, bn[, relu])`` / ``(layer, relu)``: the BN is folded into the layer
+        on every forward (:meth:`modules._BiasQuant._float_params`), the activation runs before the layer's
+        ``_output_`` target; both leave the model (NNI's ``IdentityModuleWrapper``). A group whose layer the
+        layer policy keeps float stays as it is."""
+        fused_act: dict[str, nn.Module] = {}
+        fused_bn: dict[str, nn.Module] = {}
+        for group in groups:
+            configured = sorted(set(group[1:]) & set(plan))
+            if configured:
+                raise ConfigError(f"config_list: {configured} are fused into {group[0]!r} and cannot have their own "
+                                  "targets (NNI: \"Don't provide quantization settings for identity modules\")")
+            if group[0] not in plan:
+                continue
+            for other in group[1:]:
+                mod = model.get_submodule(other)
+                if isinstance(mod, _BN):
+                    if "weight" not in plan[group[0]]:
+                        raise ConfigError(f"config_list: fusing {other!r} into {group[0]!r} needs a weight target on "
+                                          f"{group[0]!r} (as NNI's fuse_conv_bn / fuse_linear_bn)")
+                    fused_bn[group[0]] = mod
+                else:  # an activation in the group: the layer's _output_ is quantized after it
+                    fused_act[group[0]] = mod
+                set_submodule(model, other, nn.Identity())
+        return fused_act, fused_bn
 
     def _apply_layer_policy(self, model: nn.Module, plan: dict) -> None:
         from quantzoo.nn import compute_layers

@@ -290,10 +290,17 @@ def test_fuse_names_fold_bn_and_quantize_after_activation():
     q = NNIQAT(config_list=cl)
     p = q.prepare(model)
     assert isinstance(p[1], nn.Identity) and isinstance(p[2], nn.Identity)
-    # folded weight: W·γ/sqrt(var + eps) = W/2 (γ = 1)
-    assert torch.allclose(p[0].weight, model[0].weight / (4.0 + 1e-5) ** 0.5)
+    # evaluation: the fold with the running statistics, W·γ/sqrt(var + eps) = W/2 (γ = 1), b' = (b − 0.5)/2
+    p.eval()
+    w, b = p[0]._float_params(torch.randn(2, 1, 4, 4))
+    assert torch.allclose(w, model[0].weight / (4.0 + 1e-5) ** 0.5)
+    assert torch.allclose(b, (model[0].bias - 0.5) / (4.0 + 1e-5) ** 0.5)
     y = p[0](torch.randn(2, 1, 4, 4))
     assert float(y.min()) >= 0.0  # the output target sits after the fused ReLU
+    # training: a float pass first updates the running mean (momentum 0.1) before the fold, as NNI
+    p.train()
+    p[0](torch.randn(2, 1, 4, 4))
+    assert not torch.allclose(p[0].fused_bn.running_mean, torch.full((2,), 0.5))
 
 
 def test_dorefa_output_only_on_activations():

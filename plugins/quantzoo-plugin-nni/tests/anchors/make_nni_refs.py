@@ -64,6 +64,13 @@ def bnn_net():
                          nn.Hardtanh(), nn.Linear(8, 3))
 
 
+def fused_net():
+    """Conv(1→3, bias) - BN2d - ReLU - Flatten - Linear(27→8, no bias) - BN1d - Linear(8→4), for fuse_names."""
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(27, 8, bias=False),
+                         nn.BatchNorm1d(8), nn.Linear(8, 4))
+
+
 def data(shape, steps, classes, seed):
     g = torch.Generator().manual_seed(seed)
     xs = torch.randn(steps, *shape, generator=g)
@@ -193,6 +200,16 @@ def tensor_cases() -> dict:
             {"op_names": ["5"], "target_names": ["_input_"], "quant_dtype": "int4", "quant_scheme": "symmetric"},
             {"op_names": ["5"], "target_names": ["_input_", "weight"], "quant_dtype": "int8",
              "granularity": "in_channel"}]
+    fused = [{"op_names": ["0"], "target_names": ["_input_", "weight", "bias", "_output_"], "quant_dtype": "int4",
+              "target_settings": {"_input_": {"quant_dtype": "int8", "quant_scheme": "affine"},
+                                  "_output_": {"quant_dtype": "uint4", "quant_scheme": "affine"},
+                                  "bias": {"quant_dtype": "int8"}},
+              "fuse_names": [("0", "1", "2")]},
+             {"op_names": ["4", "6"], "target_names": ["_input_", "weight"], "quant_dtype": "int4",
+              "target_settings": {"_input_": {"quant_dtype": "uint4", "quant_scheme": "affine"}},
+              "fuse_names": [("4", "5")]}]
+    cases["qat_fused"] = train_case(QATQuantizer, make_model=fused_net, config_list=fused, shape=(8, 1, 5, 5),
+                                    classes=4, steps=5, lr=0.1, seed=21)
     cases["qat_granularity"] = train_case(QATQuantizer, config_list=gran, steps=3, lr=0.1, seed=12, **conv)
     lsq = [{"op_types": ["Conv2d", "Linear"], "target_names": ["_input_", "weight"], "quant_dtype": "int4",
             "quant_scheme": "symmetric", "target_settings": {"_input_": {"quant_dtype": "uint4"}}},
