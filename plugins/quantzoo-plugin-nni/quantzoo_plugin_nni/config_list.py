@@ -26,7 +26,8 @@ own ``trans_legacy_config_list`` does: ``quant_types`` input/weight/output → `
 warning says so); an ``exclude: True`` entry adds its ops to every entry's exclusions. Where NNI 3.0 raises
 instead (README, Deviations): an entry without ``quant_dtype`` (NNI's schema requires the key) is accepted;
 2.x ``quant_scheme`` names (``per_{tensor,channel}_{affine,symmetric}``) become ``quant_scheme`` plus
-``out_channel`` granularity on weights; ``quant_start_step`` is the QAT argument; ``op_types: ["default"]``
+``out_channel`` granularity on weights; ``quant_start_step`` inside an entry is dropped with a warning (the
+QAT argument goes beside ``config_list``); ``op_types: ["default"]``
 means Linear/Conv (NNI 3.0 would select nothing, leaving the model float).
 """
 
@@ -86,7 +87,10 @@ def translate_v2(config_list: list) -> list:
             ex_names.update(e.get("op_names", ()))
             ex_re.update(e.get("op_names_re", ()))
             continue
-        e.pop("quant_start_step", None)  # a quantizer argument in 3.0 (QATQuantizer(quant_start_step=...))
+        if e.pop("quant_start_step", None) is not None:  # a quantizer argument in 3.0
+            warnings.warn("config_list (2.x): quant_start_step inside an entry is ignored; in NNI 3.0 it is "
+                          "QATQuantizer's argument: set quant_start_step beside config_list", QuantzooWarning,
+                          stacklevel=5)
         if "quant_types" not in e or "quant_bits" not in e:
             raise ConfigError("config_list (2.x): each entry needs quant_types and quant_bits "
                               "(e.g. {'quant_types': ['weight'], 'quant_bits': 8, 'op_types': ['Conv2d']})")

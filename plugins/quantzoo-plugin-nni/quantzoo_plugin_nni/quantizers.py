@@ -232,8 +232,9 @@ class _NNIQuantizer(Quantizer):
 
 class NNIQAT(_NNIQuantizer):
     """NNI ``QATQuantizer`` (Jacob et al. 2018, arXiv:1712.05877 §3): every target's min/max tracked with an
-    EMA (decay 0.99, seeded by the first batch) in training; NNI qparams (narrow ``intN``); gradient masked
-    outside ``[qmin, qmax]``. ``quant_start_step``: optimizer steps before fake quantization starts."""
+    EMA (decay 0.99, seeded by the first batch) in training; NNI qparams (narrow ``intN``); gradient zeroed
+    where the unrounded ``zp + x/s`` lies outside ``[qmin, qmax]`` (``qat_clamp_round``).
+    ``quant_start_step``: optimizer steps in float (ranges still tracked) before fake quantization starts."""
 
     name = "nni-qat"
     paper = "NNI QATQuantizer; Jacob et al. 2018, arXiv:1712.05877"
@@ -268,11 +269,9 @@ class NNIQAT(_NNIQuantizer):
 
 
 class NNIPTQ(_NNIQuantizer):
-    """NNI ``PtqQuantizer``: global running min/max of every target over the calibration data, then NNI
-    qparams and ``clamp_round``. ``bias_correction`` (NNI's ``is_bias_correction``): the mean output error
-    ``E[y_float-weights − y_quantized]`` per output channel, measured on the calibration data with the layer's
-    quantized input, is added to the bias (empirical bias correction, Nagel et al. 2019, arXiv:1906.04721
-    §4.2)."""
+    """NNI ``PtqQuantizer``: every target runs in float while the calibration data record its global
+    min/max, then NNI qparams and ``clamp_round`` (gradient unchanged). ``bias_correction`` (NNI's
+    ``is_bias_correction``, after Nagel et al. 2019, arXiv:1906.04721 §4.2): see :meth:`_bias_correction`."""
 
     name = "nni-ptq"
     paper = "NNI PtqQuantizer; Nagel et al. 2019, arXiv:1906.04721 (bias correction)"
