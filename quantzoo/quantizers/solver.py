@@ -1,0 +1,70 @@
+"""`SolverQuantizer`: the base of the PTQ methods that compute their quantized weights from calibration data
+layer by layer (GPTQ, AWQ, SmoothQuant), instead of letting observers watch one forward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..nn.columns import check_matrix_layer
+from ..nn.layers import QuantLayerMixin
+from ..nn.solved import ScaledInput, SolvedWeight, solving
+from ..quantizer import Quantizer
+
+
+class SolverQuantizer(Quantizer):
+    """A :class:`~quantzoo.Quantizer` whose calibration runs a solver: :meth:`calibrate` keeps the base class's
+    checks (NaN/Inf or empty data raise before any work) and its record, then calls :meth:`_solve` with the
+    same batches. Subclasses implement ``_prepare`` (layers with :class:`~quantzoo.nn.solved.SolvedWeight` /
+    :class:`~quantzoo.nn.solved.ScaledInput` quantizers), ``_solve`` and ``_convert``.
+    """
+
+    def calibrate(self, model: nn.Module, batches: Iterable) -> nn.Module:
+        batches = list(batches)
+        with solving(model):
+            super().calibrate(model, batches)
+            model._quantzoo_calibrated = False  # until the solver has finished
+            was_training = model.training
+            model.eval()
+            try:
+                self._solve(model, batches)
+            finally:
+                model.train(was_training)
+        model._quantzoo_calibrated = True
+        return model
+
+    def _solve(self, model: nn.Module, batches: list) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def solver_layers(model: nn.Module) -> list[str]:
+    """Names of the prepared layers a solver works on (a :class:`SolvedWeight` weight or a
+    :class:`ScaledInput` input), in registration (= forward, in the zoo) order."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, QuantLayerMixin) and (isinstance(m.weight_quantizer, SolvedWeight)
+                                                   or isinstance(m.input_quantizer, ScaledInput))]
+
+
+def check_layers(model: nn.Module, names: Iterable[str], method: str, group_size: int | None = None) -> None:
+    """Before any work: every layer unfolds into a matrix product and ``group_size`` divides its inputs."""
+    for name in names:
+        layer = model.get_submodule(name)
+        check_matrix_layer(layer, name)
+        cols = layer.weight[0].numel()
+        if group_size is not None and cols % group_size:
+            raise ConfigError(f"{method}: group_size={group_size} does not divide the {cols} inputs (in·kernel) of "
+                              f"layer {name!r}: choose a divisor of every layer's inputs, or group_size null (per row)")
+
+
+def bake_solved(model: nn.Module) -> nn.Module:
+    """The convert step: every quantized layer stores its quantized weight (``weight_bits`` set) and records
+    the solver's group size as ``weight_group_size``; input quantizers are frozen."""
+    for mod in model.modules():
+        if isinstance(mod, QuantLayerMixin):
+            group = getattr(mod.weight_quantizer, "group_size", None)
+            mod.bake()
+            if group:
+                mod.weight_group_size = group
+    return model
