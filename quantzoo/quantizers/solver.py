@@ -3,15 +3,16 @@ layer by layer (GPTQ, AWQ, SmoothQuant), instead of letting observers watch one 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..nn.columns import check_matrix_layer
 from ..nn.layers import QuantLayerMixin
+from ..nn.swap import replace_layers
 from ..nn.solved import ScaledInput, SolvedWeight, solving
-from ..quantizer import Quantizer
+from ..quantizer import Capabilities, Quantizer
 
 
 class SolverQuantizer(Quantizer):
@@ -68,3 +69,46 @@ def bake_solved(model: nn.Module) -> nn.Module:
             if group:
                 mod.weight_group_size = group
     return model
+
+
+def replace_for_solver(model: nn.Module, method: str, config, make_layer: Callable[[nn.Module, bool], nn.Module],
+                       group_size: int | None = None) -> list[str]:
+    """The ``_prepare`` of a solver method (in place): every Linear/Conv becomes ``make_layer(mod, edge)``
+    under the config's ``first_layer``/``last_layer`` policy (``edge``: an ``"int8"`` first or last layer,
+    8 bits per row); refuses a model left without a quantized layer, and checks the layers (and that
+    ``group_size`` divides every body layer's inputs) before any calibration work. Returns the names."""
+    body: list[str] = []
+
+    def make(name, mod, role):
+        if role == "body":
+            body.append(name)
+        return make_layer(mod, role != "body")
+
+    done = replace_layers(model, make, first_layer=config.first_layer, last_layer=config.last_layer)
+    if not done:
+        raise UnsupportedError(f"{method}: no Linear/Conv layer to quantize (first_layer={config.first_layer!r}, "
+                               f"last_layer={config.last_layer!r}); set them to 'int8' or 'same'")
+    check_layers(model, done, method)
+    check_layers(model, body, method, group_size)
+    return done
+
+
+def check_weight_only_setting(cls, w_bits: int, a_bits: int | None) -> None:
+    """``config_for_bits`` guard of a weight-only method: float activations and a width listed in
+    ``cls.capabilities.weight_bits``, else :class:`UnsupportedError`."""
+    widths = cls.capabilities.weight_bits
+    if a_bits is not None or w_bits not in widths:
+        raise UnsupportedError(f"{cls.name} is weight-only (float activations) at {min(widths)}..{max(widths)} bits, "
+                               f"not W{w_bits}A{a_bits}")
+
+
+class WeightOnlySolver(SolverQuantizer):
+    """A weight-only solver (GPTQ, AWQ) whose config has a ``bits`` field: W2..8 with float activations."""
+
+    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 9)), activation_bits=(32,),
+                                needs_calibration=True)
+
+    @classmethod
+    def config_for_bits(cls, w_bits, a_bits):
+        check_weight_only_setting(cls, w_bits, a_bits)
+        return cls.Config(bits=w_bits)

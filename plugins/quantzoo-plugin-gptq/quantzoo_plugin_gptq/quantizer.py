@@ -16,13 +16,13 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from torch import nn
 
-from quantzoo import Capabilities, LayerPolicyConfig, UnsupportedError
+from quantzoo import LayerPolicyConfig
 from quantzoo.math.gptq import accumulate_hessian, gptq_quantize
-from quantzoo.nn import LayerPolicy, replace_layers, to_quant_layer
+from quantzoo.nn import LayerPolicy, to_quant_layer
 from quantzoo.nn.capture import capture
 from quantzoo.nn.columns import input_columns, weight_matrix
 from quantzoo.nn.solved import SolvedWeight
-from quantzoo.quantizers.solver import SolverQuantizer, bake_solved, check_layers, solver_layers
+from quantzoo.quantizers.solver import WeightOnlySolver, bake_solved, replace_for_solver, solver_layers
 from quantzoo.spec import QuantSpec
 
 
@@ -51,7 +51,7 @@ class GPTQConfig(LayerPolicyConfig):
         return self
 
 
-class GPTQQuantizer(SolverQuantizer):
+class GPTQQuantizer(WeightOnlySolver):
     """GPTQ: per-column quantization with inverse-Hessian compensation of the remaining columns."""
 
     name = "gptq"
@@ -60,14 +60,6 @@ class GPTQQuantizer(SolverQuantizer):
     description = ("GPTQ weight-only PTQ: columns quantized in order, error compensated through the inverse "
                    "Hessian of ||WX - QX||^2 (Linear, Conv via unfold), act-order and groups.")
     Config = GPTQConfig
-    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 9)), activation_bits=(32,),
-                                needs_calibration=True)
-
-    @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if a_bits is not None or not 2 <= w_bits <= 8:
-            raise UnsupportedError(f"gptq is weight-only (float activations) at 2..8 bits, not W{w_bits}A{a_bits}")
-        return cls.Config(bits=w_bits)
 
     def _spec(self, bits: int) -> QuantSpec:
         sym = self.config.sym
@@ -76,20 +68,11 @@ class GPTQQuantizer(SolverQuantizer):
     def _prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.config
 
-        body = []
+        def layer(mod, edge):
+            return to_quant_layer(mod, weight_quantizer=SolvedWeight(8) if edge else SolvedWeight(cfg.bits,
+                                                                                                cfg.group_size))
 
-        def make(name, mod, role):
-            if role in ("first", "last"):  # the "int8" policy: 8 bits per row
-                return to_quant_layer(mod, weight_quantizer=SolvedWeight(8))
-            body.append(name)
-            return to_quant_layer(mod, weight_quantizer=SolvedWeight(cfg.bits, cfg.group_size))
-
-        done = replace_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer)
-        if not done:
-            raise UnsupportedError(f"gptq: no Linear/Conv layer to quantize (first_layer={cfg.first_layer!r}, "
-                                   f"last_layer={cfg.last_layer!r}); set them to 'int8' or 'same'")
-        check_layers(model, done, self.name)
-        check_layers(model, body, self.name, cfg.group_size)
+        replace_for_solver(model, self.name, cfg, layer, cfg.group_size)
         return model
 
     def _solve(self, model: nn.Module, batches: list) -> None:
