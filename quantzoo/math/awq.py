@@ -76,11 +76,14 @@ def search_scale(W, X, act_mean, spec, kernel=1, n_grid=20) -> tuple[float, torc
 def search_clip(W: torch.Tensor, X: torch.Tensor, spec: QuantSpec, n_grid: int = 20, max_shrink: float = 0.5,
                 n_tokens: int = 512) -> torch.Tensor:
     """The clip ``max_val`` per (row, group) ``[rows, groups]`` minimising the group's output error
-    (official ``auto_clip_layer``); tokens are sub-sampled with a stride down to about ``n_tokens``."""
+    (official ``auto_clip_layer``) on ``n_tokens`` tokens. The official code takes every ``T/n_tokens``-th
+    token; here they are drawn at random (seeded): in an unfolded convolution input consecutive tokens are the
+    positions of one sample, and a stride equal to their count would keep a single (border) position."""
     W, X = W.float(), X.float()
     rows, cols = W.shape
     g = spec.group_size or cols
-    X = X[:, :: max(1, X.shape[1] // n_tokens)]
+    if X.shape[1] > n_tokens:
+        X = X[:, torch.randperm(X.shape[1], generator=torch.Generator().manual_seed(0))[:n_tokens]]
     wg = W.reshape(rows, 1, cols // g, g)                       # [rows, 1, groups, g]
     xg = X.t().reshape(1, X.shape[1], cols // g, g)              # [1, tokens, groups, g]
     ref = (xg * wg).sum(-1)                                     # partial outputs [rows, tokens, groups]

@@ -1,5 +1,6 @@
-"""`SolverQuantizer`: the base of the PTQ methods that compute their quantized weights from calibration data
-layer by layer (GPTQ, AWQ, SmoothQuant), instead of letting observers watch one forward pass."""
+"""Layer-wise weight PTQ: `SolverQuantizer`, the base of the methods that compute their quantized weights from
+calibration data layer by layer (GPTQ, AWQ, SmoothQuant) instead of letting observers watch one forward pass,
+and the prepare/convert steps these methods and the data-free HQQ share."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def check_layers(model: nn.Module, names: Iterable[str], method: str, group_size
                               f"layer {name!r}: choose a divisor of every layer's inputs, or group_size null (per row)")
 
 
-def bake_solved(model: nn.Module) -> nn.Module:
+def bake_layers(model: nn.Module) -> nn.Module:
     """The convert step: every quantized layer stores its quantized weight (``weight_bits`` set) and records
     the solver's group size as ``weight_group_size``; input quantizers are frozen."""
     for mod in model.modules():
@@ -71,9 +72,9 @@ def bake_solved(model: nn.Module) -> nn.Module:
     return model
 
 
-def replace_for_solver(model: nn.Module, method: str, config, make_layer: Callable[[nn.Module, bool], nn.Module],
-                       group_size: int | None = None) -> list[str]:
-    """The ``_prepare`` of a solver method (in place): every Linear/Conv becomes ``make_layer(mod, edge)``
+def prepare_layers(model: nn.Module, method: str, config, make_layer: Callable[[nn.Module, bool], nn.Module],
+                   group_size: int | None = None) -> list[str]:
+    """The ``_prepare`` of a layer-wise weight PTQ method (GPTQ, AWQ, SmoothQuant, HQQ), in place: every Linear/Conv becomes ``make_layer(mod, edge)``
     under the config's ``first_layer``/``last_layer`` policy (``edge``: an ``"int8"`` first or last layer,
     8 bits per row); refuses a model left without a quantized layer, and checks the layers (and that
     ``group_size`` divides every body layer's inputs) before any calibration work. Returns the names."""

@@ -22,7 +22,7 @@ from quantzoo.nn import LayerPolicy, to_quant_layer
 from quantzoo.nn.capture import capture
 from quantzoo.nn.columns import input_columns, weight_matrix
 from quantzoo.nn.solved import SolvedWeight
-from quantzoo.quantizers.solver import WeightOnlySolver, bake_solved, replace_for_solver, solver_layers
+from quantzoo.quantizers.solver import WeightOnlySolver, bake_layers, prepare_layers, solver_layers
 from quantzoo.spec import QuantSpec
 
 
@@ -72,7 +72,7 @@ class GPTQQuantizer(WeightOnlySolver):
             return to_quant_layer(mod, weight_quantizer=SolvedWeight(8) if edge else SolvedWeight(cfg.bits,
                                                                                                 cfg.group_size))
 
-        replace_for_solver(model, self.name, cfg, layer, cfg.group_size)
+        prepare_layers(model, self.name, cfg, layer, cfg.group_size)
         return model
 
     def _solve(self, model: nn.Module, batches: list) -> None:
@@ -91,4 +91,4 @@ class GPTQQuantizer(WeightOnlySolver):
             wq.loss = result.loss  # GPTQ's reported error, for inspection
 
     def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_solved(model)
+        return bake_layers(model)

@@ -29,7 +29,7 @@ from quantzoo.nn import LayerPolicy, matches, to_quant_layer
 from quantzoo.nn.capture import capture
 from quantzoo.nn.columns import channel_shape, channel_values, input_columns, kernel_size, weight_matrix
 from quantzoo.nn.solved import ScaledInput, SolvedWeight
-from quantzoo.quantizers.solver import WeightOnlySolver, bake_solved, replace_for_solver, solver_layers
+from quantzoo.quantizers.solver import WeightOnlySolver, bake_layers, prepare_layers, solver_layers
 
 
 def input_channels(mod: nn.Module) -> int:
@@ -73,7 +73,7 @@ class AWQQuantizer(WeightOnlySolver):
             return to_quant_layer(mod, weight_quantizer=weight,
                                   input_quantizer=ScaledInput(input_channels(mod), channel_shape(mod)))
 
-        replace_for_solver(model, self.name, cfg, layer, cfg.group_size)
+        prepare_layers(model, self.name, cfg, layer, cfg.group_size)
         return model
 
     def _solve(self, model: nn.Module, batches: list) -> None:
@@ -103,4 +103,4 @@ class AWQQuantizer(WeightOnlySolver):
             wq.alpha = alpha  # the chosen migration exponent, for inspection
 
     def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_solved(model)
+        return bake_layers(model)

@@ -28,7 +28,7 @@ from quantzoo.nn import FakeQuant, LayerPolicy, to_quant_layer
 from quantzoo.nn.capture import batch_inputs, capture
 from quantzoo.nn.columns import channel_shape, channel_values
 from quantzoo.nn.solved import ScaledInput
-from quantzoo.quantizers.solver import SolverQuantizer, bake_solved, replace_for_solver, solver_layers
+from quantzoo.quantizers.solver import SolverQuantizer, bake_layers, prepare_layers, solver_layers
 from quantzoo.quantizers.uniform import make_observer
 from quantzoo.spec import QuantSpec
 
@@ -75,7 +75,7 @@ class SmoothQuantQuantizer(SolverQuantizer):
             return to_quant_layer(mod, weight_quantizer=self._weight_quantizer(),
                                   input_quantizer=ScaledInput(input_channels(mod), channel_shape(mod), act))
 
-        replace_for_solver(model, self.name, cfg, layer)
+        prepare_layers(model, self.name, cfg, layer)
         return model
 
     def _weight_quantizer(self) -> FakeQuant:
@@ -99,4 +99,4 @@ class SmoothQuantQuantizer(SolverQuantizer):
             model(batch_inputs(batch))
 
     def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_solved(model)
+        return bake_layers(model)
