@@ -14,6 +14,7 @@ from ..nn.layers import QuantLayerMixin
 from ..nn.swap import replace_layers
 from ..nn.solved import ScaledInput, SolvedWeight, solving
 from ..quantizer import Capabilities, Quantizer
+from .settings import check_bits_setting
 
 
 class SolverQuantizer(Quantizer):
@@ -49,15 +50,17 @@ def solver_layers(model: nn.Module) -> list[str]:
                                                    or isinstance(m.input_quantizer, ScaledInput))]
 
 
-def check_layers(model: nn.Module, names: Iterable[str], method: str, group_size: int | None = None) -> None:
+def check_layers(model: nn.Module, names: Iterable[str], method: str, group_size: int | None = None,
+                 group_label: str = "group_size") -> None:
     """Before any work: every layer unfolds into a matrix product and ``group_size`` divides its inputs."""
     for name in names:
         layer = model.get_submodule(name)
         check_matrix_layer(layer, name)
         cols = layer.weight[0].numel()
         if group_size is not None and cols % group_size:
-            raise ConfigError(f"{method}: group_size={group_size} does not divide the {cols} inputs (in·kernel) of "
-                              f"layer {name!r}: choose a divisor of every layer's inputs, or group_size null (per row)")
+            raise ConfigError(f"{method}: {group_label}={group_size} does not divide the {cols} inputs (in·kernel) "
+                              f"of layer {name!r}: choose a divisor of every layer's inputs, or keep that layer "
+                              "out (first_layer/last_layer 'int8' or 'fp')")
 
 
 def bake_layers(model: nn.Module) -> nn.Module:
@@ -73,7 +76,7 @@ def bake_layers(model: nn.Module) -> nn.Module:
 
 
 def prepare_layers(model: nn.Module, method: str, config, make_layer: Callable[[nn.Module, bool], nn.Module],
-                   group_size: int | None = None) -> list[str]:
+                   group_size: int | None = None, group_label: str = "group_size") -> list[str]:
     """The ``_prepare`` of a layer-wise weight PTQ method (GPTQ, AWQ, SmoothQuant, HQQ), in place: every Linear/Conv becomes ``make_layer(mod, edge)``
     under the config's ``first_layer``/``last_layer`` policy (``edge``: an ``"int8"`` first or last layer,
     8 bits per row); refuses a model left without a quantized layer, and checks the layers (and that
@@ -90,17 +93,8 @@ def prepare_layers(model: nn.Module, method: str, config, make_layer: Callable[[
         raise UnsupportedError(f"{method}: no Linear/Conv layer to quantize (first_layer={config.first_layer!r}, "
                                f"last_layer={config.last_layer!r}); set them to 'int8' or 'same'")
     check_layers(model, done, method)
-    check_layers(model, body, method, group_size)
+    check_layers(model, body, method, group_size, group_label)
     return done
-
-
-def check_weight_only_setting(cls, w_bits: int, a_bits: int | None) -> None:
-    """``config_for_bits`` guard of a weight-only method: float activations and a width listed in
-    ``cls.capabilities.weight_bits``, else :class:`UnsupportedError`."""
-    widths = cls.capabilities.weight_bits
-    if a_bits is not None or w_bits not in widths:
-        raise UnsupportedError(f"{cls.name} is weight-only (float activations) at {min(widths)}..{max(widths)} bits, "
-                               f"not W{w_bits}A{a_bits}")
 
 
 class WeightOnlySolver(SolverQuantizer):
@@ -111,5 +105,5 @@ class WeightOnlySolver(SolverQuantizer):
 
     @classmethod
     def config_for_bits(cls, w_bits, a_bits):
-        check_weight_only_setting(cls, w_bits, a_bits)
+        check_bits_setting(cls, w_bits, a_bits)
         return cls.Config(bits=w_bits)

@@ -164,7 +164,7 @@ def test_sequential_solve_beats_rtn_on_each_layer_output():
 def test_bad_input_and_uncalibrated_use():
     with pytest.raises(ConfigError, match="static_groups"):
         GPTQQuantizer(group_size=4, act_order=True)
-    with pytest.raises(UnsupportedError, match="weight-only"):
+    with pytest.raises(UnsupportedError, match="with float activations, not W4A"):
         GPTQQuantizer.config_for_bits(4, 8)
     with pytest.raises(ConfigError, match="group_size=5 does not divide the 16 inputs"):
         GPTQQuantizer(group_size=5).prepare(_mlp())

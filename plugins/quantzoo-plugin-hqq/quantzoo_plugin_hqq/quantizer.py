@@ -20,7 +20,8 @@ from torch import nn
 from quantzoo import Capabilities, LayerPolicyConfig, Quantizer
 from quantzoo.math.hqq import hqq_quantize
 from quantzoo.nn import LayerPolicy, to_quant_layer
-from quantzoo.quantizers.solver import bake_layers, check_weight_only_setting, prepare_layers
+from quantzoo.quantizers.settings import check_bits_setting
+from quantzoo.quantizers.solver import bake_layers, prepare_layers
 
 
 class HQQWeight(nn.Module):
@@ -75,7 +76,7 @@ class HQQQuantizer(Quantizer):
 
     @classmethod
     def config_for_bits(cls, w_bits, a_bits):
-        check_weight_only_setting(cls, w_bits, a_bits)
+        check_bits_setting(cls, w_bits, a_bits)
         return cls.Config(bits=w_bits, group_size=None)  # per row, the granularity of the harness's rows
 
     @classmethod

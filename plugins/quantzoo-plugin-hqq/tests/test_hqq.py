@@ -77,7 +77,7 @@ def test_quantizer_groups_and_bad_settings():
     assert torch.equal(lin.weight, expect.reshape(128, 64))
     with pytest.raises(ConfigError, match="group_size=48 does not divide the 64 inputs"):
         HQQQuantizer(group_size=48).prepare(model)
-    with pytest.raises(UnsupportedError, match="weight-only"):
+    with pytest.raises(UnsupportedError, match="with float activations, not W4A"):
         HQQQuantizer.config_for_bits(4, 4)
     assert HQQQuantizer.config_for_bits(3, None).group_size is None
     assert math.isclose(HQQQuantizer.Config().lp_norm, 0.7)

@@ -139,7 +139,7 @@ def test_outlier_transformer_is_the_same_function():
 def test_bad_settings():
     with pytest.raises(UnsupportedError, match="W8A8"):
         SmoothQuantQuantizer.config_for_bits(4, 4)
-    with pytest.raises(UnsupportedError, match="weight-only"):
+    with pytest.raises(UnsupportedError, match="with float activations, not W4A"):
         AWQQuantizer.config_for_bits(4, 8)
     with pytest.raises(UnsupportedError, match="no Linear/Conv layer"):
         AWQQuantizer().prepare(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)))
