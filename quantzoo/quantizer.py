@@ -240,8 +240,9 @@ class Quantizer:
 
     def policy_layer(self, name: str, module: nn.Module) -> nn.Module:
         """The 8-bit layer of the policy's "int8" role: 8-bit weight, and 8-bit input unless the method keeps
-        activations float (:func:`quantzoo.policy.int8_layer`). A method overrides it only where its backend
-        needs its own layer type for 8-bit numbers (e.g. an exporter that knows only its own layers)."""
+        activations float (:func:`quantzoo.policy.int8_layer`). A method overrides it only where its paper
+        defines its own 8-bit layers (LSQ) or its backend needs its own layer type for 8-bit numbers (an
+        exporter that knows only its own layers); which layers are 8-bit stays the core's decision."""
         return int8_layer(module, quantize_input=self.bits_of_config(self.config)[1] is not None,
                           scheme=getattr(self.config, "int8_scheme", "x86"))
 

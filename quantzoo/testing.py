@@ -409,8 +409,9 @@ def check_layer_policy(quantizer: Quantizer) -> None:
         x = torch.randn(64, 1, 8, 8)
         rec, entering = _MatmulInputs(), []
         modules = dict(converted.named_modules())
-        hook = modules[last].register_forward_pre_hook(lambda m, a: entering.append(a[0].detach())) \
-            if last in modules else None
+        hook = None
+        if last in modules:
+            hook = modules[last].register_forward_pre_hook(lambda m, a, out=entering: out.append(a[0].detach()))
         with rec, torch.no_grad():
             converted(x)
         if hook is not None:

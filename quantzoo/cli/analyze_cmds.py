@@ -25,7 +25,8 @@ from . import cli
 @click.option("--batches", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Calibration batches on which per-layer SQNR is measured.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
-              help="Results database; each unit of the analysis is stored and reused [default: .quantzoo/results.sqlite].")
+              help="Results database; each unit of the analysis is stored and reused "
+                   "[default: .quantzoo/results.sqlite].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a PNG.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
@@ -56,7 +57,7 @@ def analyze_cmd(methods, methods_alt, model, dataset, bits, mode, seed, ablation
     for name in names:
         bar = tqdm(total=0, desc=name, disable=not (ablation or mixed is not None), leave=False)
 
-        def progress(what, done, total, bar=bar):
+        def progress(what, done, total, bar=bar, name=name):
             bar.total = total
             bar.set_description(f"{name}: {what}")
             bar.n = done

@@ -11,32 +11,27 @@ from torch import nn
 from ..errors import ConfigError, UnsupportedError
 from ..nn.columns import check_matrix_layer
 from ..nn.layers import QuantLayerMixin
-from ..nn.swap import replace_layers
 from ..nn.solved import ScaledInput, SolvedWeight, solving
+from ..nn.swap import swap_layers
+from ..policy import LayerPlan
 from ..quantizer import Capabilities, Quantizer
-from .settings import check_bits_setting
 
 
 class SolverQuantizer(Quantizer):
-    """A :class:`~quantzoo.Quantizer` whose calibration runs a solver: :meth:`calibrate` keeps the base class's
-    checks (NaN/Inf or empty data raise before any work) and its record, then calls :meth:`_solve` with the
-    same batches. Subclasses implement ``_prepare`` (layers with :class:`~quantzoo.nn.solved.SolvedWeight` /
-    :class:`~quantzoo.nn.solved.ScaledInput` quantizers), ``_solve`` and ``_convert``.
+    """A :class:`~quantzoo.Quantizer` whose calibration step runs a solver: one plain pass over the batches (the
+    observers of the policy's 8-bit layers and of input quantizers), then :meth:`_solve` with the same batches,
+    while the layers still waiting for their solution pass their inputs through. Subclasses implement
+    ``_prepare`` (layers with :class:`~quantzoo.nn.solved.SolvedWeight` / :class:`~quantzoo.nn.solved.ScaledInput`
+    quantizers) and ``_solve``; the convert step is :func:`bake_layers`.
     """
 
-    def calibrate(self, model: nn.Module, batches: Iterable) -> nn.Module:
-        batches = list(batches)
+    def _calibrate(self, model: nn.Module, batches: list) -> None:
         with solving(model):
-            super().calibrate(model, batches)
-            model._quantzoo_calibrated = False  # until the solver has finished
-            was_training = model.training
-            model.eval()
-            try:
-                self._solve(model, batches)
-            finally:
-                model.train(was_training)
-        model._quantzoo_calibrated = True
-        return model
+            super()._calibrate(model, batches)
+            self._solve(model, batches)
+
+    def _convert(self, model: nn.Module) -> nn.Module:
+        return bake_layers(model)
 
     def _solve(self, model: nn.Module, batches: list) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -75,35 +70,24 @@ def bake_layers(model: nn.Module) -> nn.Module:
     return model
 
 
-def prepare_layers(model: nn.Module, method: str, config, make_layer: Callable[[nn.Module, bool], nn.Module],
+def prepare_layers(model: nn.Module, plan: LayerPlan, method: str, make_layer: Callable[[nn.Module], nn.Module],
                    group_size: int | None = None, group_label: str = "group_size") -> list[str]:
-    """The ``_prepare`` of a layer-wise weight PTQ method (GPTQ, AWQ, SmoothQuant, HQQ), in place: every Linear/Conv becomes ``make_layer(mod, edge)``
-    under the config's ``first_layer``/``last_layer`` policy (``edge``: an ``"int8"`` first or last layer,
-    8 bits per row); refuses a model left without a quantized layer, and checks the layers (and that
-    ``group_size`` divides every body layer's inputs) before any calibration work. Returns the names."""
-    body: list[str] = []
-
-    def make(name, mod, role):
-        if role == "body":
-            body.append(name)
-        return make_layer(mod, role != "body")
-
-    done = replace_layers(model, make, first_layer=config.first_layer, last_layer=config.last_layer)
+    """The ``_prepare`` of a layer-wise weight PTQ method (GPTQ, AWQ, SmoothQuant, HQQ), in place: every layer of
+    ``plan.method_layers()`` becomes ``make_layer(mod)``; checks the layers (and that ``group_size`` divides
+    their inputs) before any calibration work. Returns the names."""
+    done = swap_layers(model, plan.method_layers(), lambda name, mod: make_layer(mod))
     if not done:
-        raise UnsupportedError(f"{method}: no Linear/Conv layer to quantize (first_layer={config.first_layer!r}, "
-                               f"last_layer={config.last_layer!r}); set them to 'int8' or 'same'")
-    check_layers(model, done, method)
-    check_layers(model, body, method, group_size, group_label)
+        raise UnsupportedError(f"{method}: no Linear/Conv layer to quantize; the layer policy keeps them all")
+    check_layers(model, done, method, group_size, group_label)
     return done
 
 
 class WeightOnlySolver(SolverQuantizer):
-    """A weight-only solver (GPTQ, AWQ) whose config has a ``bits`` field: W2..8 with float activations."""
+    """A weight-only solver (GPTQ, AWQ) whose config has a ``weight_bits`` field: W2..8, float activations."""
 
-    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 9)), activation_bits=(32,),
+    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 9)), activation_bits=(None,),
                                 needs_calibration=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        check_bits_setting(cls, w_bits, a_bits)
-        return cls.Config(bits=w_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
+        return cls.Config(weight_bits=w_bits)

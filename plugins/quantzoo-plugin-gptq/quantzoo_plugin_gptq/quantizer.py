@@ -16,20 +16,21 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from torch import nn
 
-from quantzoo import LayerPolicyConfig
+from quantzoo import LayerPlan, LayerPolicyConfig
 from quantzoo.math.gptq import accumulate_hessian, gptq_quantize
-from quantzoo.nn import LayerPolicy, to_quant_layer
+from quantzoo.nn import to_quant_layer
 from quantzoo.nn.capture import capture
 from quantzoo.nn.columns import input_columns, weight_matrix
 from quantzoo.nn.solved import SolvedWeight
-from quantzoo.quantizers.solver import WeightOnlySolver, bake_layers, prepare_layers, solver_layers
+from quantzoo.policy import LayerPolicy
+from quantzoo.quantizers.solver import WeightOnlySolver, prepare_layers, solver_layers
 from quantzoo.spec import QuantSpec
 
 
 class GPTQConfig(LayerPolicyConfig):
     """The official ``opt.py``/``llama.py`` arguments (defaults as there, except the layer policy)."""
 
-    bits: int = Field(4, ge=2, le=8, description="Weight bits (--wbits).")
+    weight_bits: int = Field(4, ge=2, le=8, description="Weight bits (--wbits).")
     group_size: int | None = Field(None, ge=1, description="Columns of weight.flatten(1) per quantization group "
                                                            "(--groupsize; null = whole row, the official -1).")
     sym: bool = Field(False, description="Symmetric grid (--sym); default asymmetric min-max per row/group.")
@@ -65,14 +66,10 @@ class GPTQQuantizer(WeightOnlySolver):
         sym = self.config.sym
         return QuantSpec(bits=bits, signed=sym, symmetric=sym, granularity="per_channel", axis=0)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
-
-        def layer(mod, edge):
-            return to_quant_layer(mod, weight_quantizer=SolvedWeight(8) if edge else SolvedWeight(cfg.bits,
-                                                                                                cfg.group_size))
-
-        prepare_layers(model, self.name, cfg, layer, cfg.group_size)
+        prepare_layers(model, plan, self.name, lambda mod: to_quant_layer(
+            mod, weight_quantizer=SolvedWeight(cfg.weight_bits, cfg.group_size)), cfg.group_size)
         return model
 
     def _solve(self, model: nn.Module, batches: list) -> None:
@@ -89,6 +86,3 @@ class GPTQQuantizer(WeightOnlySolver):
                                    act_order=cfg.act_order, static_groups=cfg.static_groups)
             wq.set(result.weight.reshape(layer.weight.shape))
             wq.loss = result.loss  # GPTQ's reported error, for inspection
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_layers(model)

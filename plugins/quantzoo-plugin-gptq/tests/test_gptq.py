@@ -146,7 +146,7 @@ def _mlp():
 def test_sequential_solve_beats_rtn_on_each_layer_output():
     model = _mlp()
     batches = [torch.randn(32, 12) for _ in range(4)]
-    q = GPTQQuantizer(bits=3, first_layer="same", last_layer="same")
+    q = GPTQQuantizer(weight_bits=3, first_layer="same", last_layer="same")
     prepared = q.calibrate(q.prepare(model), batches)
     x = torch.cat(batches)
     converted = q.convert(prepared)
@@ -164,7 +164,7 @@ def test_sequential_solve_beats_rtn_on_each_layer_output():
 def test_bad_input_and_uncalibrated_use():
     with pytest.raises(ConfigError, match="static_groups"):
         GPTQQuantizer(group_size=4, act_order=True)
-    with pytest.raises(UnsupportedError, match="with float activations, not W4A"):
+    with pytest.raises(UnsupportedError, match="activations float, not W4A"):
         GPTQQuantizer.config_for_bits(4, 8)
     with pytest.raises(ConfigError, match="group_size=5 does not divide the 16 inputs"):
         GPTQQuantizer(group_size=5).prepare(_mlp())

@@ -17,10 +17,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from quantzoo import Capabilities, LayerPolicyConfig, Quantizer
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer
 from quantzoo.math.hqq import hqq_quantize
-from quantzoo.nn import LayerPolicy, to_quant_layer
-from quantzoo.quantizers.settings import check_bits_setting
+from quantzoo.nn import to_quant_layer
+from quantzoo.policy import LayerPolicy
 from quantzoo.quantizers.solver import bake_layers, prepare_layers
 
 
@@ -47,7 +47,7 @@ class HQQWeight(nn.Module):
 class HQQConfig(LayerPolicyConfig):
     """``hqq_base_quant_config`` and the proximal solver's ``opt_params``."""
 
-    bits: int = Field(4, ge=2, le=8, description="Weight bits (nbits).")
+    weight_bits: int = Field(4, ge=2, le=8, description="Weight bits (nbits).")
     group_size: int | None = Field(64, ge=1, description="Consecutive inputs of a row per group (null: whole row).")
     optimize: bool = Field(True, description="Run the half-quadratic zero-point solver (else plain min-max).")
     lp_norm: float = Field(0.7, gt=0, le=1, description="p of the ℓ_p error.")
@@ -72,12 +72,11 @@ class HQQQuantizer(Quantizer):
     description = ("HQQ weight-only PTQ without data: per-group min-max grid, zero-point by half-quadratic "
                    "optimisation of an l_0.7 error (shrinkage + closed-form mean), 20 iterations.")
     Config = HQQConfig
-    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 9)), activation_bits=(32,))
+    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 9)), activation_bits=(None,))
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        check_bits_setting(cls, w_bits, a_bits)
-        return cls.Config(bits=w_bits, group_size=None)  # per row, the granularity of the harness's rows
+    def _config_for_bits(cls, w_bits, a_bits):
+        return cls.Config(weight_bits=w_bits, group_size=None)  # per row, the granularity of the harness's rows
 
     @classmethod
     def conformance_model(cls):
@@ -92,14 +91,10 @@ class HQQQuantizer(Quantizer):
         return HQQWeight(bits, group_size, optimize=cfg.optimize, lp_norm=cfg.lp_norm, beta=cfg.beta,
                          kappa=cfg.kappa, iters=cfg.iters, round_zero=round_zero, early_stop=cfg.early_stop)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
-
-        def layer(mod, edge):
-            weight = self._weight(8, None) if edge else self._weight(cfg.bits, cfg.group_size)
-            return to_quant_layer(mod, weight_quantizer=weight)
-
-        prepare_layers(model, self.name, cfg, layer, cfg.group_size)
+        prepare_layers(model, plan, self.name, lambda mod: to_quant_layer(
+            mod, weight_quantizer=self._weight(cfg.weight_bits, cfg.group_size)), cfg.group_size)
         return model
 
     def _convert(self, model: nn.Module) -> nn.Module:

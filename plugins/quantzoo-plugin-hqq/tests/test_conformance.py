@@ -4,7 +4,7 @@ from quantzoo.testing import parametrize_with_checks
 from quantzoo_plugin_hqq import HQQQuantizer
 
 
-@parametrize_with_checks([HQQQuantizer, HQQQuantizer(bits=3, group_size=None, early_stop="best",
+@parametrize_with_checks([HQQQuantizer, HQQQuantizer(weight_bits=3, group_size=None, early_stop="best",
                                                      first_layer="int8", last_layer="int8")])
 def test_conformance(quantizer, check):
     check(quantizer)

@@ -67,7 +67,7 @@ def test_optimised_zero_lowers_the_lp_error_on_gaussian_groups():
 def test_quantizer_groups_and_bad_settings():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-    q = HQQQuantizer(bits=3, group_size=32)
+    q = HQQQuantizer(weight_bits=3, group_size=32)
     converted = q.convert(q.calibrate(q.prepare(model), [torch.randn(4, 64)]))
     lin = converted[0]
     assert lin.weight_bits == 3 and lin.weight_group_size == 32
@@ -77,7 +77,7 @@ def test_quantizer_groups_and_bad_settings():
     assert torch.equal(lin.weight, expect.reshape(128, 64))
     with pytest.raises(ConfigError, match="group_size=48 does not divide the 64 inputs"):
         HQQQuantizer(group_size=48).prepare(model)
-    with pytest.raises(UnsupportedError, match="with float activations, not W4A"):
+    with pytest.raises(UnsupportedError, match="activations float, not W4A"):
         HQQQuantizer.config_for_bits(4, 4)
     assert HQQQuantizer.config_for_bits(3, None).group_size is None
     assert math.isclose(HQQQuantizer.Config().lp_norm, 0.7)

@@ -30,11 +30,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from quantzoo import LayerPolicyConfig
+from quantzoo import LayerPlan, LayerPolicyConfig
 from quantzoo.math import lsq_fake_quantize, lsq_grad_factor
-from quantzoo.nn import LayerPolicy, replace_layers, to_quant_layer
-from quantzoo.quantizers.settings import WeightActivationQAT
-from quantzoo.quantizers.solver import bake_layers
+from quantzoo.nn import swap_layers, to_quant_layer
+from quantzoo.policy import LayerPolicy
+from quantzoo.quantizers.widths import WeightActivationQAT
 from quantzoo.spec import QuantSpec
 
 
@@ -95,18 +95,19 @@ class LSQQuantizer(WeightActivationQAT):
                    "(N = weights / per-sample features), 8-bit first and last layers.")
     Config = LSQConfig
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _lsq_layer(self, mod: nn.Module, weight_bits: int, activation_bits: int | None) -> nn.Module:
         cfg = self.config
+        act = None if activation_bits is None else LSQStep(activation_bits, signed=None, per_sample=True,
+                                                           grad_scale=cfg.grad_scale)
+        return to_quant_layer(mod, weight_quantizer=LSQStep(weight_bits, signed=True, per_sample=False,
+                                                            grad_scale=cfg.grad_scale), input_quantizer=act)
 
-        def make(name, mod, role):
-            wb, ab = (8, 8) if role in ("first", "last") else (cfg.weight_bits, cfg.activation_bits)
-            act = None if ab is None else LSQStep(ab, signed=None, per_sample=True, grad_scale=cfg.grad_scale)
-            return to_quant_layer(mod, weight_quantizer=LSQStep(wb, signed=True, per_sample=False,
-                                                                grad_scale=cfg.grad_scale),
-                                  input_quantizer=act)
-
-        replace_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer)
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
+        cfg = self.config
+        swap_layers(model, plan.method_layers(),
+                    lambda name, mod: self._lsq_layer(mod, cfg.weight_bits, cfg.activation_bits))
         return model
 
-    def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_layers(model)
+    def policy_layer(self, name: str, module: nn.Module) -> nn.Module:
+        """The paper's 8-bit first and last layers are LSQ layers too (§3: "all layers 8 bit ... with LSQ")."""
+        return self._lsq_layer(module, 8, 8 if self.config.activation_bits is not None else None)

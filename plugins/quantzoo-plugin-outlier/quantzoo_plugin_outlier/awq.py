@@ -23,13 +23,14 @@ from __future__ import annotations
 from pydantic import Field
 from torch import nn
 
-from quantzoo import LayerPolicyConfig
+from quantzoo import LayerPlan, LayerPolicyConfig
 from quantzoo.math.awq import apply_clip, pseudo_quantize, search_clip, search_scale, weight_spec
-from quantzoo.nn import LayerPolicy, matches, to_quant_layer
+from quantzoo.nn import to_quant_layer
+from quantzoo.policy import LayerPolicy, matches
 from quantzoo.nn.capture import capture
 from quantzoo.nn.columns import channel_shape, channel_values, input_columns, kernel_size, weight_matrix
 from quantzoo.nn.solved import ScaledInput, SolvedWeight
-from quantzoo.quantizers.solver import WeightOnlySolver, bake_layers, prepare_layers, solver_layers
+from quantzoo.quantizers.solver import WeightOnlySolver, prepare_layers, solver_layers
 
 
 def input_channels(mod: nn.Module) -> int:
@@ -39,7 +40,7 @@ def input_channels(mod: nn.Module) -> int:
 class AWQConfig(LayerPolicyConfig):
     """The official ``entry.py`` / ``auto_scale.py`` / ``auto_clip.py`` settings."""
 
-    bits: int = Field(4, ge=2, le=8, description="Weight bits (--w_bit).")
+    weight_bits: int = Field(4, ge=2, le=8, description="Weight bits (--w_bit).")
     group_size: int | None = Field(None, ge=1, description="Columns of weight.flatten(1) per group "
                                                            "(--q_group_size; null = whole row, the official -1).")
     zero_point: bool = Field(True, description="Asymmetric grid with an integer zero-point (official default).")
@@ -65,15 +66,14 @@ class AWQQuantizer(WeightOnlySolver):
                    "(20-point grid), clip-range search, min-max rounding (Linear, Conv).")
     Config = AWQConfig
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
 
-        def layer(mod, edge):
-            weight = SolvedWeight(8) if edge else SolvedWeight(cfg.bits, cfg.group_size)
-            return to_quant_layer(mod, weight_quantizer=weight,
+        def layer(mod):
+            return to_quant_layer(mod, weight_quantizer=SolvedWeight(cfg.weight_bits, cfg.group_size),
                                   input_quantizer=ScaledInput(input_channels(mod), channel_shape(mod)))
 
-        prepare_layers(model, self.name, cfg, layer, cfg.group_size)
+        prepare_layers(model, plan, self.name, layer, cfg.group_size)
         return model
 
     def _solve(self, model: nn.Module, batches: list) -> None:
@@ -101,6 +101,3 @@ class AWQQuantizer(WeightOnlySolver):
                 layer.input_quantizer.solved.fill_(True)  # identity scale
             wq.set(pseudo_quantize(W, spec).reshape(layer.weight.shape))
             wq.alpha = alpha  # the chosen migration exponent, for inspection
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_layers(model)

@@ -22,14 +22,16 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from quantzoo import Capabilities, LayerPolicyConfig, UnsupportedError
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig
 from quantzoo.math.smoothing import smooth_scales
-from quantzoo.nn import FakeQuant, LayerPolicy, to_quant_layer
+from quantzoo.nn import FakeQuant, to_quant_layer
 from quantzoo.nn.capture import batch_inputs, capture
 from quantzoo.nn.columns import channel_shape, channel_values
 from quantzoo.nn.solved import ScaledInput
-from quantzoo.quantizers.solver import SolverQuantizer, bake_layers, prepare_layers, solver_layers
-from quantzoo.quantizers.uniform import make_observer
+from quantzoo.observers import MinMaxObserver
+from quantzoo.policy import LayerPolicy
+from quantzoo.quantizers.solver import SolverQuantizer, prepare_layers, solver_layers
+from quantzoo.quantizers.uniform import observer_class
 from quantzoo.spec import QuantSpec
 
 from .awq import input_channels
@@ -62,24 +64,26 @@ class SmoothQuantQuantizer(SolverQuantizer):
     capabilities = Capabilities(ptq=True, weight_bits=(8,), activation_bits=(8,), needs_calibration=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if (w_bits, a_bits) != (8, 8):
-            raise UnsupportedError(f"smoothquant is W8A8 (the paper's setting), not W{w_bits}A{a_bits}")
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config()
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def check_names(self) -> None:
+        observer_class(self.config.activation_observer, self.registry)
+
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
 
-        def layer(mod, edge):  # W8A8 everywhere: the "int8" policy changes nothing
-            act = FakeQuant(cfg.activation, make_observer(cfg.activation_observer, cfg.activation))
+        def layer(mod):
+            obs = observer_class(cfg.activation_observer, self.registry)(cfg.activation)
             return to_quant_layer(mod, weight_quantizer=self._weight_quantizer(),
-                                  input_quantizer=ScaledInput(input_channels(mod), channel_shape(mod), act))
+                                  input_quantizer=ScaledInput(input_channels(mod), channel_shape(mod),
+                                                              FakeQuant(cfg.activation, obs)))
 
-        prepare_layers(model, self.name, cfg, layer)
+        prepare_layers(model, plan, self.name, layer)
         return model
 
     def _weight_quantizer(self) -> FakeQuant:
-        return FakeQuant(self.config.weight, make_observer("minmax", self.config.weight))
+        return FakeQuant(self.config.weight, MinMaxObserver(self.config.weight))
 
     @torch.no_grad()
     def _solve(self, model: nn.Module, batches: list) -> None:
@@ -97,6 +101,3 @@ class SmoothQuantQuantizer(SolverQuantizer):
             layer.weight_quantizer = self._weight_quantizer()  # a fresh range for the smoothed weight
         for batch in batches:  # the static activation ranges, observed on the smoothed model
             model(batch_inputs(batch))
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_layers(model)

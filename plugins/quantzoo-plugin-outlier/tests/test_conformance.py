@@ -4,7 +4,7 @@ from quantzoo.testing import parametrize_with_checks
 from quantzoo_plugin_outlier import AWQQuantizer, SmoothQuantQuantizer
 
 
-@parametrize_with_checks([AWQQuantizer, AWQQuantizer(bits=3, group_size=4, zero_point=False, first_layer="int8",
+@parametrize_with_checks([AWQQuantizer, AWQQuantizer(weight_bits=3, group_size=4, zero_point=False, first_layer="int8",
                                                      last_layer="same"),
                           SmoothQuantQuantizer, SmoothQuantQuantizer(alpha=0.8, first_layer="int8",
                                                                      last_layer="int8")])

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from quantzoo import LayerPolicyConfig, UnsupportedError
-from quantzoo.math import quantize_unit, tanh_unit
-from quantzoo.nn import LayerPolicy, replace_layers, set_submodule, to_quant_layer
-from quantzoo.quantizers.settings import WeightActivationQAT
-from quantzoo.quantizers.solver import bake_layers
+from quantzoo import LayerPlan, LayerPolicyConfig, UnsupportedError
+from quantzoo.math import dorefa_weight
+from quantzoo.nn import set_submodule, swap_layers, to_quant_layer
+from quantzoo.policy import LayerPolicy
+from quantzoo.quantizers.widths import WeightActivationQAT
 
 
 class PACTClip(nn.Module):
@@ -55,14 +55,15 @@ class PACTClip(nn.Module):
 
 
 class DorefaWeight(nn.Module):
-    """DoReFa-Net's k-bit weights (eq. 9): ``2·quantize_k(tanh(w)/(2·max|tanh w|) + ½) − 1``."""
+    """DoReFa-Net's k-bit weights (eq. 9): ``2·quantize_k(tanh(w)/(2·max|tanh w|) + ½) − 1``, the paper's
+    rounding (:func:`quantzoo.math.dorefa_weight`, ties to even)."""
 
     def __init__(self, bits: int):
         super().__init__()
         self.bits = bits
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return 2 * quantize_unit(tanh_unit(w), self.bits) - 1
+        return dorefa_weight(w, self.bits, "half_even")
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -89,7 +90,7 @@ class PACTQuantizer(WeightActivationQAT):
                    "(init 10, L2 regulariser), d y_q/d alpha = 1[x >= alpha]; DoReFa weights.")
     Config = PACTConfig
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
         if cfg.activation_bits is not None:
             relus = [n for n, m in model.named_modules() if type(m) is nn.ReLU and n]
@@ -97,12 +98,10 @@ class PACTQuantizer(WeightActivationQAT):
                 raise UnsupportedError("pact replaces nn.ReLU modules by its clipped activation and the model has "
                                        "none (GELU, functional relu?); use activation_bits: null or another method")
             for name in relus:
-                set_submodule(model, name, PACTClip(cfg.activation_bits, cfg.alpha_init))
-
-        def make(name, mod, role):
-            return to_quant_layer(mod, weight_quantizer=DorefaWeight(8 if role != "body" else cfg.weight_bits))
-
-        replace_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer)
+                if plan.activation_role(name) == "method":  # a ReLU feeding a policy layer stays a ReLU
+                    set_submodule(model, name, PACTClip(cfg.activation_bits, cfg.alpha_init))
+        swap_layers(model, plan.method_layers(),
+                    lambda name, mod: to_quant_layer(mod, weight_quantizer=DorefaWeight(cfg.weight_bits)))
         return model
 
     def _alphas(self, model: nn.Module) -> list[nn.Parameter]:
@@ -122,6 +121,3 @@ class PACTQuantizer(WeightActivationQAT):
         for a in self._alphas(model):
             if a.grad is not None:
                 a.grad.add_(a, alpha=self.config.alpha_decay)  # ∂(λ_α·α²/2)/∂α = λ_α·α
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_layers(model)

@@ -33,13 +33,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from quantzoo import Capabilities, LayerPolicyConfig, Quantizer, UnsupportedError
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer
 from quantzoo.math.pq import product_quantize
 from quantzoo.math.quant_noise import block_mask, drop_blocks
-from quantzoo.nn import FakeQuant, LayerPolicy, QuantLayerMixin, to_quant_layer
-from quantzoo.quantizers.solver import bake_layers, prepare_layers
-from quantzoo.quantizers.uniform import make_observer
-from quantzoo.spec import QuantSpec
+from quantzoo.nn import QuantLayerMixin, bake_model, to_quant_layer
+from quantzoo.policy import LayerPolicy
+from quantzoo.quantizers.solver import prepare_layers
 
 
 class BlockDropWeight(nn.Module):
@@ -82,13 +81,10 @@ class IPQQuantizer(Quantizer):
     description = ("Quant-Noise for iPQ: blocks of 8 weights dropped with p = 0.1 in training (STE, parameter "
                    "untouched); converted by k-means PQ with 256 centroids (1 bit/weight + codebook).")
     Config = IPQConfig
-    capabilities = Capabilities(ptq=True, qat=True, weight_bits=(1,), activation_bits=(32,))
+    capabilities = Capabilities(ptq=True, qat=True, weight_bits=(1,), activation_bits=(None,))
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if (w_bits, a_bits) != (1, None):
-            raise UnsupportedError(f"quantnoise-ipq stores log2(256)/8 = 1 bit per weight with float activations "
-                                   f"(W1A32), not W{w_bits}A{a_bits}")
+    def _config_for_bits(cls, w_bits, a_bits):  # log2(256)/8 = 1 bit per weight, float activations
         return cls.Config()
 
     @classmethod
@@ -102,16 +98,10 @@ class IPQQuantizer(Quantizer):
                               nn.Flatten(), nn.Linear(64, 10))
         return model, torch.randn(8, 1, 8)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
-        spec = QuantSpec(bits=8, symmetric=True, granularity="per_channel", axis=0)
-
-        def layer(mod, edge):
-            if edge:  # the "int8" policy: a scalar 8-bit layer
-                return to_quant_layer(mod, weight_quantizer=FakeQuant(spec, make_observer("minmax", spec)))
-            return to_quant_layer(mod, weight_quantizer=BlockDropWeight(cfg.p, cfg.block_size))
-
-        prepare_layers(model, self.name, cfg, layer, cfg.block_size, group_label="block_size")
+        prepare_layers(model, plan, self.name, lambda mod: to_quant_layer(
+            mod, weight_quantizer=BlockDropWeight(cfg.p, cfg.block_size)), cfg.block_size, group_label="block_size")
         return model
 
     @torch.no_grad()
@@ -129,4 +119,4 @@ class IPQQuantizer(Quantizer):
                 mod.weight_quantizer = None
                 mod.weight_bits = 8  # the width of one block's index (see the module docstring)
                 mod.weight_group_size = cfg.block_size
-        return bake_layers(model)
+        return bake_model(model)

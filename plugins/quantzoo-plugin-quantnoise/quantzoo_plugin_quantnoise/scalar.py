@@ -26,13 +26,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from quantzoo import Capabilities, LayerPolicyConfig, Quantizer
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer
 from quantzoo.math import compute_qparams, fake_quantize, reduce_min_max
 from quantzoo.math.quant_noise import scalar_noise
-from quantzoo.nn import LayerPolicy, replace_layers, to_quant_layer
-from quantzoo.quantizers.settings import check_bits_setting
-from quantzoo.quantizers.solver import bake_layers
+from quantzoo.nn import bake_model, swap_layers, to_quant_layer
+from quantzoo.policy import LayerPolicy
 from quantzoo.spec import QuantSpec
+from quantzoo.state_dict import AdoptSavedShapes
 
 
 def scalar_spec(bits: int, method: str) -> QuantSpec:
@@ -41,7 +41,7 @@ def scalar_spec(bits: int, method: str) -> QuantSpec:
     return QuantSpec(bits=bits, symmetric=True, granularity="per_channel", axis=0)
 
 
-class ScalarNoiseWeight(nn.Module):
+class ScalarNoiseWeight(AdoptSavedShapes, nn.Module):
     """Weight quantizer with scalar Quant-Noise (see the module docstring)."""
 
     def __init__(self, bits: int, p: float, update_step: int = 1000, method: str = "tensor"):
@@ -73,13 +73,6 @@ class ScalarNoiseWeight(nn.Module):
         mask = torch.rand_like(w) < p if p < 1 else torch.ones_like(w, dtype=torch.bool)
         return scalar_noise(w, q, lo, hi, mask)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in ("scale", "zero_point"):  # per-channel qparams are vectors
-            key = prefix + name
-            if key in state_dict and self._buffers[name].shape != state_dict[key].shape:
-                self._buffers[name] = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def extra_repr(self) -> str:
         return f"bits={self.bits}, p={self.p}, update_step={self.update_step}, {self.spec.describe()}"
 
@@ -87,7 +80,7 @@ class ScalarNoiseWeight(nn.Module):
 class ScalarNoiseConfig(LayerPolicyConfig):
     """fairseq's ``quantize_model_scalar`` settings."""
 
-    bits: int = Field(8, ge=2, le=8, description="Weight bits (fairseq: 8; int4 as the paper's Table 1).")
+    weight_bits: int = Field(8, ge=2, le=8, description="Weight bits (fairseq: 8; int4 as the paper's Table 1).")
     p: float = Field(0.5, ge=0, le=1, description="Fraction of weights quantized in each training forward.")
     update_step: int = Field(1000, ge=1, description="Training forwards between two (s, z) updates.")
     method: Literal["tensor", "channel"] = "tensor"
@@ -105,23 +98,18 @@ class ScalarNoiseQuantizer(Quantizer):
     description = ("Quant-Noise with intN noise: a random fraction p of the weights is fake-quantized in each "
                    "training forward (STE, clamp first); the converted model is fully quantized.")
     Config = ScalarNoiseConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 9)), activation_bits=(32,),
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 9)), activation_bits=(None,),
                                 needs_training=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        check_bits_setting(cls, w_bits, a_bits)
-        return cls.Config(bits=w_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
+        return cls.Config(weight_bits=w_bits)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
-
-        def make(name, mod, role):
-            bits = 8 if role != "body" else cfg.bits
-            return to_quant_layer(mod, weight_quantizer=ScalarNoiseWeight(bits, cfg.p, cfg.update_step, cfg.method))
-
-        replace_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer)
+        swap_layers(model, plan.method_layers(), lambda name, mod: to_quant_layer(
+            mod, weight_quantizer=ScalarNoiseWeight(cfg.weight_bits, cfg.p, cfg.update_step, cfg.method)))
         return model
 
     def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_layers(model.eval())  # evaluation mode: p = 1, every weight on the grid
+        return bake_model(model.eval())  # evaluation mode: p = 1, every weight on the grid

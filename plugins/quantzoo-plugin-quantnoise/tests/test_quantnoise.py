@@ -101,4 +101,4 @@ def test_ipq_convert_stores_codes_and_settings():
     assert lin.pq_centroids.shape == (256, 8) and lin.pq_assignments.dtype == torch.uint8
     assert torch.equal(lin.weight, lin.pq_centroids[lin.pq_assignments.long()].reshape(64, 64))
     assert IPQQuantizer.bits_of_config(IPQQuantizer.config_for_bits(1, None)) == (1, None)
-    assert ScalarNoiseQuantizer.config_for_bits(4, None).bits == 4
+    assert ScalarNoiseQuantizer.config_for_bits(4, None).weight_bits == 4
