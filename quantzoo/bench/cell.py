@@ -101,6 +101,8 @@ class Baseline:
     key: str
     train_s: float
     cached: bool
+    #: the data set's metrics of the FP model (:func:`quantzoo.metrics.evaluate`), e.g. map50 for detection
+    metrics: dict = field(default_factory=dict)
 
 
 def get_baseline(model: str, dataset: str, seed: int, budget: Budget | dict | None = None, *,
@@ -120,22 +122,27 @@ def get_baseline(model: str, dataset: str, seed: int, budget: Budget | dict | No
             try:
                 net.load_state_dict(state)
                 net.eval()
-                return Baseline(net, float(record["accuracy"]), key, float(record.get("train_s", 0.0)), True)
+                return Baseline(net, float(record["accuracy"]), key, float(record.get("train_s", 0.0)), True,
+                                dict(record.get("metrics", {})))
             except (RuntimeError, KeyError, TypeError, ValueError) as e:
                 cache._reject(key, f"it does not fit the model ({e})")
+        from ..metrics import evaluate, loss_for
         from ..training import fit
 
         torch.manual_seed(seed)
         net = build_fp_model(model, dataset)
         t0 = time.perf_counter()
-        fit(None, net, splits.train_batches(budget.batch_size, seed, samples=budget.samples), _train_config(budget))
+        fit(None, net, splits.train_batches(budget.batch_size, seed, samples=budget.samples), _train_config(budget),
+            loss_fn=loss_for(model, dataset))
         train_s = time.perf_counter() - t0
-        acc = accuracy(net, splits.test_batches())
+        metrics = evaluate(net, splits.test_batches(), model=model, dataset=dataset)
+        acc = metrics["accuracy"]
         cache.save(key, net.state_dict(), {"config": baseline_key(model, dataset, seed, budget, splits.input_shape,
                                                                    splits.num_classes),
-                                           "accuracy": acc, "train_s": train_s, "torch": torch.__version__})
+                                           "accuracy": acc, "metrics": metrics, "train_s": train_s,
+                                           "torch": torch.__version__})
         net.eval()
-        return Baseline(net, acc, key, train_s, False)
+        return Baseline(net, acc, key, train_s, False, metrics)
 
 
 def _train_config(budget: Budget):

@@ -14,7 +14,7 @@ import torch
 from ..backends import state_dict_bytes
 from ..errors import UnsupportedError
 from ..nn.fold import fold_batch_norms
-from .cell import (FLOAT_BITS, FP_METHOD, Cell, accuracy, get_baseline, ideal_size_bytes, latency_ms,
+from .cell import (FLOAT_BITS, FP_METHOD, Cell, get_baseline, ideal_size_bytes, latency_ms,
                    load_splits, paired_latency_ms, peak_rss_mb, reset_peak_rss)
 from .protocol import Budget, Protocol, default_baseline
 
@@ -104,13 +104,25 @@ def quantize_cell(cell: Cell | dict, cache_dir=None):
         torch.set_num_threads(threads)  # the caller's setting is theirs
 
 
+def _task_metrics(metrics: dict, prefix: str = "") -> dict:
+    """The data set's own metrics beside ``accuracy`` (e.g. ``map50``, ``map50_95`` for detection)."""
+    return {prefix + k: v for k, v in metrics.items() if k != "accuracy"}
+
+
 def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
+    from ..metrics import evaluate, loss_for
+    from ..registry import get_registry
+
     reset_peak_rss()
     t_start = time.perf_counter()
     splits = load_splits(cell.dataset, cell.data_root)
     base = get_baseline(cell.model, cell.dataset, cell.seed, cell.baseline, data_root=cell.data_root,
                         cache_dir=cache_dir)
     fp_model = base.model
+
+    def score(net, batches) -> dict:
+        return evaluate(net, batches, model=cell.model, dataset=cell.dataset)
+
     test = splits.test_batches(proto.eval_batch_size)
     fp_size = state_dict_bytes(fp_model)
     fp_ideal = ideal_size_bytes(fp_model)
@@ -119,11 +131,12 @@ def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
         "baseline_train_s": base.train_s, "fp_size_bytes": fp_size, "bn_fold": proto.bn_fold,
         "first_layer": cell.config.get("first_layer", "method"), "last_layer": cell.config.get("last_layer", "method"),
         "threads": torch.get_num_threads(), "calibration_samples": None, "calib_s": 0.0, "train_s": 0.0,
+        "metric": get_registry().get("dataset", cell.dataset).metric, **_task_metrics(base.metrics, "fp_"),
     }
     if cell.mode == "fp":
         m.update(accuracy=base.accuracy, fakequant_accuracy=base.accuracy, real_accuracy=None, backend="float32",
                  size_bytes=fp_size, compression=1.0, ideal_size_bytes=fp_ideal, ideal_compression=1.0,
-                 first_layer="fp", last_layer="fp")
+                 first_layer="fp", last_layer="fp", **_task_metrics(base.metrics))
         if proto.latency:
             folded = fold_batch_norms(fp_model)
             for b in proto.latency_batches:
@@ -150,7 +163,8 @@ def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
             m["calibration_samples"] = sum(len(b[0]) for b in batches)
         if cell.mode == "qat":
             t = time.perf_counter()
-            prepared, grid = _train(quantizer, prepared, splits, proto, cell.seed)
+            prepared, grid = _train(quantizer, prepared, splits, proto, cell.seed,
+                                    loss_for(cell.model, cell.dataset), score)
             m["train_s"] = time.perf_counter() - t
             m["qat_epochs"] = proto.qat.epochs
             m.update(grid)
@@ -159,22 +173,26 @@ def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
                          if not issubclass(w.category, DeprecationWarning)})
     m["warnings"] = caught
     t = time.perf_counter()
-    fq_acc = accuracy(converted, test)
+    fq = score(converted, test)
+    fq_acc = fq["accuracy"]
     m["eval_s"] = time.perf_counter() - t
     m["fakequant_accuracy"] = fq_acc
     m["ideal_size_bytes"] = ideal_size_bytes(converted, sum(p.numel() for p in fp_model.parameters()))
     m["ideal_compression"] = fp_ideal / m["ideal_size_bytes"] if m["ideal_size_bytes"] else None
-    m.update(_backend_metrics(cls.default_backend, converted, fp_model, splits, proto))
+    m.update(_backend_metrics(cls.default_backend, converted, fp_model, splits, proto, score))
+    real = m.pop("real_metrics", None)
     m["accuracy"] = m["real_accuracy"] if m.get("real_accuracy") is not None else fq_acc
+    m.update(_task_metrics(real if real is not None else fq))
     m["compression"] = fp_size / m["size_bytes"] if m.get("size_bytes") else None
     m["delta"] = m["accuracy"] - base.accuracy
     m.update(wall_s=time.perf_counter() - t_start, peak_rss_mb=peak_rss_mb())
     return m, converted
 
 
-def _train(quantizer, prepared, splits, proto: Protocol, seed: int):
+def _train(quantizer, prepared, splits, proto: Protocol, seed: int, loss_fn, score):
     """QAT with the protocol's budget; with an ``lr_grid`` every method gets the same trials, each trained on
-    the training split minus a fixed hold-out and judged on that hold-out (never on the test set)."""
+    the training split minus a fixed hold-out and judged on that hold-out (never on the test set), all with
+    the model's declared loss and scored by the data set's metric (``score``)."""
     from ..training import TrainConfig, fit
 
     budget = proto.qat
@@ -182,7 +200,8 @@ def _train(quantizer, prepared, splits, proto: Protocol, seed: int):
     if len(proto.lr_grid) <= 1:
         if proto.lr_grid:
             cfg = cfg.model_copy(update={"lr": proto.lr_grid[0]})
-        fit(quantizer, prepared, splits.train_batches(budget.batch_size, seed, samples=budget.samples), cfg)
+        fit(quantizer, prepared, splits.train_batches(budget.batch_size, seed, samples=budget.samples), cfg,
+            loss_fn=loss_fn)
         return prepared, {"qat_lr": cfg.lr}
     trials = []
     for lr in proto.lr_grid:
@@ -190,13 +209,13 @@ def _train(quantizer, prepared, splits, proto: Protocol, seed: int):
         trial = copy.deepcopy(prepared)
         fit(quantizer, trial, splits.train_batches(budget.batch_size, seed, holdout=proto.holdout,
                                                     samples=budget.samples),
-            cfg.model_copy(update={"lr": lr}))
-        trials.append((accuracy(trial, splits.holdout_batches(proto.holdout)), lr, trial))
+            cfg.model_copy(update={"lr": lr}), loss_fn=loss_fn)
+        trials.append((score(trial, splits.holdout_batches(proto.holdout))["accuracy"], lr, trial))
     best = max(trials, key=lambda t: (t[0], -t[1]))
     return best[2], {"qat_lr": best[1], "lr_trials": {str(lr): acc for acc, lr, _ in trials}}
 
 
-def _backend_metrics(name: str, converted, fp_model, splits, proto: Protocol) -> dict:
+def _backend_metrics(name: str, converted, fp_model, splits, proto: Protocol, score) -> dict:
     """Real-backend accuracy, size and latency (the latter only for real-integer backends, against the
     BN-folded FP model in this same process). A backend that cannot run the model is reported, not fatal."""
     from ..backends import FakeQuantBackend
@@ -212,7 +231,8 @@ def _backend_metrics(name: str, converted, fp_model, splits, proto: Protocol) ->
         if not ok:
             raise UnsupportedError(f"backend {name} is unavailable: {why}")
         lowered = backend.lower(converted, splits.test_x[:1])
-        out["real_accuracy"] = accuracy(lowered, splits.test_batches(proto.eval_batch_size))
+        out["real_metrics"] = score(lowered, splits.test_batches(proto.eval_batch_size))
+        out["real_accuracy"] = out["real_metrics"]["accuracy"]
         out["size_bytes"] = backend.model_size_bytes(lowered)
         out["real_integer"] = bool(backend.real_integer)
         if backend.real_integer and proto.latency:
