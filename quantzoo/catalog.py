@@ -31,7 +31,7 @@ class ModelDef:
     """A model family: ``build(input_shape, num_classes)`` returns a fresh ``nn.Module``.
 
     ``loss(output, target)`` is its training loss (``None``: cross-entropy on class labels);
-    ``decode(output, image_size)`` turns a batch of raw outputs into per-image
+    ``decode(output)`` turns a batch of raw outputs into per-image
     :class:`quantzoo.metrics.Detections` (detectors only).
     """
 
