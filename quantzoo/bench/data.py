@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -13,7 +13,6 @@ from torch import nn
 from ..errors import UnsupportedError
 from ..registry import get_registry
 from .cache import BaselineCache
-from .measure import accuracy
 from .protocol import Budget, baseline_key, default_baseline, hash_of
 
 
@@ -46,6 +45,8 @@ class Baseline:
     key: str
     train_s: float
     cached: bool
+    #: the data set's metrics of the FP model beside accuracy (:func:`quantzoo.metrics.evaluate`), e.g. map50
+    task_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def train_config(budget: Budget):
@@ -72,19 +73,24 @@ def get_baseline(model: str, dataset: str, seed: int, budget: Budget | dict | No
             try:
                 net.load_state_dict(state)
                 net.eval()
-                return Baseline(net, float(record["accuracy"]), key, float(record.get("train_s", 0.0)), True)
+                return Baseline(net, float(record["accuracy"]), key, float(record.get("train_s", 0.0)), True,
+                                dict(record.get("task_metrics", {})))
             except (RuntimeError, KeyError, TypeError, ValueError) as e:
                 cache._reject(key, f"it does not fit the model ({e})")
+        from ..metrics import evaluate, loss_for
         from ..training import fit
 
         torch.manual_seed(seed)
         net = build_model(model, dataset)
         t0 = time.perf_counter()
-        fit(None, net, splits.train_batches(budget.batch_size, seed, samples=budget.samples), train_config(budget))
+        fit(None, net, splits.train_batches(budget.batch_size, seed, samples=budget.samples), train_config(budget),
+            loss_fn=loss_for(model, dataset))
         train_s = time.perf_counter() - t0
-        acc = accuracy(net, splits.test_batches())
+        scores = evaluate(net, splits.test_batches(), model=model, dataset=dataset)
+        acc = scores.pop("accuracy")
         cache.save(key, net.state_dict(), {"config": baseline_key(model, dataset, seed, budget, splits.input_shape,
                                                                    splits.num_classes),
-                                           "accuracy": acc, "train_s": train_s, "torch": torch.__version__})
+                                           "accuracy": acc, "task_metrics": scores, "train_s": train_s,
+                                           "torch": torch.__version__})
         net.eval()
-        return Baseline(net, acc, key, train_s, False)
+        return Baseline(net, acc, key, train_s, False, scores)

@@ -1,4 +1,5 @@
-"""What the harness measures on a model: accuracy, latency (with its spread), degeneracy, memory, the CPU."""
+"""What the harness measures on a model besides its task metric (:mod:`quantzoo.metrics`): latency (with its
+spread), degeneracy, memory, the CPU."""
 
 from __future__ import annotations
 
@@ -10,29 +11,11 @@ import time
 import torch
 from torch import nn
 
-from ..errors import NonFiniteOutputError
 from ..quantized_weights import find_quantized_weights
 
 #: A speedup whose relative spread (half the interquartile range of the per-run ratios over their median)
 #: exceeds this is flagged noisy on the leaderboard.
 NOISY_SPREAD = 0.15
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, batches) -> float:
-    """Top-1 in percent; :class:`NonFiniteOutputError` if any logit is NaN/Inf (a quantized path that blew up
-    must fail its cell, not score as chance)."""
-    model.eval()
-    correct = total = 0
-    for x, y in batches:
-        out = model(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        if not torch.isfinite(out).all():
-            raise NonFiniteOutputError(f"the model produced non-finite outputs (NaN/Inf) on batch {total // len(x)}")
-        correct += (out.argmax(dim=1) == y).sum().item()
-        total += y.numel()
-    return 100.0 * correct / max(total, 1)
 
 
 @torch.no_grad()

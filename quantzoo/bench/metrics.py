@@ -1,7 +1,8 @@
 """`CellMetrics`: the typed record of what one cell measured (stored as JSON in the results database).
 
-Every key the leaderboard, the plots and the CLI read is a field here, with its unit. Accuracy is top-1 in
-percent; sizes are bytes; times are seconds unless the name says ``ms``.
+Every key the leaderboard, the plots and the CLI read is a field here, with its unit. ``accuracy`` is the data
+set's primary metric in percent (``metric``: top-1, or 100 × COCO mAP@0.5 for detection, whose other scores
+are in ``task_metrics``); sizes are bytes; times are seconds unless the name says ``ms``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class CellMetrics:
     real_accuracy: float | None = None
     fp_accuracy: float | None = None
     delta: float | None = None  # accuracy − fp_accuracy
+    metric: str = "top1"  # what accuracy measures (DatasetDef.metric)
+    task_metrics: dict[str, float] = field(default_factory=dict)  # e.g. map50, map50_95 (in [0, 1])
+    fp_task_metrics: dict[str, float] = field(default_factory=dict)
     # -- where it ran
     backend: str | None = None
     real_integer: bool = False

@@ -45,6 +45,8 @@ DEFAULT_BASELINES: dict[tuple[str, str], dict] = {
     ("cnn", "mnist"): {"epochs": 2, "lr": 2e-3, "batch_size": 128, "weight_decay": 1e-4},
     ("resnet-tiny", "mnist"): {"epochs": 2, "lr": 2e-3, "batch_size": 128, "weight_decay": 1e-4},
     ("transformer", "mnist"): {"epochs": 3, "lr": 1e-3, "batch_size": 128},
+    # detection: mAP@0.5 0.997, mAP@[.5:.95] 0.79 after 6 epochs (132-404 s on 1 thread of a loaded, shared 2-core box)
+    ("yolo-tiny", "shapes"): {"epochs": 6, "lr": 3e-3},
 }
 
 

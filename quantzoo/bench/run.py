@@ -22,7 +22,7 @@ from ..pipeline import default_mode, finish_model, lower, prepare_model
 from ..quantized_weights import ideal_size_bytes
 from .cell import FP_METHOD, Cell
 from .data import get_baseline, load_splits, train_config
-from .measure import accuracy, cpu_isa, degeneracy, latency_ms, peak_rss_mb, reset_peak_rss, speedup
+from .measure import cpu_isa, degeneracy, latency_ms, peak_rss_mb, reset_peak_rss, speedup
 from .metrics import CellMetrics, Latency
 from .protocol import Budget, Protocol, default_baseline
 
@@ -124,13 +124,24 @@ def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
     base = get_baseline(cell.model, cell.dataset, cell.seed, cell.baseline, data_root=cell.data_root,
                         cache_dir=cache_dir)
     fp_model = base.model
-    m = CellMetrics(fp_accuracy=base.accuracy, baseline_key=base.key, baseline_cached=base.cached,
+    from ..metrics import evaluate, loss_for
+    from ..registry import get_registry
+
+    reg = get_registry()
+
+    def score(net, batches) -> dict[str, float]:
+        """The data set's metrics of ``net``: ``accuracy`` (percent) and, e.g. for detection, map50."""
+        return evaluate(net, batches, model=cell.model, dataset=cell.dataset, registry=reg)
+
+    m = CellMetrics(fp_accuracy=base.accuracy, metric=reg.get("dataset", cell.dataset).metric,
+                    fp_task_metrics=dict(base.task_metrics), baseline_key=base.key, baseline_cached=base.cached,
                     baseline_train_s=base.train_s, fp_size_bytes=state_dict_bytes(fp_model), bn_fold=proto.bn_fold,
                     first_layer=cell.config.get("first_layer", "method"),
                     last_layer=cell.config.get("last_layer", "method"), threads=torch.get_num_threads(),
                     isa=cpu_isa())
     if cell.mode == "fp":
         m.accuracy = m.fakequant_accuracy = base.accuracy
+        m.task_metrics = dict(base.task_metrics)
         m.backend, m.size_bytes, m.compression = "float32", m.fp_size_bytes, 1.0
         m.ideal_size_bytes, m.ideal_compression = 4.0 * sum(p.numel() for p in fp_model.parameters()), 1.0
         m.first_layer = m.last_layer = "fp"
@@ -142,9 +153,6 @@ def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
         m.wall_s, m.peak_rss_mb = time.perf_counter() - t_start, peak_rss_mb()
         return m, fp_model
 
-    from ..registry import get_registry
-
-    reg = get_registry()
     cls = reg.get("quantizer", cell.method)
     quantizer = cls(cls.make_config(cell.config), registry=reg)
     model_in = fold_batch_norms(fp_model) if proto.bn_fold == "before" else copy.deepcopy(fp_model)
@@ -154,7 +162,8 @@ def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
     trained: dict[str, Any] = {}
 
     def train(prepared, q):
-        best, info = _train(q, prepared, splits, proto, cell.seed)
+        best, info = _train(q, prepared, splits, proto, cell.seed, loss_for(cell.model, cell.dataset, registry=reg),
+                            score)
         trained.update(info)
         return best
 
@@ -176,12 +185,13 @@ def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
         m.float_layers = {n: r for n, r in plan.describe().items() if plan.role(n) == "fp"}
     m.float_layers.update(getattr(converted, "_quantzoo_float_layers", {}) or {})
     t = time.perf_counter()
-    m.fakequant_accuracy = accuracy(converted, splits.test_batches(proto.eval_batch_size))
+    m.task_metrics = score(converted, splits.test_batches(proto.eval_batch_size))
+    m.fakequant_accuracy = m.task_metrics.pop("accuracy")
     m.eval_s = time.perf_counter() - t
     m.ideal_size_bytes = ideal_size_bytes(converted, fp_model)
     m.ideal_compression = 4.0 * sum(p.numel() for p in fp_model.parameters()) / m.ideal_size_bytes
     m.degenerate = degeneracy(converted, check_x)
-    _backend_metrics(m, cls.default_backend, converted, fp_model, splits, proto, reg)
+    _backend_metrics(m, cls.default_backend, converted, fp_model, splits, proto, reg, score)
     m.accuracy = m.real_accuracy if m.real_accuracy is not None else m.fakequant_accuracy
     m.compression = m.fp_size_bytes / m.size_bytes if m.size_bytes else None
     m.delta = m.accuracy - base.accuracy
@@ -189,9 +199,10 @@ def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
     return m, converted
 
 
-def _train(quantizer, prepared, splits, proto: Protocol, seed: int):
-    """QAT with the protocol's budget; with an ``lr_grid`` every method gets the same trials, each trained on
-    the training split minus a fixed hold-out and judged on that hold-out (never on the test set)."""
+def _train(quantizer, prepared, splits, proto: Protocol, seed: int, loss_fn, score):
+    """QAT with the protocol's budget and the model's loss; with an ``lr_grid`` every method gets the same
+    trials, each trained on the training split minus a fixed hold-out and judged on that hold-out by the data
+    set's metric (``score``; never on the test set)."""
     from ..training import fit
 
     budget = proto.qat
@@ -199,7 +210,8 @@ def _train(quantizer, prepared, splits, proto: Protocol, seed: int):
     if len(proto.lr_grid) <= 1:
         if proto.lr_grid:
             cfg = cfg.model_copy(update={"lr": proto.lr_grid[0]})
-        fit(quantizer, prepared, splits.train_batches(budget.batch_size, seed, samples=budget.samples), cfg)
+        fit(quantizer, prepared, splits.train_batches(budget.batch_size, seed, samples=budget.samples), cfg,
+            loss_fn=loss_fn)
         return prepared, {"qat_lr": cfg.lr}
     trials = []
     for lr in proto.lr_grid:
@@ -207,13 +219,13 @@ def _train(quantizer, prepared, splits, proto: Protocol, seed: int):
         trial = copy.deepcopy(prepared)
         fit(quantizer, trial, splits.train_batches(budget.batch_size, seed, holdout=proto.holdout,
                                                     samples=budget.samples),
-            cfg.model_copy(update={"lr": lr}))
-        trials.append((accuracy(trial, splits.holdout_batches(proto.holdout)), lr, trial))
+            cfg.model_copy(update={"lr": lr}), loss_fn=loss_fn)
+        trials.append((score(trial, splits.holdout_batches(proto.holdout))["accuracy"], lr, trial))
     best = max(trials, key=lambda t: (t[0], -t[1]))
     return best[2], {"qat_lr": best[1], "lr_trials": {str(lr): acc for acc, lr, _ in trials}}
 
 
-def _backend_metrics(m: CellMetrics, name: str, converted, fp_model, splits, proto: Protocol, reg) -> None:
+def _backend_metrics(m: CellMetrics, name: str, converted, fp_model, splits, proto: Protocol, reg, score) -> None:
     """Real-backend accuracy, size and latency (the latter for real-integer backends, against the BN-folded FP
     model in this same process). A backend that cannot run the model is reported, not fatal."""
     m.backend = name
@@ -223,7 +235,9 @@ def _backend_metrics(m: CellMetrics, name: str, converted, fp_model, splits, pro
     try:
         backend = reg.get("backend", name)()
         lowered = lower(converted, name, splits.test_x[:1], registry=reg)
-        m.real_accuracy = accuracy(lowered, splits.test_batches(proto.eval_batch_size))
+        real = score(lowered, splits.test_batches(proto.eval_batch_size))
+        m.real_accuracy = real.pop("accuracy")
+        m.task_metrics = real  # the row's scores are the real backend's where it runs
         m.size_bytes = backend.model_size_bytes(lowered)
         m.real_integer = bool(backend.real_integer)
         if backend.real_integer and proto.latency:

@@ -10,6 +10,7 @@ from .mlp import MLP
 from .resnet import ResNetTiny
 from .sequence import CNN1d, GRU1d
 from .transformer import TinyTransformer
+from .yolo import TinyYOLO, yolo_decode, yolo_loss
 
 CORE_MODELS = [
     ModelDef("mlp", MLP, datasets=("digits", "mnist1d", "mnist"),
@@ -26,7 +27,11 @@ CORE_MODELS = [
              description="MNIST-1D GRU (hidden 64) + linear classifier"),
     ModelDef("transformer", TinyTransformer, datasets=("digits", "mnist1d", "mnist"),
              description="2-layer pre-LN transformer encoder (attention and FFN as nn.Linear), mean-pooled"),
+    ModelDef("yolo-tiny", TinyYOLO, datasets=("shapes",), loss=yolo_loss, decode=yolo_decode,
+             description="single-scale YOLOv3-style detector: Conv-BN-LeakyReLU, Darknet residuals, upsample + "
+                         "concat, one-anchor head on a stride-4 grid"),
 ]
 
 
-__all__ = ["CORE_MODELS", "CNN1d", "GRU1d", "LeNet5", "MLP", "ResNetTiny", "SmallCNN", "TinyTransformer"]
+__all__ = ["CORE_MODELS", "CNN1d", "GRU1d", "LeNet5", "MLP", "ResNetTiny", "SmallCNN", "TinyTransformer",
+           "TinyYOLO"]
