@@ -1,6 +1,7 @@
 """yolo-tiny/shapes through ``quantzoo.bench.run_cell``: every installed method at W8A8 and W4A4, plus ``uniform``
-under the pow2 scheme (Vitis AI / TVM power2: BN folded first, every layer at the body's width, max-calibrated). One JSON line per cell, appended to OUT (a re-run skips the
-cells already there); refusals are recorded with their error.
+under the pow2 scheme (Vitis AI / TVM power2: BN folded first, every layer at the body's width,
+max-calibrated). One JSON line per cell, appended to OUT (a re-run skips the cells already there); refusals
+are recorded with their error.
 
     python benchmarks/detection/sweep.py OUT.jsonl SEEDS [METHODS]    # e.g. results.jsonl 0,1,2 uniform,pow2
     python benchmarks/detection/report.py OUT.jsonl                    # the markdown table

@@ -18,8 +18,9 @@ Layers: the paper binarizes the weights of every layer; the first layer's input 
 binarized (Alg. 1). Defaults here: ``first_layer="same"`` (binary weights, real-valued input, as the paper)
 and ``last_layer="fp"`` (the project's policy for binary nets: a real-valued classifier; ReLUs after the
 last binary layer are kept since they feed only real-valued layers). ``last_layer="same"`` is the paper's
-all-binary net: on the zoo MLP with the paper-suite budget it reaches 96.5% vs 97.9% (measured). Not reproduced: shift-based BN and AdaMax, the
-per-layer Glorot learning-rate scaling (the harness uses one optimizer for every method).
+all-binary net: on the zoo MLP with the paper-suite budget it reaches 96.5% vs 97.9% (measured). Not
+reproduced: shift-based BN and AdaMax, the per-layer Glorot learning-rate scaling (the harness uses one
+optimizer for every method).
 Anchors: NNI's BNNQuantizer binarizes layer *outputs* and clips weights after each step; micronet
 replaces ReLU by sign with a saturating STE that also zeroes the gradient at exactly ``|x| = 1`` (eq. 4 keeps
 it) and binarizes weights with an identity STE (tests/test_anchor_micronet.py).
@@ -51,7 +52,8 @@ class BNNQuantizer(Quantizer):
     name = "bnn"
     family = "binary"
     paper = "Hubara, Courbariaux et al. 2016, Binarized Neural Networks, arXiv:1602.02830"
-    description = "sign() weights and activations with the saturating STE; latent weights clipped to [-1,1]; 1-bit packed."
+    description = ("sign() weights and activations with the saturating STE; latent weights clipped to [-1,1]; "
+                   "1-bit packed.")
     aliases = ("binarized-neural-networks",)
     Config = BNNConfig
     decomposes_attention = True  # attention projections quantized like every other Linear

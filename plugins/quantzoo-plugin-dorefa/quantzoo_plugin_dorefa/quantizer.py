@@ -12,11 +12,11 @@ Zhou, Wu, Ni, Zhou, Wen & Zou 2016, "DoReFa-Net", arXiv:1606.06160:
   :func:`quantzoo.math.dorefa_codes` (``"half_even"``: tf.round of the exact product, so ``w = 0`` gives
   ``+1/(2^k−1)``) with ``w_q = (c − (2^k−1)/2)·2/(2^k−1)`` (the same number as eq. 9).
 * eq. 11 (activations): ``r_o = quantize_k(r)`` on ``r = clamp(x, 0, 1)``, the bounded activation.
-* eq. 12 (gradients, ``gradient_bits``): ``f_γ(dr) = 2·max₀(|dr|)·[quantize_k(dr / (2·max₀(|dr|)) + ½ + N(k)) − ½]`` with
-  ``N(k) = σ/(2^k − 1)``, ``σ ~ Uniform(−½, ½)`` and ``max₀`` over all axes but the batch axis. Applied to
-  the gradient of each quantized layer's output (the backward signal that feeds the next GEMM). The
-  noisy value is clamped to [0, 1] before rounding (the paper's quantize_k assumes that range; the noise can
-  step half a level outside).
+* eq. 12 (gradients, ``gradient_bits``):
+  ``f_γ(dr) = 2·max₀(|dr|)·[quantize_k(dr / (2·max₀(|dr|)) + ½ + N(k)) − ½]`` with ``N(k) = σ/(2^k − 1)``,
+  ``σ ~ Uniform(−½, ½)`` and ``max₀`` over all axes but the batch axis. Applied to the gradient of each
+  quantized layer's output (the backward signal that feeds the next GEMM). The noisy value is clamped to
+  [0, 1] before rounding (the paper's quantize_k assumes that range; the noise can step half a level outside).
 
 Placement of the activation quantizer: the paper quantizes the output of a bounded activation ``h`` that
 replaces ReLU. Here ``quantize_k(clamp(x, 0, 1))`` runs at the *input* of every quantized layer. On the zoo
@@ -127,7 +127,8 @@ class DorefaQuantizer(Quantizer):
     name = "dorefa"
     family = "low-bit uniform"
     paper = "Zhou et al. 2016, DoReFa-Net, arXiv:1606.06160"
-    description = "k-bit weights via tanh normalisation (1-bit: E|w|·sign), clamp(x,0,1) k-bit activations, noisy k-bit gradients."
+    description = ("k-bit weights via tanh normalisation (1-bit: E|w|·sign), clamp(x,0,1) k-bit activations, "
+                   "noisy k-bit gradients.")
     aliases = ("dorefa-net",)
     Config = DorefaConfig
     decomposes_attention = True  # attention projections quantized like every other Linear

@@ -63,7 +63,7 @@ def run_rows(title: str, targets, rows, seeds) -> None:
             cells = [run_cell(method, model, dataset, w, a, seed=s, config=cfg, mode=mode, protocol=PROTOCOL,
                               baseline=baseline_of(model)) for s in seeds]
 
-            def mean(key):
+            def mean(key, cells=cells):
                 return statistics.fmean(c.get(key) or 0.0 for c in cells)
 
             print(f"| {label} | {summary([c['accuracy'] for c in cells])} | {mean('delta'):+.2f} | "

@@ -13,7 +13,8 @@ torch.set_num_threads(1)
 
 
 def test_scalar_noise_by_hand_and_clamp_first():
-    # 2-bit per-tensor asymmetric min-max of w = [-0.9, -0.2, 0.3, 1.2] (the range holds 0): scale = 2.1/3 = 0.7, zero = -round(-0.9/0.7 = -1.29) = 1 → grid (q - 1)·0.7 = {-0.7, 0, 0.7, 1.4},
+    # 2-bit per-tensor asymmetric min-max of w = [-0.9, -0.2, 0.3, 1.2] (the range holds 0): scale = 2.1/3 = 0.7,
+    # zero = -round(-0.9/0.7 = -1.29) = 1 → grid (q - 1)·0.7 = {-0.7, 0, 0.7, 1.4},
     # lo = -0.7, hi = 1.4. clamp(w) = [-0.7, -0.2, 0.3, 1.2]; q(w) = [-0.7, 0, 0, 1.4].
     w = torch.tensor([-0.9, -0.2, 0.3, 1.2], requires_grad=True)
     q = ScalarNoiseWeight(2, p=1.0).train()
