@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from ..errors import NotCalibratedError
+from ..state_dict import AdoptSavedShapes
 
 
-class _Solvable(nn.Module):
-    """Shared state: a ``solved`` buffer and the pass-through switch of :func:`solving`."""
+class _Solvable(AdoptSavedShapes, nn.Module):
+    """Shared state: a ``solved`` buffer and the pass-through switch of :func:`solving` (a saved ``value``
+    keeps its solved shape on load)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,12 +69,6 @@ class SolvedWeight(_Solvable):
         if bool(self.solved):
             return self.value.to(w.dtype).reshape(w.shape)
         return self._unsolved(w)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        key = prefix + "value"
-        if key in state_dict and state_dict[key].shape != self.value.shape:
-            self.value = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, group_size={self.group_size}, solved={bool(self.solved)}"

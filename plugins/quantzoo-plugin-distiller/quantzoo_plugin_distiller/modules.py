@@ -18,25 +18,19 @@ from quantzoo import QuantSpec, QuantzooWarning
 from quantzoo.errors import DataError, NotCalibratedError
 from quantzoo.math import dorefa_weight
 from quantzoo.observers import MSEObserver
+from quantzoo.state_dict import AdoptSavedShapes
 
 from .linear import asymmetric_params, fake_quantize, mode_params, quantized_range, symmetric_params
 from .ranges import clip_stats, saturation_from_stats, tensor_stats
 from .stats import new_record, update_first_pass, update_second_pass
 
 
-class _QParamBuffers(nn.Module):
+class _QParamBuffers(AdoptSavedShapes, nn.Module):
     """Scale/zero-point buffers (Distiller's ``s``, ``zp``) whose saved shapes (per-channel) are adopted on load."""
 
     def _init_qparams(self) -> None:
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0.0))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name, buf in list(self._buffers.items()):
-            key = prefix + name
-            if key in state_dict and buf is not None and buf.shape != state_dict[key].shape:
-                self._buffers[name] = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 # -------------------------------------------------------------------------------------------------------

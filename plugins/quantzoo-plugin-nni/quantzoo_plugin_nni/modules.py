@@ -26,6 +26,7 @@ from quantzoo import QuantSpec
 from quantzoo.errors import ConfigError, NotCalibratedError, UnsupportedError
 from quantzoo.math import binarize, compute_qparams, expand_qparam, reduce_min_max, tanh_unit
 from quantzoo.nn.layers import QuantConv1d, QuantConv2d, QuantLinear
+from quantzoo.state_dict import AdoptSavedShapes
 
 from .config_list import parse_dtype
 
@@ -96,20 +97,9 @@ def nni_clamp_round(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tens
     return _ClampRound.apply(x, s, z, spec.qmin, spec.qmax, mask)
 
 
-class _Buffers(nn.Module):
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for store in (self._buffers, self._parameters):
-            for name, buf in list(store.items()):
-                key = prefix + name
-                if key in state_dict and buf is not None and buf.shape != state_dict[key].shape:
-                    if store is self._parameters:
-                        buf.data = torch.empty_like(state_dict[key])
-                    else:
-                        store[name] = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-class TrackedQuant(_Buffers):
+class TrackedQuant(AdoptSavedShapes, nn.Module):
     """A target whose qparams come from a tracked range: NNI's QAT, PTQ and DoReFa ``_input_`` targets.
 
     ``tracking``:
@@ -219,7 +209,7 @@ class _LSQClampRound(torch.autograd.Function):
                 None)
 
 
-class LSQQuant(_Buffers):
+class LSQQuant(AdoptSavedShapes, nn.Module):
     """LSQ (Esser et al. 2020, arXiv:1902.08153 eq. 1-3; NNI 3.0 ``LsqQuantizer``): ``x̂ = round(clamp(x/s,
     qmin, qmax))·s`` with the step ``s`` learned (:class:`_LSQClampRound`, NNI's arithmetic and gradients).
 
