@@ -97,6 +97,10 @@ class Quantizer:
     #: layer swap quantizes them (:mod:`quantzoo.nn.attention`); methods with their own attention handling
     #: (an anchor's quantizable MHA) leave it False.
     decomposes_attention: ClassVar[bool] = False
+    #: Why the method cannot follow a hardware scheme (:mod:`quantzoo.schemes`), one line naming what its
+    #: format fixes (e.g. "binary weights ±α: no granularity, symmetry or scale option"); the default
+    #: :meth:`apply_scheme` refuses with it, and the row runs the method's own scheme.
+    scheme_refusal: ClassVar[str] = ""
 
     def __init__(self, config: QuantizerConfig | dict | None = None, *, registry: Registry | None = None,
                  **overrides: Any):
@@ -150,8 +154,9 @@ class Quantizer:
     def apply_scheme(cls, config: QuantizerConfig, scheme: Scheme) -> QuantizerConfig:
         """``config`` made to follow a hardware scheme (:mod:`quantzoo.schemes`: weight granularity, symmetry,
         power-of-two scales), or :class:`UnsupportedError` saying why the method keeps its own (the default:
-        no such knobs, e.g. binary or logarithmic formats)."""
-        raise UnsupportedError(f"{cls.name} has no knobs for the {scheme.name} scheme; it runs its own")
+        no such knobs, e.g. binary or logarithmic formats; :attr:`scheme_refusal` says why)."""
+        why = cls.scheme_refusal or "it has no knobs for weight granularity, symmetry or scale type"
+        raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: {why}")
 
     @classmethod
     def bits_of_config(cls, config: QuantizerConfig) -> tuple[int | None, int | None]:

@@ -55,6 +55,8 @@ class BNNQuantizer(Quantizer):
     description = ("sign() weights and activations with the saturating STE; latent weights clipped to [-1,1]; "
                    "1-bit packed.")
     aliases = ("binarized-neural-networks",)
+    scheme_refusal = ("the paper fixes its format (sign() weights and activations, no scale): no granularity, symmetry "
+                      "or scale option")
     Config = BNNConfig
     decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1,), needs_training=True)

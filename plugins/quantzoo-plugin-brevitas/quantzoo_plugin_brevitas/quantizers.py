@@ -30,7 +30,9 @@ class BrevitasConfig(LayerPolicyConfig):
     weight_bit_width: int | None = Field(None, description="override the preset's bit width (2..8; None: keep)")
     act_quant: str | None = Field("Int8ActPerTensorFloat",
                                   description=f"signed activation preset ({', '.join(_ACT_PRESETS)}); None: float")
-    unsigned_act_quant: str = Field("Uint8ActPerTensorFloat", description=f"ReLU outputs: {', '.join(_UACT_PRESETS)}")
+    unsigned_act_quant: str = Field("Uint8ActPerTensorFloat",
+                                    description=f"ReLU outputs: {', '.join(_UACT_PRESETS)} (Brevitas' default), or a "
+                                                "signed preset (a scheme with signed activations everywhere)")
     act_bit_width: int | None = Field(None, description="override the activation presets' bit width (2..8)")
     restrict_scaling_type: Literal["fp", "power_of_two"] | None = Field(
         None, description="override every preset's scale restriction (None: keep the presets')")
@@ -54,8 +56,8 @@ class BrevitasConfig(LayerPolicyConfig):
     @field_validator("unsigned_act_quant")
     @classmethod
     def _u(cls, v):
-        if v not in _UACT_PRESETS:
-            raise ValueError(f"unsigned_act_quant {v!r} is not one of {_UACT_PRESETS}")
+        if v not in _UACT_PRESETS + _ACT_PRESETS:
+            raise ValueError(f"unsigned_act_quant {v!r} is not one of {_UACT_PRESETS + _ACT_PRESETS}")
         return v
 
     @field_validator("weight_bit_width", "act_bit_width")
@@ -91,6 +93,31 @@ class _BrevitasBase(Quantizer):
         w = {"SignedBinaryWeightPerTensorConst": 1, "SignedTernaryWeightPerTensorConst": 2}.get(
             config.weight_quant, config.weight_bit_width or 8)
         return w, (None if config.act_quant is None else config.act_bit_width or 8)
+
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        """A hardware scheme (:mod:`quantzoo.schemes`) as Brevitas presets (bit widths kept): weights
+        ``Int8WeightPerChannelFloat`` / ``Int8WeightPerTensorFloat`` (narrow symmetric, max-abs scale) or
+        ``Int8WeightPerTensorFixedPoint`` for power-of-two scales; activations the signed
+        ``Int8ActPerTensorFloat`` (``...FixedPoint``) for every input and ReLU output, so every activation
+        is symmetric with signed codes. Zero-point activations (Brevitas' ``ShiftedUint8ActPerTensorFloat``)
+        are not reproduced by this plugin, so ``x86`` is refused; binary/ternary presets have no knobs."""
+        if not config.weight_quant.startswith("Int"):
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: {config.weight_quant} has a "
+                                   "constant scale, no granularity or scale-type option")
+        if not scheme.activation_symmetric and config.act_quant is not None:
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: the plugin has no zero-point "
+                                   "activation quantizer (Brevitas' ShiftedUint8ActPerTensorFloat is not reproduced)")
+        pow2 = scheme.scale_type == "power_of_two"
+        per_channel = scheme.weight_granularity == "per_channel"
+        if pow2 and per_channel:
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: the plugin's power-of-two "
+                                   "weight preset (Int8WeightPerTensorFixedPoint) is per tensor")
+        weight = ("Int8WeightPerTensorFixedPoint" if pow2 else
+                  "Int8WeightPerChannelFloat" if per_channel else "Int8WeightPerTensorFloat")
+        act = "Int8ActPerTensorFixedPoint" if pow2 else "Int8ActPerTensorFloat"
+        return cls.make_config({**config.model_dump(), "weight_quant": weight, "restrict_scaling_type": None,
+                                "act_quant": None if config.act_quant is None else act, "unsigned_act_quant": act})
 
     def _presets(self):
         cfg = self.config

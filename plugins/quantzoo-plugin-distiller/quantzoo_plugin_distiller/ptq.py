@@ -146,6 +146,27 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
         return cls.Config(bits_parameters=w_bits, bits_activations=a_bits, per_channel_wts=True,
                           mode={"activations": "ASYMMETRIC_UNSIGNED", "weights": "SYMMETRIC"})
 
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        """A hardware scheme (:mod:`quantzoo.schemes`) in ``PostTrainLinearQuantizer``'s own arguments:
+        ``per_channel_wts`` (the weight granularity) and ``mode`` = ``{weights: SYMMETRIC, activations:
+        SYMMETRIC | ASYMMETRIC_UNSIGNED}`` (every scheme's weights are symmetric; x86 takes asymmetric
+        activations with a zero point, the others symmetric ones with signed codes). Per-layer ``mode`` and
+        ``per_channel_wts`` overrides are dropped (the scheme is the hardware's, for every layer); their bits
+        stay. Distiller has no power-of-two scales: ``pow2`` raises UnsupportedError."""
+        if scheme.scale_type == "power_of_two":
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: Distiller's "
+                                   "PostTrainLinearQuantizer has no power-of-two scales (no mode rounds them to 2^k)")
+        per_channel = scheme.weight_granularity == "per_channel"
+        if per_channel and config.clip_acts == "N_STD":
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme with clip_acts N_STD: "
+                                   "Distiller cannot combine it with per_channel_wts (use clip_acts AVG or NONE)")
+        act_mode = "SYMMETRIC" if scheme.activation_symmetric else "ASYMMETRIC_UNSIGNED"
+        overrides = {k: {f: v for f, v in ov.items() if f not in ("mode", "per_channel_wts")}
+                     for k, ov in config.overrides.items()}
+        return cls.make_config({**config.model_dump(), "per_channel_wts": per_channel, "overrides": overrides,
+                                "mode": {"activations": act_mode, "weights": "SYMMETRIC"}})
+
     # -- building ---------------------------------------------------------------------------------------
     def _layer_settings(self, name: str) -> dict | None:
         cfg = self.config

@@ -215,6 +215,10 @@ class DistillerQAT(_DistillerQAT):
     Config = RangeLinearQATConfig
     capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True, module_types=_DISTILLER_LAYERS)
+    # per_channel_wts exists, but every scheme has symmetric weights and Distiller's mode never takes effect
+    scheme_refusal = ("Distiller's QuantAwareTrainRangeLinearQuantizer runs every mode as ASYMMETRIC_UNSIGNED (it "
+                      "compares a ModuleQuantMode tuple with LinearQuantMode members), so its weights are never "
+                      "symmetric, and it has no power-of-two scales")
 
     @classmethod
     def _config_for_bits(cls, w_bits, a_bits):
@@ -271,6 +275,8 @@ class DistillerDorefa(_DorefaWeightQAT):
     paper = "Zhou et al. 2016, arXiv:1606.06160; Distiller DorefaQuantizer"
     description = "Distiller DoReFa: tanh weights (1-bit: E|w|·sign), clamp(0,1) activations."
     Config = DistillerQATConfig
+    scheme_refusal = ("DoReFa's format is the paper's (tanh-normalised weights on a fixed [-1, 1] grid, activations "
+                      "clamped to [0, 1]): DorefaQuantizer has no granularity, symmetry or scale option")
 
     def _activation(self, bits, relu):
         return ClippedActivation(bits, 1.0)
@@ -294,6 +300,8 @@ class DistillerPACT(_DorefaWeightQAT):
     paper = "Choi et al. 2018, arXiv:1805.06085; Distiller PACTQuantizer"
     description = "Distiller PACT: learned activation clip α (init 8.0, own weight decay), DoReFa weights."
     Config = PACTConfig
+    scheme_refusal = ("PACT's format is the paper's (DoReFa weights on a fixed [-1, 1] grid, unsigned activations "
+                      "on [0, α]): PACTQuantizer has no granularity, symmetry or scale option")
 
     @classmethod
     def _config_for_bits(cls, w_bits, a_bits):
@@ -337,6 +345,8 @@ class DistillerWRPN(_DistillerQAT):
     paper = "Mishra et al. 2017, arXiv:1709.01134; Distiller WRPNQuantizer"
     description = "Distiller WRPN: clamp(w,-1,1) weights (Distiller's 2^b+1-level quirk by default), clip-1 activations."
     Config = WRPNConfig
+    scheme_refusal = ("WRPN's format is the paper's (clamp(w, -1, 1) on a fixed grid, activations clipped to [0, 1]): "
+                      "WRPNQuantizer has no granularity, symmetry or scale option")
     capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True, module_types=_DISTILLER_LAYERS)
 

@@ -130,6 +130,8 @@ class DorefaQuantizer(Quantizer):
     description = ("k-bit weights via tanh normalisation (1-bit: E|w|·sign), clamp(x,0,1) k-bit activations, "
                    "noisy k-bit gradients.")
     aliases = ("dorefa-net",)
+    scheme_refusal = ("the paper fixes its format (tanh-normalised weights on a fixed [-1, 1] grid, activations "
+                      "clamped to [0, 1]): no granularity, symmetry or scale option")
     Config = DorefaConfig
     decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 9)), activation_bits=(*range(1, 17), None),

@@ -94,6 +94,8 @@ class LSQQuantizer(WeightActivationQAT):
     description = ("LSQ as the paper: step init 2<|v|>/sqrt(Q_P), step gradient scaled by 1/sqrt(N·Q_P) "
                    "(N = weights / per-sample features), 8-bit first and last layers.")
     Config = LSQConfig
+    scheme_refusal = ("the paper fixes its format (one learned step per tensor, unsigned post-ReLU activations, 8-bit "
+                      "first and last layers): no per-channel steps, signed activations or power-of-two steps")
 
     def _lsq_layer(self, mod: nn.Module, weight_bits: int, activation_bits: int | None) -> nn.Module:
         cfg = self.config

@@ -220,6 +220,34 @@ class _NNIQuantizer(Quantizer):
         return model
 
     @classmethod
+    def apply_scheme(cls, config, scheme):
+        """A hardware scheme (:mod:`quantzoo.schemes`) in the config_list's own settings, on every weight and
+        ``_input_``/``_output_`` target of every entry (bits kept; ``bias`` targets untouched): weights
+        ``int{b}`` ``symmetric`` with granularity ``out_channel`` (per channel) or ``default`` (per tensor);
+        activations ``int{b}`` ``symmetric`` or ``uint{b}`` ``affine`` (a zero point), granularity ``default``.
+        NNI has no power-of-two scales (``pow2`` raises UnsupportedError); methods with a fixed format
+        (:attr:`scheme_refusal`: DoReFa, BNN) refuse every scheme."""
+        if cls.scheme_refusal:
+            return super().apply_scheme(config, scheme)
+        if scheme.scale_type == "power_of_two":
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: NNI computes float scales "
+                                   "(no quant_scheme or granularity rounds them to 2^k)")
+        weight = {"quant_scheme": "symmetric",
+                  "granularity": "out_channel" if scheme.weight_granularity == "per_channel" else "default"}
+        sym = scheme.activation_symmetric
+        act = {"quant_scheme": "symmetric" if sym else "affine", "granularity": "default"}
+        entries = []
+        for e in config.config_list:
+            targets = {t for ty in e.get("op_types") or LAYER_TYPES for t in entry_targets(e, ty)} - {"bias"}
+            settings = dict(e.get("target_settings") or {})
+            for t in sorted(targets):
+                bits = parse_dtype(target_setting(e, t)["quant_dtype"])[1]
+                dtype = f"int{bits}" if t == "weight" or sym else f"uint{bits}"
+                settings[t] = {**(settings.get(t) or {}), "quant_dtype": dtype, **(weight if t == "weight" else act)}
+            entries.append({**e, "target_settings": settings})
+        return cls.make_config({**config.model_dump(), "config_list": entries})
+
+    @classmethod
     def _config_for_bits(cls, w_bits, a_bits):
         """NNI's default targets: every Linear/Conv's weight ``int{w}`` (symmetric) and input ``int{a}``
         (affine) — used as is by ``nni-qat`` and ``nni-ptq``; the others override it."""
@@ -375,6 +403,18 @@ class NNILSQ(_NNIQuantizer):
     learn_zero_point = False
 
     @classmethod
+    def apply_scheme(cls, config, scheme):
+        """Per-tensor schemes with symmetric activations (``academic``) only: NNI's LSQ learns one step per
+        tensor and no zero point."""
+        if scheme.weight_granularity != "per_tensor":
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: NNI's LsqQuantizer learns "
+                                   "one step per tensor (granularity 'default' only), no per-channel weights")
+        if not scheme.activation_symmetric:
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: NNI's LsqQuantizer has no "
+                                   "zero point for asymmetric activations")
+        return super().apply_scheme(config, scheme)
+
+    @classmethod
     def _config_for_bits(cls, w_bits, a_bits):
         # LSQ has no zero point; Esser et al. (§3) use unsigned codes for the post-ReLU inputs and keep the
         # first and last layers at 8 bits, which also keeps the (signed) raw input of the first layer signed.
@@ -400,6 +440,11 @@ class NNILSQPlus(NNILSQ):
     Config = LSQPlusConfig
 
     @classmethod
+    def apply_scheme(cls, config, scheme):
+        raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: NNI's LsqPlusQuantizer learns an "
+                               "offset on every target (weights included), so none is symmetric; nor per-channel")
+
+    @classmethod
     def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(config_list=lsqplus_config_list(w_bits, a_bits), first_layer="int8", last_layer="int8")
 
@@ -414,6 +459,8 @@ class NNIDoReFa(_NNIQuantizer):
     paper = "Zhou et al. 2016, arXiv:1606.06160; NNI DoReFaQuantizer"
     description = "NNI DoReFa: tanh weights, clamp(0,1) outputs, quantized gradients via a backward hook."
     Config = DoReFaConfig
+    scheme_refusal = ("NNI's DoReFaQuantizer fixes its format (tanh weights on the [0, 1] affine grid, outputs "
+                      "clamped to [0, 1]) and raises on any granularity but 'default'")
     capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True)
 
@@ -468,6 +515,7 @@ class NNIBNN(_NNIQuantizer):
     paper = "Hubara et al. 2016, arXiv:1602.02830; NNI BNNQuantizer"
     description = "NNI BNN: sign weights and activations with STE, latent weights clipped to [-1, 1]."
     Config = BNNConfig
+    scheme_refusal = "NNI's BNNQuantizer fixes its format (sign() weights and activations): no granularity or scale"
     capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1, None), needs_training=True)
 
     @classmethod

@@ -35,6 +35,8 @@ class NNIEQuantizer(Quantizer):
              "logarithmic quantization: Miyashita et al. 2016, arXiv:1603.01025")
     description = "NNIE 8/16-bit logarithmic QAT (sign + index, 16 steps per octave, anchored at max|x|)."
     Config = NNIEConfig
+    scheme_refusal = ("NNIE's format is logarithmic (sign + index, 16 steps per octave anchored at max|x|), fixed by "
+                      "the chip: no uniform grid, granularity, symmetry or scale option")
     capabilities = Capabilities(ptq=False, qat=True, weight_bits=(8, 16), activation_bits=(8, 16, None),
                                 needs_training=True, module_types=("Linear", "Conv1d", "Conv2d", "Conv3d"))
 

@@ -89,6 +89,8 @@ class PACTQuantizer(WeightActivationQAT):
     description = ("PACT as the paper: ReLU -> clip(x, 0, alpha) with k-bit rounding, alpha learned per layer "
                    "(init 10, L2 regulariser), d y_q/d alpha = 1[x >= alpha]; DoReFa weights.")
     Config = PACTConfig
+    scheme_refusal = ("the paper fixes its format (DoReFa weights on a fixed [-1, 1] grid, unsigned activations on a "
+                      "learned [0, α]): no granularity, symmetry or scale option")
 
     def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config

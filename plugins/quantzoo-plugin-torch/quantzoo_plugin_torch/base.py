@@ -20,6 +20,21 @@ class EngineConfig(QuantizerConfig):
     engine: Engine = "x86"
 
 
+ActivationQScheme = Literal["affine", "symmetric"]
+
+
+def qconfig_scheme_fields(name: str, scheme) -> dict:
+    """A hardware scheme (:mod:`quantzoo.schemes`) as the QConfig fields of the static and QAT methods:
+    ``weight_granularity`` (qint8 ``per_channel_symmetric`` or ``per_tensor_symmetric`` weights, torch's only
+    weight formats on x86/fbgemm/onednn) and ``activation_qscheme`` (quint8 ``per_tensor_affine``, or
+    ``per_tensor_symmetric``: zero point at the middle code). torch.ao has no power-of-two scales."""
+    if scheme.scale_type == "power_of_two":
+        raise UnsupportedError(f"{name} cannot follow the {scheme.name} scheme: torch.ao's observers compute float "
+                               "scales (no qscheme rounds them to 2^k)")
+    return {"weight_granularity": scheme.weight_granularity,
+            "activation_qscheme": "symmetric" if scheme.activation_symmetric else "affine"}
+
+
 class PluginQuantizer(Quantizer):
     """Base of the plugin's methods: reports itself unavailable (with the reason) instead of failing.
 

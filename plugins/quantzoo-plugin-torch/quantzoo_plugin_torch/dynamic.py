@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from quantzoo.errors import UnsupportedError
 from quantzoo.quantizer import Capabilities
 
 from ._compat import engine_scope, torch_ao_api, torch_ao_calls
@@ -46,6 +47,16 @@ class TorchDynamicQuantizer(PluginQuantizer):
     @classmethod
     def availability(cls):
         return torch_ao_api("dynamic")
+
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        """Schemes with asymmetric per-tensor activations (``x86``): ``weight_granularity`` follows the scheme.
+        quantize_dynamic computes each batch's activation qparams affine, with no symmetric option."""
+        if scheme.activation_symmetric or scheme.scale_type != "float" or config.dtype != "qint8":
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: quantize_dynamic quantizes "
+                                   "activations per batch with affine float-scale qparams only (no symmetric or "
+                                   "power-of-two option)")
+        return cls.make_config({**config.model_dump(), "weight_granularity": scheme.weight_granularity})
 
     @classmethod
     def bits_of_config(cls, config):

@@ -89,12 +89,22 @@ class CoreObserver(tob.ObserverBase):
         return f"dtype={self.dtype}, qscheme={self.qscheme}"
 
 
-def _torch_activation(name: str, reduce_range: bool):
-    return {
+def symmetric_activation_args(reduce_range: bool) -> dict:
+    """quint8 ``per_tensor_symmetric`` activations (zero point at the middle code). torch refuses
+    ``reduce_range`` with a symmetric quint8 qscheme, so the 7-bit range it stands for is given as
+    ``quant_min``/``quant_max`` instead (the engine's saturation limit is kept)."""
+    return {"qscheme": torch.per_tensor_symmetric, "reduce_range": False, "quant_min": 0,
+            "quant_max": 127 if reduce_range else 255}
+
+
+def _torch_activation(name: str, reduce_range: bool, symmetric: bool = False):
+    cls = {
         "histogram": tob.HistogramObserver,
         "minmax": tob.MinMaxObserver,
         "moving_average_minmax": tob.MovingAverageMinMaxObserver,
-    }[name].with_args(reduce_range=reduce_range)
+    }[name]
+    return cls.with_args(**symmetric_activation_args(reduce_range)) if symmetric else cls.with_args(
+        reduce_range=reduce_range)
 
 
 def _torch_weight(name: str, per_channel: bool):
@@ -111,11 +121,17 @@ def _torch_weight(name: str, per_channel: bool):
 
 
 def build_qconfig(engine: str, per_channel: bool, activation_observer: str, weight_observer: str,
-                  reduce_range: bool | None) -> QConfig:
-    """The static-PTQ QConfig. With the defaults (histogram / minmax, per-channel) it builds the same
-    observers as ``torch.ao.quantization.get_default_qconfig(engine)`` for x86, fbgemm and onednn."""
+                  reduce_range: bool | None, symmetric_activations: bool = False) -> QConfig:
+    """The static-PTQ QConfig. With the defaults (histogram / minmax, per-channel, affine activations) it
+    builds the same observers as ``torch.ao.quantization.get_default_qconfig(engine)`` for x86, fbgemm and
+    onednn; ``symmetric_activations``: quint8 ``per_tensor_symmetric`` (:func:`symmetric_activation_args`)."""
     rr = engine in REDUCE_RANGE_ENGINES if reduce_range is None else reduce_range
-    if activation_observer.startswith(CORE_PREFIX):
+    if symmetric_activations:
+        if activation_observer.startswith(CORE_PREFIX):
+            raise ConfigError(f"activation_qscheme 'symmetric' needs a torch activation observer "
+                              f"({', '.join(TORCH_ACTIVATION_OBSERVERS)}), not {activation_observer!r}")
+        act = _torch_activation(activation_observer, rr, symmetric=True)
+    elif activation_observer.startswith(CORE_PREFIX):
         act = CoreObserver.with_args(observer=activation_observer[len(CORE_PREFIX):], dtype=torch.quint8,
                                      qscheme=torch.per_tensor_affine, reduce_range=rr)
     else:

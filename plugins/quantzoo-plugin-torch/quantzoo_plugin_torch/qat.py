@@ -10,8 +10,10 @@ from torch import nn
 from quantzoo.quantizer import Capabilities
 
 from ._compat import engine_scope, torch_ao_api, torch_ao_calls
-from .base import EngineConfig, PluginQuantizer, count_quantized, require_layers
+from .base import (ActivationQScheme, EngineConfig, PluginQuantizer, count_quantized, qconfig_scheme_fields,
+                   require_layers)
 from .fusion import check_eager_static, find_fusion_groups
+from .observers import REDUCE_RANGE_ENGINES, symmetric_activation_args
 
 
 class TorchQATConfig(EngineConfig):
@@ -22,6 +24,8 @@ class TorchQATConfig(EngineConfig):
     3 epochs); None never freezes."""
 
     weight_granularity: Literal["per_channel", "per_tensor"] = "per_channel"
+    #: quint8 ``per_tensor_affine`` activations (torch's default QAT qconfig) or ``per_tensor_symmetric``
+    activation_qscheme: ActivationQScheme = "affine"
     fused_fake_quant: bool = True
     freeze_observers_after: int | None = Field(3, ge=0)
     freeze_bn_after: int | None = Field(2, ge=0)
@@ -46,12 +50,18 @@ class TorchQATQuantizer(PluginQuantizer):
     def availability(cls):
         return torch_ao_api("qat")
 
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        return cls.make_config({**config.model_dump(), **qconfig_scheme_fields(cls.name, scheme)})
+
     def _qconfig(self):
         import torch.ao.quantization as tq
 
         cfg = self.config
         version = 1 if cfg.fused_fake_quant else 0
         act = tq.get_default_qat_qconfig(cfg.engine, version=version).activation
+        if cfg.activation_qscheme == "symmetric":
+            act = act.with_args(**symmetric_activation_args(cfg.engine in REDUCE_RANGE_ENGINES))
         if cfg.weight_granularity == "per_channel":
             wt = tq.default_fused_per_channel_wt_fake_quant if version else tq.default_per_channel_weight_fake_quant
         else:

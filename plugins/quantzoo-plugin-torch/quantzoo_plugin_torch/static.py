@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
 from quantzoo.quantizer import Capabilities
 
 from ._compat import engine_scope, torch_ao_api, torch_ao_calls
-from .base import EngineConfig, PluginQuantizer, count_quantized, require_layers
+from .base import (ActivationQScheme, EngineConfig, PluginQuantizer, count_quantized, qconfig_scheme_fields,
+                   require_layers)
 from .fusion import check_eager_static, find_fusion_groups
-from .observers import build_qconfig, check_observer_name
+from .observers import CORE_PREFIX, build_qconfig, check_observer_name
 
 
 class TorchStaticConfig(EngineConfig):
@@ -28,9 +29,11 @@ class TorchStaticConfig(EngineConfig):
     ``weight_observer``: ``minmax`` (default), ``moving_average_minmax``, ``histogram`` (per-tensor only),
     or ``quantzoo:<name>``. ``reduce_range``: 7-bit activations; None = the engine's default (True for
     x86/fbgemm). ``fuse``: fuse Conv-BN(-ReLU)/Linear(-ReLU) before observing (torch's recommendation).
+    ``activation_qscheme``: quint8 ``per_tensor_affine`` (torch's default) or ``per_tensor_symmetric``.
     """
 
     weight_granularity: Literal["per_channel", "per_tensor"] = "per_channel"
+    activation_qscheme: ActivationQScheme = "affine"
     activation_observer: str = "histogram"
     weight_observer: str = "minmax"
     reduce_range: bool | None = None
@@ -46,13 +49,29 @@ class TorchStaticConfig(EngineConfig):
     def _wt(cls, v):
         return check_observer_name(v, "weight")
 
+    @model_validator(mode="after")
+    def _symmetric_needs_torch_observer(self):
+        if self.activation_qscheme == "symmetric" and self.activation_observer.startswith(CORE_PREFIX):
+            raise ValueError("activation_qscheme 'symmetric' needs a torch activation observer (histogram, minmax, "
+                             f"moving_average_minmax), not {self.activation_observer!r}")
+        return self
+
     def qconfig(self):
         return build_qconfig(self.engine, self.weight_granularity == "per_channel", self.activation_observer,
-                             self.weight_observer, self.reduce_range)
+                             self.weight_observer, self.reduce_range, self.activation_qscheme == "symmetric")
 
 
 _STATIC_CAPS = Capabilities(ptq=True, weight_bits=(8,), activation_bits=(8,), needs_calibration=True,
                             module_types=("Linear", "Conv1d", "Conv2d", "Conv3d"))
+
+
+def _static_scheme(cls, config: TorchStaticConfig, scheme) -> TorchStaticConfig:
+    """torch-static / torch-fx follow a scheme in their QConfig (:func:`.base.qconfig_scheme_fields`)."""
+    fields = qconfig_scheme_fields(cls.name, scheme)
+    if fields["activation_qscheme"] == "symmetric" and config.activation_observer.startswith(CORE_PREFIX):
+        raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme with activation_observer "
+                               f"{config.activation_observer!r}: symmetric quint8 needs a torch observer")
+    return cls.make_config({**config.model_dump(), **fields})
 
 
 def _finish(model: nn.Module, method: str, engine: str) -> nn.Module:
@@ -75,6 +94,10 @@ class TorchStaticQuantizer(PluginQuantizer):
                    "real int8 kernels; torch>=2.4,<2.14.")
     Config = TorchStaticConfig
     capabilities = _STATIC_CAPS
+
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        return _static_scheme(cls, config, scheme)
 
     @classmethod
     def availability(cls):
@@ -117,6 +140,10 @@ class TorchFXQuantizer(PluginQuantizer):
                    "real int8 kernels; torch>=2.4,<2.14.")
     Config = TorchStaticConfig
     capabilities = _STATIC_CAPS
+
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        return _static_scheme(cls, config, scheme)
 
     @classmethod
     def availability(cls):

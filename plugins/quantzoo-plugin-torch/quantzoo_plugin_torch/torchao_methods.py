@@ -102,6 +102,16 @@ class TorchAOInt8DynamicQuantizer(_TorchAOQuantizeMethod):
     capabilities = Capabilities(ptq=True, weight_bits=(8,), activation_bits=(8,), module_types=("Linear",))
     feature = "int8-dynamic"
 
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        """``academic``: ``granularity: per_tensor`` (per-tensor symmetric weights and run-time activations).
+        The plugin's one ``granularity`` sets activations and weights together, so per-channel weights
+        with per-tensor activations (``x86``, ``tensorrt``) are not expressed; torchao has no 2^k scales."""
+        if scheme.weight_granularity != "per_tensor" or not scheme.activation_symmetric or scheme.scale_type != "float":
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: its granularity sets weights "
+                                   "and activations together (per row/token or per tensor, symmetric float scales)")
+        return cls.make_config({**config.model_dump(), "granularity": "per_tensor"})
+
     def _ao_config(self):
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig
 
@@ -118,6 +128,16 @@ class TorchAOInt8WeightOnlyQuantizer(_TorchAOQuantizeMethod):
     description = "torchao int8 weight-only Linear (quantize_), float activations."
     capabilities = Capabilities(ptq=True, weight_bits=(8,), activation_bits=(None,), module_types=("Linear",))
     feature = "int8-weight"
+
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        """The scheme's weights (activations stay float): ``granularity`` per row (per channel) or per tensor,
+        symmetric as torchao's int8 weights always are; torchao has no power-of-two scales."""
+        if scheme.scale_type != "float":
+            raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: torchao's int8 weights have "
+                                   "float scales (no power-of-two option)")
+        gran = "per_row" if scheme.weight_granularity == "per_channel" else "per_tensor"
+        return cls.make_config({**config.model_dump(), "granularity": gran})
 
     def _ao_config(self):
         from torchao.quantization import Int8WeightOnlyConfig
@@ -259,6 +279,16 @@ class TorchAOPT2EQuantizer(PluginQuantizer):
     capabilities = Capabilities(ptq=True, weight_bits=(8,), activation_bits=(8,), needs_calibration=True,
                                 module_types=("Linear", "Conv2d"))
     default_backend = "torchao-cpu"
+
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        """X86InductorQuantizer fixes its scheme: int8 per-channel symmetric weights and uint8 per-tensor affine
+        activations, which is ``x86`` (followed as configured); any other scheme is refused."""
+        x86 = scheme.weight_granularity == "per_channel" and not scheme.activation_symmetric
+        if x86 and scheme.scale_type == "float":
+            return config
+        raise UnsupportedError(f"{cls.name} cannot follow the {scheme.name} scheme: X86InductorQuantizer fixes "
+                               "per-channel symmetric int8 weights and per-tensor affine uint8 activations")
 
     @classmethod
     def availability(cls):

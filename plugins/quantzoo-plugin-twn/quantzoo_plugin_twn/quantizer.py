@@ -89,6 +89,8 @@ class TWNQuantizer(Quantizer):
     paper = "Li & Liu 2016, Ternary Weight Networks, arXiv:1605.04711"
     description = "Ternary weights α·{-1,0,+1}, Δ=0.7·E|W|, α=mean|W| over |W|>Δ, STE training; 2-bit packed."
     aliases = ("ternary-weight-networks",)
+    scheme_refusal = ("the paper fixes its format (ternary weights α·{-1, 0, +1} with one α per layer, 8-bit or float "
+                      "activations): no granularity, symmetry or scale option")
     Config = TWNConfig
     decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(qat=True, weight_bits=(2,), activation_bits=(8, None), needs_training=True)

@@ -92,6 +92,8 @@ class XnorQuantizer(Quantizer):
     paper = "Rastegari et al. 2016, XNOR-Net, arXiv:1603.05279"
     description = "BWN (α·sign(W), α per filter) and XNOR-Net (binary inputs with the K scaling map); 1-bit packed."
     aliases = ("xnor-net",)
+    scheme_refusal = ("the paper fixes its format (binary weights α·sign(W) with α per filter, binary inputs with the "
+                      "K map): no granularity, symmetry or scale option")
     Config = XnorConfig
     decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1, None), needs_training=True)
