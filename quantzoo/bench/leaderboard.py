@@ -252,7 +252,8 @@ def budget_check(records: list[dict]) -> dict:
         before = [rec["per_seed"][s]["accuracy"] for rec, s in pairs]
         after = [twin["per_seed"][s]["accuracy"] for _, s in pairs]
         rows.append({"method": main["method"], "mode": main["mode"], "bits": main["bits"], "target": main["target"],
-                     "variant": _variant_of(main, mains), "variant_hash": main["variant"], "epochs": main["epochs"], "checked_epochs": twin["epochs"],
+                     "variant": _variant_of(main, mains), "variant_hash": main["variant"],
+                     "epochs": main["epochs"], "checked_epochs": twin["epochs"],
                      "seeds": sorted(s for _, s in pairs), "accuracy": statistics.fmean(before),
                      "checked_accuracy": statistics.fmean(after),
                      "shift": statistics.fmean(after) - statistics.fmean(before)})
@@ -299,8 +300,8 @@ def _speed(recs: list[dict]) -> str:
     return f"{speed:.2f}" + ("~" if any(lat["noisy"] for lat in lats) else "")
 
 
-def section_table(section: Section) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of one section."""
+def section_table(section: Section, cell_notes: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one section; ``cell_notes``: cell key -> the suite's note on it."""
     fp = section.setting == "FP32"
     header = ["#", "method", *section.targets, "Δ vs FP", "seeds", "backend", "ideal ×", "speedup", "first/last",
               "notes"]
@@ -317,7 +318,8 @@ def section_table(section: Section) -> tuple[list[str], list[list[str]]]:
         own = next((r["scheme"] for r in recs if (r.get("scheme") or "").startswith("own")), None)
         budget = (f"not converged: {row.budget_shift:+.2f} at the longer budget"
                   if row.budget_shift is not None and abs(row.budget_shift) > CONVERGED_SHIFT else None)
-        notes = "; ".join(n for n in (row.not_ranked, own and "own scheme", budget) if n)
+        said = sorted({cell_notes[k] for r in recs for k in r["keys"].values() if k in (cell_notes or {})})
+        notes = "; ".join(n for n in (row.not_ranked, own and "own scheme", budget, *said) if n)
         out.append([rank, row.label, *(_fmt_cell(row.records.get(t)) for t in section.targets), delta,
                     "/".join(map(str, seeds)), ", ".join(backends),
                     f"{statistics.fmean(ideal):.1f}" if ideal else "", _speed(recs),
@@ -325,13 +327,15 @@ def section_table(section: Section) -> tuple[list[str], list[list[str]]]:
     return header, out
 
 
-def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | None = None) -> str:
-    """The leaderboard in one of :data:`FORMATS`; ``json`` gives the sections with every statistic."""
+def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | None = None,
+           cell_notes: dict[str, str] | None = None) -> str:
+    """The leaderboard in one of :data:`FORMATS`; ``json`` gives the sections with every statistic.
+    ``cell_notes``: cell key -> the suite's note on it (``SuiteEntry.note``), shown in the row's notes."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     sections = build_board(records, rank_targets)
     if fmt == "json":
-        return json.dumps(board_json(sections, records), indent=1, default=str)
+        return json.dumps(board_json(sections, records, cell_notes), indent=1, default=str)
     if fmt == "csv":  # long format: one line per (section, row, target)
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -349,7 +353,7 @@ def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | No
 
     parts = []
     for s in sections:
-        header, rows = section_table(s)
+        header, rows = section_table(s, cell_notes)
         title = {"html": f"<h3>{s.setting}</h3>", "latex": f"% {s.setting}"}.get(fmt, f"### {s.setting}")
         ranked = f"ranked on: {', '.join(s.ranking_targets) or 'nothing'}" if s.setting != "FP32" else ""
         parts.append("\n".join(x for x in (title, ranked and (f"<p>{ranked}</p>" if fmt == "html" else
@@ -366,7 +370,7 @@ def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | No
     return "\n\n".join(parts)
 
 
-def board_json(sections: list[Section], records: list[dict]) -> dict:
+def board_json(sections: list[Section], records: list[dict], cell_notes: dict[str, str] | None = None) -> dict:
     """The leaderboard as data: sections with, per row, rank, Δ and its interval, and per target mean, sd,
     ci95, seeds, degenerate flag and the variant label."""
     def target_json(rec: dict) -> dict:
@@ -383,6 +387,8 @@ def board_json(sections: list[Section], records: list[dict]) -> dict:
             "rows": [{"method": r.method, "mode": r.mode, "variant": r.variant, "rank": r.rank,
                       "delta": r.delta, "delta_ci95": r.delta_ci95, "not_ranked": r.not_ranked,
                       "budget_shift": r.budget_shift,
+                      "notes": sorted({(cell_notes or {})[k] for rec in r.records.values() for k in rec["keys"].values()
+                                       if k in (cell_notes or {})}),
                       "degenerate": any(rec["degenerate"] for rec in r.records.values()),
                       "targets": {t: target_json(rec) for t, rec in r.records.items()}} for r in s.rows],
         } for s in sections],
