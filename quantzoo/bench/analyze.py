@@ -222,6 +222,7 @@ def analyze(method: str, model: str, dataset: str, w_bits: int, a_bits: int | No
                 "layers": layer_sqnr(base.model, converted, layers, calib), "wall_s": time.perf_counter() - t}
 
     result = {**spec, **unit("sqnr", {}, main)}
+    result["layers"] = {n: result["layers"][n] for n in layers}  # module order (the database sorts keys)
     # sensitivity: lowest SQNR first, among the layers the method quantizes its own way (the policy's 8-bit
     # layers are 8-bit already)
     result["sensitivity_order"] = sensitivity_order(result["layers"], result["method_layers"])
