@@ -37,6 +37,9 @@ def fragile_mlp() -> nn.Sequential:
 
 
 def _ptq_methods_with_activations():
+    """Every installed PTQ method with integer activations, at W4A4 (else W8A8). QAT-only methods are not
+    here: converted untrained, their activation quantizers sit at a learned parameter's initial value (PACT's
+    alpha, LSQ's step) or a fixed clamp(0, 1) (DoReFa) and do not rank a layer by its data."""
     out = []
     for name in REG.names("quantizer"):
         caps = REG.get("quantizer", name).capabilities

@@ -31,13 +31,14 @@ from torch import nn
 
 from ..errors import UnsupportedError
 from ..nn.capture import capture
+from ..nn.graph import trace_modules
 from ..quantized_weights import find_quantized_weights
 from .cell import Cell
 from .data import get_baseline, load_splits
 from .protocol import Protocol, hash_of
 from .run import make_cell, quantize_cell
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: layers compared at their block's output, named by 'reference'
 
 
 def sqnr_db(reference: torch.Tensor, test: torch.Tensor) -> float:
@@ -64,28 +65,78 @@ def _plain(t: Any) -> torch.Tensor:
     return t.dequantize() if torch.is_tensor(t) and t.is_quantized else t
 
 
-def _local(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """A converted layer run alone on a float input (None where it takes only quantized tensors: torch.ao)."""
+def _local(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor | None:
+    """A converted layer's block run alone on a float input (None where it takes only quantized tensors:
+    torch.ao)."""
     try:
         with torch.no_grad():
-            return _plain(module.eval()(x))
+            for m in modules:
+                x = _plain(m.eval()(x))
+            return x
     except Exception:  # noqa: BLE001 - integer modules refuse float input; the accumulated SQNR still stands
         return None
 
 
+# what may follow a compute layer inside its block: a method may fuse these into the layer (BN merged, ReLU
+# clipped into its output quantizer, torch.ao's ConvReLU), so the block's output is the comparable point
+_BLOCK = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.GELU, nn.SiLU,
+          nn.Identity)
+
+
+def block_of(fp_model: nn.Module, layers: list[str]) -> dict[str, list[str]]:
+    """``{layer: [modules]}``: the BatchNorm/activation modules that follow ``layer`` one after the other,
+    each the single consumer of the one before (torch.fx where the model traces, else adjacent children of
+    ``nn.Sequential`` containers)."""
+    graph = trace_modules(fp_model)
+    following = {}
+    if graph is None:
+        for prefix, mod in fp_model.named_modules():
+            if isinstance(mod, nn.Sequential):
+                kids = [f"{prefix}.{k}" if prefix else k for k, _ in mod.named_children()]
+                following.update(zip(kids, kids[1:]))
+    out = {}
+    for layer in layers:
+        chain, last = [], layer
+        while True:
+            if graph is not None:
+                node = graph.next_call(last)
+                nxt = node.target if node is not None and node.op == "call_module" else None
+            else:
+                nxt = following.get(last)
+            if nxt is None or not isinstance(fp_model.get_submodule(nxt), _BLOCK):
+                break
+            if graph is not None and len(graph.calls[nxt]) != 1:  # a shared ReLU: its output is not the block's
+                break
+            chain.append(nxt)
+            last = nxt
+        out[layer] = chain
+    return out
+
+
 def layer_sqnr(fp_model: nn.Module, converted: nn.Module, layers: list[str], batches: list) -> dict[str, dict]:
-    """``{layer: {"sqnr_db", "local_sqnr_db", "weight_min", "weight_max", "input_min", "input_max"}}``."""
-    fp_out = capture(fp_model, layers, batches, outputs=True)
+    """``{layer: {"sqnr_db", "local_sqnr_db", "reference", "weight_min", "weight_max", "input_min",
+    "input_max"}}``.
+
+    Each layer is compared at the output of its block (the layer and the BatchNorm/activation modules that
+    follow it, :func:`block_of`), the FP module named by ``reference``: methods fuse a BN into the layer
+    (Brevitas' merge_bn) or a ReLU into its output (torch.ao's ConvReLU, Distiller's clipped output), and only
+    the block's output computes the same function in both models. In the converted model the block ends at
+    the last of those modules it still has (an ``nn.Identity`` where one was merged)."""
+    blocks = block_of(fp_model, layers)
+    refs = {n: (blocks[n] or [n])[-1] for n in layers}
+    fp_ref = capture(fp_model, sorted(set(refs.values())), batches, outputs=True)
     fp_in = capture(fp_model, layers, batches)
-    names = {n: _converted_name(converted, n) for n in layers}
-    found = [c for c in names.values() if c is not None]
+    # per layer, the converted modules of its block, in order (the layer first; None: not found)
+    chains = {n: [c for c in (_converted_name(converted, m) for m in [n, *blocks[n]]) if c is not None]
+              if _converted_name(converted, n) is not None else None for n in layers}
+    ends = sorted({ch[-1] for ch in chains.values() if ch})
     q_out = {}
-    if found:
+    if ends:
         was = converted.training
         converted.eval()
-        records: dict[str, list] = {c: [] for c in found}
+        records: dict[str, list] = {c: [] for c in ends}
         handles = [converted.get_submodule(c).register_forward_hook(
-            lambda m, a, o, c=c: records[c].append(_plain(o).detach())) for c in found]
+            lambda m, a, o, c=c: records[c].append(_plain(o).detach())) for c in ends]
         try:
             with torch.no_grad():
                 for b in batches:
@@ -98,12 +149,14 @@ def layer_sqnr(fp_model: nn.Module, converted: nn.Module, layers: list[str], bat
     out = {}
     for n in layers:
         w = fp_model.get_submodule(n).weight.detach()
-        c = names[n]
-        sq = sqnr_db(fp_out[n], q_out[c]) if c in q_out and q_out[c].shape == fp_out[n].shape else None
-        local = _local(converted.get_submodule(c), fp_in[n]) if c is not None else None
-        loc = sqnr_db(fp_out[n], local) if local is not None and local.shape == fp_out[n].shape else None
-        out[n] = {"sqnr_db": sq, "local_sqnr_db": loc, "weight_min": w.min().item(), "weight_max": w.max().item(),
-                  "input_min": fp_in[n].min().item(), "input_max": fp_in[n].max().item()}
+        ref, chain = fp_ref[refs[n]], chains[n]
+        got = q_out.get(chain[-1]) if chain else None
+        sq = sqnr_db(ref, got) if got is not None and got.shape == ref.shape else None
+        local = _local([converted.get_submodule(c) for c in chain], fp_in[n]) if chain else None
+        loc = sqnr_db(ref, local) if local is not None and local.shape == ref.shape else None
+        out[n] = {"sqnr_db": sq, "local_sqnr_db": loc, "reference": refs[n], "weight_min": w.min().item(),
+                  "weight_max": w.max().item(), "input_min": fp_in[n].min().item(),
+                  "input_max": fp_in[n].max().item()}
     return out
 
 
@@ -169,6 +222,7 @@ def analyze(method: str, model: str, dataset: str, w_bits: int, a_bits: int | No
                 "layers": layer_sqnr(base.model, converted, layers, calib), "wall_s": time.perf_counter() - t}
 
     result = {**spec, **unit("sqnr", {}, main)}
+    result["layers"] = {n: result["layers"][n] for n in layers}  # module order (the database sorts keys)
     # sensitivity: lowest SQNR first, among the layers the method quantizes its own way (the policy's 8-bit
     # layers are 8-bit already)
     result["sensitivity_order"] = sensitivity_order(result["layers"], result["method_layers"])

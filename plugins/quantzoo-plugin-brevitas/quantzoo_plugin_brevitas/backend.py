@@ -51,7 +51,7 @@ class OrtModule(nn.Module):
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             try:
                 self._session = ort.InferenceSession(self.onnx_bytes, opts, providers=["CPUExecutionProvider"])
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind exception types
+            except Exception as exc:
                 raise UnsupportedError(f"onnxruntime cannot load the exported graph: {exc}") from exc
         return self._session
 
@@ -81,7 +81,7 @@ class OrtModule(nn.Module):
         feed = {s.name: self._feed(s, x) for s, x in zip(specs, inputs)}
         try:
             out = sess.run(None, feed)[0]
-        except Exception as exc:  # noqa: BLE001 - InvalidArgument, Fail, ... from onnxruntime's bindings
+        except Exception as exc:
             shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in feed.items())
             raise DataError(f"onnxruntime rejected the input ({shapes}): {exc}; give inputs shaped like the "
                             "example input the model was lowered with") from exc

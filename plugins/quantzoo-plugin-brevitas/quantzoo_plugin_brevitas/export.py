@@ -80,7 +80,7 @@ def export_onnx_qcdq(model: nn.Module, example_input: torch.Tensor, path: str | 
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     except UnsupportedError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the exporter raises many types
+    except Exception as exc:
         raise UnsupportedError(f"ONNX export of {type(model).__name__} failed: {exc}") from exc
     data = buf.getvalue()
     if path is not None:

@@ -304,7 +304,8 @@ def test_ptq_weights_bit_exact(mode, per_channel, bits):
     from quantzoo_plugin_distiller.modules import RangeLinearWeight
 
     w = P["state"]["conv2.weight"]
-    assert torch.equal(RangeLinearWeight(bits, mode, bool(per_channel))(w), P["weights"][f"{mode}_pc{per_channel}_b{bits}"])
+    expected = P["weights"][f"{mode}_pc{per_channel}_b{bits}"]
+    assert torch.equal(RangeLinearWeight(bits, mode, bool(per_channel))(w), expected)
 
 
 #: Known open difference (not a permitted deviation; see the README): Distiller's PTQ computes each layer in the

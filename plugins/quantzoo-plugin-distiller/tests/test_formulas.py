@@ -150,7 +150,8 @@ def test_dorefa_pact_wrpn_worked_numbers():
     # by hand: tanh = [.462, -.762, .245, .964], u = [.740, .105, .627, 1], 3u -> codes [2, 0, 2, 3]
     assert expected.tolist() == pytest.approx([1 / 3, -1.0, 1 / 3, 1.0])
     # DoReFa 1 bit: E|w| * sign(w) = 0.9375 * [1, -1, 1, 1]; sign(0) = +1
-    assert DorefaWeight(1)(torch.tensor([0.0, -1.0, 0.75, 2.0])).tolist() == pytest.approx([0.9375, -0.9375, 0.9375, 0.9375])
+    assert DorefaWeight(1)(torch.tensor([0.0, -1.0, 0.75, 2.0])).tolist() == pytest.approx(
+        [0.9375, -0.9375, 0.9375, 0.9375])
     # DoReFa/WRPN activation 2 bits: clamp(x,0,1) then round(3x)/3: [-1, 0.2, 0.5, 2] -> [0, 1/3, 2/3, 1]
     assert ClippedActivation(2)(torch.tensor([-1.0, 0.2, 0.5, 2.0])).tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])
     # PACT alpha 8, 2 bits: y = min(relu(x), 8); round(y*3/8)*8/3: [-1, 2, 5, 9] -> [0, 8/3, 16/3, 8]

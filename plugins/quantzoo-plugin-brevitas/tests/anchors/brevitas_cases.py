@@ -228,7 +228,7 @@ def layer_data(g, name):
 
 
 class _FloatPresets:  # float layers standing in for the quant ones, to draw shapes and initial parameters
-    class nn:  # noqa: N801
+    class nn:
         QuantConv2d = staticmethod(lambda *a, weight_quant=None, input_quant=None, output_quant=None,
                                    return_quant_tensor=False, **kw: nn.Conv2d(*a, **kw))
         QuantConv1d = staticmethod(lambda *a, weight_quant=None, input_quant=None, output_quant=None,

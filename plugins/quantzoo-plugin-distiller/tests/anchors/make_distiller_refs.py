@@ -188,12 +188,12 @@ def tensor_cases(dq) -> dict:
     w = weight_inputs(0)
     gw = torch.randn(w.shape, generator=torch.Generator().manual_seed(10))
     for bits in (1, 2, 3, 4, 8):
-        v, g = _value_and_grad(lambda t: dorefa_quantize_param(t, _meta(bits)), w, gw)
+        v, g = _value_and_grad(lambda t, bits=bits: dorefa_quantize_param(t, _meta(bits)), w, gw)
         out[f"dorefa_w{bits}"] = {"w": w, "upstream": gw, "out": v, "grad": g}
     w1 = weight_inputs(1, std=1.0)  # unit Gaussian: a third of WRPN's weights saturate at ±1
     for bits in (2, 3, 4, 8):
         wrpn = dq.WRPNQuantizer(nn.Sequential(nn.Linear(2, 2)), _dummy_optimizer(), bits_weights=bits)
-        v, g = _value_and_grad(lambda t: wrpn.param_quantization_fn(t, _meta(bits)), w1, gw)
+        v, g = _value_and_grad(lambda t, q=wrpn, bits=bits: q.param_quantization_fn(t, _meta(bits)), w1, gw)
         out[f"wrpn_w{bits}"] = {"w": w1, "upstream": gw, "out": v, "grad": g}
     x = activation_inputs()
     gx = torch.randn(x.shape, generator=torch.Generator().manual_seed(11))
@@ -214,7 +214,8 @@ def tensor_cases(dq) -> dict:
                                                        bits_weights=4, mode=mode, per_channel_wts=per_channel)
             for bits in (2, 4, 8):
                 lin = nn.Linear(40, 6)
-                v, g = _value_and_grad(lambda t: q.param_quantization_fn(t, _meta(bits, lin)), w, gw)
+                v, g = _value_and_grad(lambda t, q=q, bits=bits, lin=lin: q.param_quantization_fn(t, _meta(bits, lin)),
+                                       w, gw)
                 out[f"qatw_{mode}_pc{int(per_channel)}_w{bits}"] = {
                     "w": w, "upstream": gw, "out": v, "grad": g,
                     "scale": lin.weight_scale.detach().clone(), "zero_point": lin.weight_zero_point.detach().clone()}
@@ -395,7 +396,8 @@ def ptq_cases(distiller, dq) -> tuple[dict, dict]:
         q.prepare_model(tensors["probe"][:1].clone())
         m.eval()
         with torch.no_grad():  # (a clone: Distiller attaches quant_metadata to the tensors it quantizes)
-            outputs[name] = {"out": m(tensors["probe"].clone()).clone(), "fc_output_scale": m.fc.output_scale.detach().clone(),
+            outputs[name] = {"out": m(tensors["probe"].clone()).clone(),
+                             "fc_output_scale": m.fc.output_scale.detach().clone(),
                              "fc_output_zero_point": m.fc.output_zero_point.detach().clone(),
                              "wrappers": {n: type(c).__name__ for n, c in m.named_children()}}
     tensors["models"] = outputs

@@ -190,7 +190,8 @@ def main() -> None:
     nq.register_quantization_hook(mixed)
     hooked = {"weight": sorted(n for n, m in mixed.named_modules() if hasattr(m, "weight_origin")),
               "activation": sorted(n for n, m in mixed.named_modules() if hasattr(m, "activation_max_value"))}
-    refs = {"nnieqat_commit": commit, "hooked": hooked, "kernel": kernel, "workflow": workflow(nq), "untrained_eval": untrained_eval(nq),
+    refs = {"nnieqat_commit": commit, "hooked": hooked, "kernel": kernel, "workflow": workflow(nq),
+            "untrained_eval": untrained_eval(nq),
             "training": {"epochs": EPOCHS, "steps": STEPS, "lr": LR, "momentum": 0.9}}
     torch.save(refs, HERE / "nnieqat_refs.pt")
     print(f"wrote {HERE / 'nnieqat_refs.pt'} (nnieqat {commit[:7]})")
