@@ -1,0 +1,415 @@
+// One instruction-set variant of the bit-serial kernels. bitserial.cpp includes this file once per ISA, each
+// time inside its own namespace and with QZ_ISA set: 0 portable C++ (any CPU), 1 AVX2, 2 AVX-512F+VPOPCNTDQ.
+// Everything below is shared except popcount_tile() and peak_loop(); the float epilogue is the same source for
+// every ISA and bitserial.cpp compiles with -ffp-contract=off, so all variants give bit-identical outputs.
+
+// popcount_tile: out[m*ld + r] = sum over the window's words of popcount(x_m & w_r) for MR positions m (their
+// window origins xs[m]) and the 8 weight rows r of one group (wg: [nseg*seg_words][8] words).
+#if QZ_ISA == 2
+static constexpr int MR = 8;
+
+static void popcount_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_words,
+                          const uint64_t* wg, int32_t* out, int ld) {
+  __m512i acc[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_si512();
+  for (int s = 0; s < nseg; ++s) {
+    const uint8_t* p[MR];
+    for (int m = 0; m < MR; ++m) p[m] = xs[m] + segoff[s];
+    for (int j = 0; j < seg_words; ++j) {
+      const __m512i w = _mm512_loadu_si512((const void*)wg);
+      wg += 8;
+#pragma GCC unroll 8
+      for (int m = 0; m < MR; ++m) {
+        uint64_t v;
+        std::memcpy(&v, p[m] + 8 * j, 8);
+        const __m512i t = _mm512_and_si512(_mm512_set1_epi64((long long)v), w);
+        acc[m] = _mm512_add_epi64(acc[m], _mm512_popcnt_epi64(t));
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m) _mm256_storeu_si256((__m256i*)(out + (int64_t)m * ld), _mm512_cvtepi64_epi32(acc[m]));
+}
+
+// The inner step of popcount_tile on registers only (no loads): 8 independent AND+VPOPCNTQ+ADD chains of 512
+// bits. Returns a value that depends on every step so the compiler keeps them.
+static uint64_t peak_loop(int64_t iters) {
+  __m512i w = _mm512_set1_epi64(0x0123456789abcdefLL);
+  __m512i x[MR], acc[MR];
+  for (int m = 0; m < MR; ++m) {
+    x[m] = _mm512_set1_epi64((long long)(0x9e3779b97f4a7c15ULL * (m + 1)));
+    acc[m] = _mm512_setzero_si512();
+  }
+  for (int64_t i = 0; i < iters; ++i) {
+    __asm__ volatile("" : "+v"(w));
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) acc[m] = _mm512_add_epi64(acc[m], _mm512_popcnt_epi64(_mm512_and_si512(x[m], w)));
+  }
+  __m512i s = acc[0];
+  for (int m = 1; m < MR; ++m) s = _mm512_add_epi64(s, acc[m]);
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512((void*)lanes, s);
+  uint64_t total = 0;
+  for (int r = 0; r < 8; ++r) total += lanes[r];
+  return total;
+}
+static constexpr int64_t PEAK_BITS_PER_ITER = MR * 512;
+
+// bit c of out = !(x[c] >= 0) (sign(0) = +1, NaN -> -1), 16 channels per compare
+static void pack_signs(const float* x, int C, uint8_t* out) {
+  int c = 0;
+  for (; c + 16 <= C; c += 16) {
+    const __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + c), _mm512_setzero_ps(), _CMP_NGE_UQ);
+    out[c >> 3] = (uint8_t)(k & 0xff);
+    out[(c >> 3) + 1] = (uint8_t)(k >> 8);
+  }
+  for (; c < C; c += 8) {
+    uint8_t byte = 0;
+    for (int j = 0; j < 8 && c + j < C; ++j) byte |= (uint8_t)(!(x[c + j] >= 0.0f) << j);
+    out[c >> 3] = byte;
+  }
+}
+
+#elif QZ_ISA == 1
+static constexpr int MR = 4;
+
+// Byte counters: each step adds at most 8 per byte (two nibble look-ups of at most 4), so they are folded
+// into 64-bit sums (VPSADBW) every 31 steps, before 31*8 = 248 could overflow past 255.
+static constexpr int FLUSH_EVERY = 31;
+
+static inline __m256i nibble_popcount(__m256i acc, __m256i t, __m256i lut, __m256i low) {
+  acc = _mm256_add_epi8(acc, _mm256_shuffle_epi8(lut, _mm256_and_si256(t, low)));
+  return _mm256_add_epi8(acc, _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(t, 4), low)));
+}
+
+// tot[m][r] += the byte counters' 64-bit lane sums; the counters restart at 0
+static inline void flush_counts(__m256i (*acc)[2], uint64_t (*tot)[8]) {
+  const __m256i zero = _mm256_setzero_si256();
+  for (int m = 0; m < MR; ++m)
+    for (int h = 0; h < 2; ++h) {
+      __m256i* t = (__m256i*)&tot[m][4 * h];
+      _mm256_store_si256(t, _mm256_add_epi64(_mm256_load_si256(t), _mm256_sad_epu8(acc[m][h], zero)));
+      acc[m][h] = zero;
+    }
+}
+
+static void popcount_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_words,
+                          const uint64_t* wg, int32_t* out, int ld) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i zero = _mm256_setzero_si256();
+  alignas(32) uint64_t tot[MR][8] = {};
+  __m256i acc[MR][2];
+  for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = zero;
+  int steps = 0;
+  for (int s = 0; s < nseg; ++s) {
+    const uint8_t* p[MR];
+    for (int m = 0; m < MR; ++m) p[m] = xs[m] + segoff[s];
+    for (int j = 0; j < seg_words; ++j) {
+      const __m256i w0 = _mm256_loadu_si256((const __m256i*)wg);
+      const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wg + 4));
+      wg += 8;
+#pragma GCC unroll 4
+      for (int m = 0; m < MR; ++m) {
+        uint64_t v;
+        std::memcpy(&v, p[m] + 8 * j, 8);
+        const __m256i xb = _mm256_set1_epi64x((long long)v);
+        acc[m][0] = nibble_popcount(acc[m][0], _mm256_and_si256(xb, w0), lut, low);
+        acc[m][1] = nibble_popcount(acc[m][1], _mm256_and_si256(xb, w1), lut, low);
+      }
+      if (++steps == FLUSH_EVERY) {
+        flush_counts(acc, tot);
+        steps = 0;
+      }
+    }
+  }
+  flush_counts(acc, tot);
+  for (int m = 0; m < MR; ++m) {  // the low 32 bits of rows 0..7, in order
+    const __m256 t0 = _mm256_castsi256_ps(_mm256_load_si256((const __m256i*)&tot[m][0]));
+    const __m256 t1 = _mm256_castsi256_ps(_mm256_load_si256((const __m256i*)&tot[m][4]));
+    const __m256i r = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(2, 0, 2, 0))),
+                                               _MM_SHUFFLE(3, 1, 2, 0));
+    _mm256_storeu_si256((__m256i*)(out + (int64_t)m * ld), r);
+  }
+}
+
+static uint64_t peak_loop(int64_t iters) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i w0 = _mm256_set1_epi64x(0x0123456789abcdefLL), w1 = _mm256_set1_epi64x(0x7edcba9876543210LL);
+  __m256i x[MR], acc[MR][2];
+  __m256i tot = zero;
+  for (int m = 0; m < MR; ++m) {
+    x[m] = _mm256_set1_epi64x((long long)(0x9e3779b97f4a7c15ULL * (m + 1)));
+    acc[m][0] = acc[m][1] = zero;
+  }
+  int steps = 0;
+  for (int64_t i = 0; i < iters; ++i) {
+    __asm__ volatile("" : "+x"(w0), "+x"(w1));
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) {
+      acc[m][0] = nibble_popcount(acc[m][0], _mm256_and_si256(x[m], w0), lut, low);
+      acc[m][1] = nibble_popcount(acc[m][1], _mm256_and_si256(x[m], w1), lut, low);
+    }
+    if (++steps == FLUSH_EVERY) {
+      for (int m = 0; m < MR; ++m)
+        for (int h = 0; h < 2; ++h) {
+          tot = _mm256_add_epi64(tot, _mm256_sad_epu8(acc[m][h], zero));
+          acc[m][h] = zero;
+        }
+      steps = 0;
+    }
+  }
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256((__m256i*)lanes, tot);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+static constexpr int64_t PEAK_BITS_PER_ITER = MR * 2 * 256;
+
+// bit c of out = !(x[c] >= 0) (sign(0) = +1, NaN -> -1), 8 channels per compare
+static void pack_signs(const float* x, int C, uint8_t* out) {
+  int c = 0;
+  for (; c + 8 <= C; c += 8)
+    out[c >> 3] = (uint8_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + c), _mm256_setzero_ps(), _CMP_NGE_UQ));
+  if (c < C) {
+    uint8_t byte = 0;
+    for (int j = 0; c + j < C; ++j) byte |= (uint8_t)(!(x[c + j] >= 0.0f) << j);
+    out[c >> 3] = byte;
+  }
+}
+
+#else
+static constexpr int MR = 4;
+
+static inline int popcount64(uint64_t v) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_popcountll(v);
+#else
+  v = v - ((v >> 1) & 0x5555555555555555ULL);
+  v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
+  v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+  return (int)((v * 0x0101010101010101ULL) >> 56);
+#endif
+}
+
+static void popcount_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_words,
+                          const uint64_t* wg, int32_t* out, int ld) {
+  int32_t acc[MR * 8] = {};
+  for (int s = 0; s < nseg; ++s) {
+    for (int j = 0; j < seg_words; ++j) {
+      for (int m = 0; m < MR; ++m) {
+        uint64_t v;
+        std::memcpy(&v, xs[m] + segoff[s] + 8 * j, 8);
+        for (int r = 0; r < 8; ++r) acc[m * 8 + r] += popcount64(v & wg[r]);
+      }
+      wg += 8;
+    }
+  }
+  for (int m = 0; m < MR; ++m) std::memcpy(out + (int64_t)m * ld, &acc[m * 8], 8 * sizeof(int32_t));
+}
+
+static uint64_t peak_loop(int64_t iters) {
+  uint64_t w[8], x[MR], acc = 0;
+  for (int r = 0; r < 8; ++r) w[r] = 0x0123456789abcdefULL * (r + 3);
+  for (int m = 0; m < MR; ++m) x[m] = 0x9e3779b97f4a7c15ULL * (m + 1);
+  for (int64_t i = 0; i < iters; ++i) {
+    __asm__ volatile("" : "+r"(w[0]), "+r"(w[1]));
+    for (int m = 0; m < MR; ++m)
+      for (int r = 0; r < 8; ++r) acc += (uint64_t)popcount64(x[m] & w[r]);
+  }
+  return acc;
+}
+static constexpr int64_t PEAK_BITS_PER_ITER = MR * 8 * 64;
+
+// bit c of out = !(x[c] >= 0) (sign(0) = +1, NaN -> -1)
+static void pack_signs(const float* x, int C, uint8_t* out) {
+  for (int c = 0; c < C; c += 8) {
+    uint8_t byte = 0;
+    for (int j = 0; j < 8 && c + j < C; ++j) byte |= (uint8_t)(!(x[c + j] >= 0.0f) << j);
+    out[c >> 3] = byte;
+  }
+}
+#endif
+
+// sum over the window's words of popcount(x & mask): the all-ones row of binary weights, once per position
+static inline int32_t window_count(const uint8_t* x, const int64_t* segoff, int nseg, int seg_words,
+                                   const uint64_t* mask) {
+  int32_t n = 0;
+  for (int s = 0; s < nseg; ++s)
+    for (int j = 0; j < seg_words; ++j) {
+      uint64_t v;
+      std::memcpy(&v, x + segoff[s] + 8 * j, 8);
+#if defined(__GNUC__) || defined(__clang__)
+      n += __builtin_popcountll(v & mask[s * seg_words + j]);
+#else
+      v &= mask[s * seg_words + j];
+      for (; v; v &= v - 1) ++n;
+#endif
+    }
+  return n;
+}
+
+// -- shared driver ----------------------------------------------------------------------------------------------
+static inline uint8_t real_channel_mask(int C, int byte_index) {
+  const int left = C - 8 * byte_index;
+  return left >= 8 ? 0xff : (uint8_t)((1u << left) - 1u);
+}
+
+// The unsigned code of one input value (see qz_layer.in_kind). Codes are < 2^planes.
+static inline int input_code(const qz_layer* L, float v) {
+  if (L->in_kind == QZ_IN_SIGN) return !(v >= 0.0f);  // bit 1 = -1; sign(0) = +1, NaN -> -1 as torch.where(x >= 0)
+  if (L->in_kind == QZ_IN_UNIT) {
+    if (L->prescale != 1.0f) v = v * L->prescale;
+    if (!(v >= 0.0f)) v = 0.0f;  // clamp(x, 0, 1); NaN -> 0
+    if (v > 1.0f) v = 1.0f;
+    return (int)std::nearbyint(v * L->levels);  // round half to even, as torch.round
+  }
+  // QZ_IN_AFFINE: clamp(nearbyint(x / S) + Z, qmin, qmax) - qmin, with 1/S in float32 as torch's fake-quantize
+  float q = (float)L->zero_point + std::nearbyint(v * (1.0f / L->scale_in));
+  if (!(q >= (float)L->qmin)) q = (float)L->qmin;
+  if (q > (float)L->qmax) q = (float)L->qmax;
+  return (int)q - L->qmin;
+}
+
+// mean |x| over C values, summed in 8 fixed interleaved chains (the same rounding in every ISA variant)
+static inline float mean_abs(const float* px, int C) {
+  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int c = 0;
+  for (; c + 8 <= C; c += 8)
+    for (int j = 0; j < 8; ++j) part[j] += std::fabs(px[c + j]);
+  for (int j = 0; c + j < C; ++j) part[j] += std::fabs(px[c + j]);
+  const float s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  return s / (float)C;
+}
+
+// One image x[H][W][C] (channels last) -> planes[P][Hp][Wp][Cb]: bit c%8 of byte c/8 of pixel (h, w) in plane b
+// is bit b of the code of x[h][w][c]. Spatial padding holds the code of the value 0 (pad_code); for sign inputs
+// (no such code) it holds +1 and the epilogue removes its contribution (border correction). With kmap, A[h][w]
+// (padded with 0) is the mean |x| over channels, XNOR-Net's A (Rastegari et al. 2016, sec. 3.2).
+static void pack_image(const qz_layer* L, const float* x, int H, int W, int Hp, int Wp, int Cb, uint8_t* planes,
+                       float* A) {
+  const int C = L->C, P = L->planes;
+  const int64_t plane_bytes = (int64_t)Hp * Wp * Cb;
+  for (int b = 0; b < P; ++b) {
+    const bool on = L->in_kind != QZ_IN_SIGN && ((L->pad_code >> b) & 1);
+    uint8_t* base = planes + b * plane_bytes;
+    for (int h = 0; h < Hp; ++h)
+      for (int w = 0; w < Wp; ++w) {
+        if (h >= L->PH && h < L->PH + H && w >= L->PW && w < L->PW + W) continue;
+        uint8_t* dst = base + ((int64_t)h * Wp + w) * Cb;
+        for (int cb = 0; cb < Cb; ++cb) dst[cb] = on ? real_channel_mask(C, cb) : 0;
+      }
+  }
+  if (A) {
+    for (int i = 0; i < Hp * Wp; ++i) A[i] = 0.0f;
+  }
+  for (int h = 0; h < H; ++h)
+    for (int w = 0; w < W; ++w) {
+      const float* px = x + ((int64_t)h * W + w) * C;
+      const int64_t off = ((int64_t)(h + L->PH) * Wp + (w + L->PW)) * Cb;
+      if (L->in_kind == QZ_IN_SIGN) {
+        pack_signs(px, C, planes + off);
+      } else {
+        for (int b = 0; b < P; ++b)
+          for (int cb = 0; cb < Cb; ++cb) planes[b * plane_bytes + off + cb] = 0;
+        for (int c = 0; c < C; ++c) {
+          const int q = input_code(L, px[c]);
+          for (int b = 0; b < P; ++b)
+            planes[b * plane_bytes + off + (c >> 3)] |= (uint8_t)(((q >> b) & 1) << (c & 7));
+        }
+      }
+      if (A) A[(int64_t)(h + L->PH) * Wp + (w + L->PW)] = mean_abs(px, C);
+    }
+}
+
+static int forward(const qz_layer* L, const float* x, int N, int H, int W, int OH, int OW, float* out,
+                   int32_t* dots) {
+  const int C = L->C, O = L->O, P = L->planes, KH = L->KH, KW = L->KW, T = KH * KW;
+  const int Cb = (C + 7) / 8;
+  const int Hp = H + 2 * L->PH, Wp = W + 2 * L->PW;
+  const int64_t plane_bytes = (int64_t)Hp * Wp * Cb;
+  const int K = L->nseg * L->seg_words;
+  const int ld = L->groups * 8;
+  const bool binary = L->w_kind == QZ_W_BINARY, sign = L->in_kind == QZ_IN_SIGN;
+  std::vector<uint8_t> planes((size_t)(P * plane_bytes + 64), 0);  // +64: word reads past a segment's end
+  std::vector<float> A(L->kmap ? (size_t)Hp * Wp : 0);
+  std::vector<int64_t> segoff(L->nseg);
+  for (int s = 0; s < L->nseg; ++s) {
+    const int kh = L->taps_per_seg == KW ? s : s / KW, kw = L->taps_per_seg == KW ? 0 : s % KW;
+    segoff[s] = ((int64_t)kh * L->DH * Wp + (int64_t)kw * L->DW) * Cb;
+  }
+  const float box = 1.0f / (float)T;
+  constexpr int MB = 8 * MR;  // output positions per block
+  std::vector<int32_t> G((size_t)MB * ld), S((size_t)MB * O);
+  std::vector<float> Y(O);
+  const int npos = OH * OW;
+  for (int n = 0; n < N; ++n) {
+    pack_image(L, x + (int64_t)n * H * W * C, H, W, Hp, Wp, Cb, planes.data(), L->kmap ? A.data() : nullptr);
+    for (int p0 = 0; p0 < npos; p0 += MB) {
+      const int mb = std::min(MB, npos - p0);
+      std::fill(S.begin(), S.begin() + (size_t)mb * O, 0);
+      for (int b = 0; b < P; ++b) {
+        const uint8_t* plane = planes.data() + b * plane_bytes;
+        const uint8_t* xs[MB];
+        for (int m = 0; m < MB; ++m) {
+          const int p = p0 + std::min(m, mb - 1);  // a short block repeats its last position
+          xs[m] = plane + ((int64_t)(p / OW) * L->SH * Wp + (int64_t)(p % OW) * L->SW) * Cb;
+        }
+        for (int m0 = 0; m0 < mb; m0 += MR)
+          for (int g = 0; g < L->groups; ++g)
+            popcount_tile(xs + m0, segoff.data(), L->nseg, L->seg_words, L->w + (int64_t)g * K * 8,
+                          &G[(size_t)m0 * ld + g * 8], ld);
+        // binary v = 1 - 2 neg: sum x_b v = popcount(x_b) - 2 popcount(x_b & neg_o); ternary v = pos - neg
+        const int32_t mul = 1 << b;
+        for (int m = 0; m < mb; ++m) {
+          const int32_t* g = &G[(size_t)m * ld];
+          int32_t* s = &S[(size_t)m * O];
+          if (binary) {
+            const int32_t c = window_count(xs[m], segoff.data(), L->nseg, L->seg_words, L->ones);
+            for (int o = 0; o < O; ++o) s[o] += (c - 2 * g[o]) * mul;
+          } else {
+            for (int o = 0; o < O; ++o) s[o] += (g[o] - g[O + o]) * mul;
+          }
+        }
+      }
+      for (int m = 0; m < mb; ++m) {
+        const int p = p0 + m, oh = p / OW, ow = p % OW;
+        int32_t* d = &S[(size_t)m * O];
+        if (sign) {
+          // sum over real taps of (1 - 2 bit) v = vsum - 2 S - (v over the zero-padded taps)
+          for (int o = 0; o < O; ++o) d[o] = L->vsum[o] - 2 * d[o];
+          const int h0 = oh * L->SH - L->PH, w0 = ow * L->SW - L->PW;
+          if (h0 < 0 || w0 < 0 || h0 + (KH - 1) * L->DH >= H || w0 + (KW - 1) * L->DW >= W)
+            for (int kh = 0; kh < KH; ++kh)
+              for (int kw = 0; kw < KW; ++kw) {
+                const int h = h0 + kh * L->DH, w = w0 + kw * L->DW;
+                if (h >= 0 && h < H && w >= 0 && w < W) continue;
+                const int32_t* vt = L->vtap + (int64_t)(kh * KW + kw) * O;
+                for (int o = 0; o < O; ++o) d[o] -= vt[o];
+              }
+        } else {
+          const int32_t z = L->pad_code;  // codes q, value q - z; padding holds z
+          for (int o = 0; o < O; ++o) d[o] -= z * L->vsum[o];
+        }
+        if (dots) std::memcpy(dots + ((int64_t)n * npos + p) * O, d, sizeof(int32_t) * O);
+        if (!out) continue;
+        float* y = out + ((int64_t)n * npos + p) * O;
+        for (int o = 0; o < O; ++o) y[o] = (float)d[o] * L->scale[o];
+        if (L->bias)
+          for (int o = 0; o < O; ++o) y[o] = y[o] + L->bias[o];
+        if (L->kmap) {  // K = A convolved with the 1/(KH*KW) box at the layer's geometry (zero padding)
+          float k = 0.0f;
+          for (int kh = 0; kh < KH; ++kh)
+            for (int kw = 0; kw < KW; ++kw)
+              k += A[(int64_t)(oh * L->SH + kh * L->DH) * Wp + (ow * L->SW + kw * L->DW)] * box;
+          for (int o = 0; o < O; ++o) y[o] = y[o] * k;
+        }
+        if (L->post_scale)
+          for (int o = 0; o < O; ++o) y[o] = y[o] * L->post_scale[o] + L->post_shift[o];
+      }
+    }
+  }
+  return 0;
+}
