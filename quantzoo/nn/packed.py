@@ -324,11 +324,28 @@ def storage_bits(bits: int) -> int:
 # -- packed layers ---------------------------------------------------------------------------------------------
 class PackedLayer(nn.Module):
     """A Linear/Conv1d/Conv2d whose weight is stored bit-packed (``packed_weight``, uint8) with its
-    ``weight_scale``/``weight_offset``; the float weight is rebuilt on each forward pass.
+    ``weight_scale``/``weight_offset``.
+
+    It computes in one of two ways. With a :class:`~quantzoo.kernels.BitKernel` in ``kernel`` (set by the
+    ``packed`` backend where the weights are binary/ternary and the input quantizer's codes are bits, see
+    :func:`quantzoo.kernels.plan_kernel`) it runs on the bit-serial kernels; otherwise, or for a call the
+    kernel cannot take (:meth:`~quantzoo.kernels.BitKernel.accepts`: a gradient is needed, not float32 on
+    CPU), the float weight is rebuilt from the packed codes and the layer runs as the converted one. ``ran_on``
+    records which of the two ran last (the kernel's name or ``"float"``).
 
     ``weight_bits`` and :meth:`dequantized_weight` (also the read-only ``weight`` property) expose the grid
     to the conformance kit. Input/output quantizers of the source layer are kept and run as there.
     """
+
+    #: The :class:`~quantzoo.kernels.BitKernel` this layer runs on, or None (the float path).
+    kernel = None
+    #: Why the layer is on the float path (set with ``kernel``).
+    kernel_note = "not lowered onto the kernels"
+    #: What computed the last forward pass: a kernel name (e.g. ``"xnor-avx2"``) or ``"float"``.
+    ran_on = None
+    #: A BatchNorm that follows this layer and is computed here (folded into the kernel's epilogue by the
+    #: ``packed`` backend; the module itself then passes its input through).
+    folded_norm = None
 
     def __init__(self, kind: str, weight_shape: tuple[int, ...], bits: int, *, bias: bool,
                  stride=1, padding=0, dilation=1, groups=1, input_quantizer=None, output_quantizer=None,
@@ -401,7 +418,38 @@ class PackedLayer(nn.Module):
         return conv(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, x):
-        return run_layer(self, x, self.dequantized_weight())
+        k = self.kernel
+        if k is not None and k.accepts(self, x):
+            self.ran_on = k.name
+            out = k.run(self, x)
+            return self.output_quantizer(out) if self.output_quantizer is not None else out
+        self.ran_on = "float"
+        out = run_layer(self, x, self._float_weight())
+        bn = self.folded_norm
+        if bn is not None:
+            out = F.batch_norm(out, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return out
+
+    def _float_weight(self) -> torch.Tensor:
+        """:meth:`dequantized_weight`, kept between calls until a buffer it is made of changes."""
+        key = tuple((t.data_ptr(), t._version) for t in (self.packed_weight, self.weight_scale, self.weight_offset))
+        cached = self.__dict__.get("_float_weight_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self.dequantized_weight())
+            self.__dict__["_float_weight_cache"] = cached
+        return cached[1]
+
+    def use_kernel(self, isa: str | None = None) -> str:
+        """Put this layer on the bit-serial kernels where it can run there (``isa``: see
+        :func:`quantzoo.kernels.select_isa`); returns the kernel's name or ``"float"`` (``kernel_note`` says why)."""
+        from ..kernels import plan_kernel
+
+        plan = plan_kernel(self, isa)
+        if isinstance(plan, str):
+            self.kernel, self.kernel_note = None, plan
+            return "float"
+        self.kernel, self.kernel_note = plan, ""
+        return plan.name
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "weight_offset"  # per-channel offsets (asymmetric 8-bit) are vectors
