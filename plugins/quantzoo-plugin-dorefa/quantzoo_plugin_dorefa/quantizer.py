@@ -36,6 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
+from quantzoo.kernels import KernelInput
 from quantzoo.math import grad_transform, quantize_unit, round_ste, tanh_unit
 from quantzoo.nn import LayerPolicy
 from quantzoo.nn.packed import (BinaryWeight, CodedWeightQuantizer, WeightCodes, bake_model, prepare_lowbit,
@@ -73,6 +74,12 @@ class DorefaActivation(nn.Module):
         if self.prescale != 1.0:
             x = x * self.prescale
         return quantize_unit(torch.clamp(x, 0.0, 1.0), self.bits)
+
+    def kernel_input(self) -> KernelInput | str:
+        """For the packed backend's kernels: the codes ``round((2^k − 1)·clamp(prescale·x, 0, 1))``."""
+        if self.bits > 8:
+            return f"{self.bits}-bit DoReFa activations (the kernels take at most 8 bits)"
+        return KernelInput("unit", bits=self.bits, prescale=self.prescale)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, prescale={self.prescale}"
