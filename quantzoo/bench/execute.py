@@ -197,8 +197,9 @@ def _train(quantizer, prepared, splits, proto: Protocol, seed: int):
 
 
 def _backend_metrics(name: str, converted, fp_model, splits, proto: Protocol) -> dict:
-    """Real-backend accuracy, size and latency (the latter only for real-integer backends, against the
-    BN-folded FP model in this same process). A backend that cannot run the model is reported, not fatal."""
+    """Real-backend accuracy, size and latency (the latter where the backend says the lowered model runs on
+    real kernels, :meth:`~quantzoo.backends.Backend.measures_latency`, against the BN-folded FP model in this
+    same process). A backend that cannot run the model is reported, not fatal."""
     from ..backends import FakeQuantBackend
     from ..registry import get_registry
 
@@ -215,7 +216,9 @@ def _backend_metrics(name: str, converted, fp_model, splits, proto: Protocol) ->
         out["real_accuracy"] = accuracy(lowered, splits.test_batches(proto.eval_batch_size))
         out["size_bytes"] = backend.model_size_bytes(lowered)
         out["real_integer"] = bool(backend.real_integer)
-        if backend.real_integer and proto.latency:
+        if hasattr(lowered, "kernel_report"):
+            out["kernels"] = lowered.kernel_report()  # which layer ran on which kernel (packed backend)
+        if backend.measures_latency(lowered) and proto.latency:
             folded = fold_batch_norms(fp_model)
             for b in proto.latency_batches:
                 x = splits.test_x[:b]
