@@ -29,7 +29,7 @@ from ..errors import ConfigError, QuantzooWarning
 ISAS = {"avx512": 2, "avx2": 1, "portable": 0}
 ISA_ENV = "QUANTZOO_KERNEL_ISA"
 CACHE_ENV = "QUANTZOO_KERNEL_CACHE"
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = ("bitserial.cpp", "bitserial_isa.h")
@@ -100,8 +100,8 @@ def _compile() -> ctypes.CDLL:
     lib.qz_cpu_isas.restype = ctypes.c_int
     lib.qz_pack_weight.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 6 + [ctypes.c_void_p]
     lib.qz_pack_weight.restype = None
-    lib.qz_forward.argtypes = [ctypes.POINTER(_Layer), ctypes.c_int, ctypes.c_void_p] + [ctypes.c_int] * 5 + \
-        [ctypes.c_void_p, ctypes.c_void_p]
+    lib.qz_forward.argtypes = [ctypes.POINTER(_Layer), ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p] + \
+        [ctypes.c_int] * 5 + [ctypes.c_void_p, ctypes.c_void_p]
     lib.qz_forward.restype = ctypes.c_int
     lib.qz_peak.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)]
     lib.qz_peak.restype = ctypes.c_uint64

@@ -83,17 +83,28 @@ class BitKernel:
         self.geom = _geometry(layer)
         base = "ternary" if weights == "ternary" else ("xnor" if enc.kind == "sign" else "and")
         self.name = f"{base}{f'-a{enc.bits}' if enc.bits > 1 else ''}-{isa}"
-        self._key = None
+        self._src = []
         self._struct = None
         self._prepare(layer)
 
     # -- weights --------------------------------------------------------------------------------------------
     @staticmethod
-    def _source_key(layer):
-        bn = layer.folded_norm
-        norm = (bn.running_mean, bn.running_var, bn.weight, bn.bias) if bn is not None else ()
-        return tuple((t.data_ptr(), t._version) if t is not None else None
-                     for t in (layer.packed_weight, layer.weight_scale, layer.weight_offset, layer.bias, *norm))
+    def _sources(layer) -> list:
+        """The tensors the prepared data is made of (read without nn.Module's slow attribute lookup)."""
+        b = layer._buffers
+        out = [b["packed_weight"], b["weight_scale"], b["weight_offset"], b.get("bias")]
+        bn = layer.__dict__.get("folded_norm")
+        if bn is not None:
+            out += [bn._buffers["running_mean"], bn._buffers["running_var"], bn._parameters.get("weight"),
+                    bn._parameters.get("bias")]
+        return out
+
+    def _stale(self, layer) -> bool:
+        """A source tensor was replaced or changed in place since :meth:`_prepare` (``self._src`` keeps the old
+        ones alive, so ``is`` cannot be fooled by a recycled object)."""
+        cur = self._sources(layer)
+        return len(cur) != len(self._src) or any(
+            c is not t or (c is not None and c._version != v) for c, (t, v) in zip(cur, self._src))
 
     @torch.no_grad()
     def _prepare(self, layer) -> None:
@@ -132,7 +143,7 @@ class BitKernel:
             self._post = (g.contiguous(), h.contiguous())
         self._layout = dict(O=O, groups=groups, nseg=nseg, seg_words=seg_words, taps_per_seg=taps_per_seg)
         self._struct = None
-        self._key = self._source_key(layer)
+        self._src = [(t, t._version if t is not None else None) for t in self._sources(layer)]
 
     @staticmethod
     def _pack(lib, rows: torch.Tensor, taps_per_seg: int, seg_words: int) -> torch.Tensor:
@@ -193,27 +204,28 @@ class BitKernel:
     def run(self, layer, x: torch.Tensor, *, dots: bool = False) -> torch.Tensor:
         """The layer's output (before its output quantizer) for input ``x``; ``dots=True`` returns the exact
         integer sums ``d`` instead, int32 in the same layout."""
-        if self._source_key(layer) != self._key:
+        if self._stale(layer):
             self._prepare(layer)
         if self.enc.norm is not None:
             x = self.enc.norm(x)
         O = self._layout["O"]
         if self.kind == "linear":
             lead = x.shape[:-1]
-            xc = x.reshape(-1, self.geom["C"]).contiguous()
-            N, H, W = xc.shape[0], 1, 1
+            x = x.reshape(-1, self.geom["C"])
+            N, H, W = x.shape[0], 1, 1
+            strides = (x.stride(0), x.stride(1), 0, 0)
         elif self.kind == "conv1d":
             N, _, W = x.shape
             H = 1
-            xc = x.permute(0, 2, 1).contiguous()
+            strides = (x.stride(0), x.stride(1), 0, x.stride(2))
         else:
             N, _, H, W = x.shape
-            xc = x.permute(0, 2, 3, 1).contiguous()  # a no-op for channels-last inputs
+            strides = x.stride()  # any layout: the packer reads NCHW or channels-last in place
         OH, OW = self._out_hw(x)
         res = torch.empty(N, OH, OW, O, dtype=torch.int32 if dots else torch.float32)
         out_ptr, dots_ptr = (None, res.data_ptr()) if dots else (res.data_ptr(), None)
-        rc = library().qz_forward(ctypes.byref(self._layer_struct()), ISAS[self.isa], xc.data_ptr(), N, H, W,
-                                  OH, OW, out_ptr, dots_ptr)
+        rc = library().qz_forward(ctypes.byref(self._layer_struct()), ISAS[self.isa], x.data_ptr(),
+                                  (ctypes.c_int64 * 4)(*strides), N, H, W, OH, OW, out_ptr, dots_ptr)
         if rc != 0:
             raise RuntimeError(f"bit-serial kernel {self.name} failed (code {rc})")
         if self.kind == "linear":

@@ -420,10 +420,11 @@ class PackedLayer(nn.Module):
     def forward(self, x):
         k = self.kernel
         if k is not None and k.accepts(self, x):
-            self.ran_on = k.name
+            self.__dict__["ran_on"] = k.name  # plain attributes: no nn.Module bookkeeping on the hot path
             out = k.run(self, x)
-            return self.output_quantizer(out) if self.output_quantizer is not None else out
-        self.ran_on = "float"
+            oq = self._modules.get("output_quantizer")
+            return oq(out) if oq is not None else out
+        self.__dict__["ran_on"] = "float"
         out = run_layer(self, x, self._float_weight())
         bn = self.folded_norm
         if bn is not None:

@@ -27,7 +27,7 @@
 #define QZ_X86 0
 #endif
 
-#define QZ_ABI_VERSION 2
+#define QZ_ABI_VERSION 3
 
 enum { QZ_IN_SIGN = 0, QZ_IN_UNIT = 1, QZ_IN_AFFINE = 2 };
 enum { QZ_W_BINARY = 0, QZ_W_TERNARY = 1 };
@@ -138,17 +138,18 @@ void qz_pack_weight(const uint8_t* planes, int R, int KH, int KW, int C, int tap
     }
 }
 
-// x: [N][H][W][C] float32 (channels last); out: [N][OH][OW][O] float32 or null; dots: the integer d, same
-// shape, or null. Returns 0, or -1 when the ISA cannot run here.
-int qz_forward(const qz_layer* L, int isa, const float* x, int N, int H, int W, int OH, int OW, float* out,
-               int32_t* dots) {
+// x: float32, element (n, c, h, w) at x[n*strides[0] + c*strides[1] + h*strides[2] + w*strides[3]] (any
+// layout; channels-last, strides[1] == 1, packs fastest); out: [N][OH][OW][O] float32 or null; dots: the
+// integer d, same shape, or null. Returns 0, or -1 when the ISA cannot run here.
+int qz_forward(const qz_layer* L, int isa, const float* x, const int64_t* strides, int N, int H, int W, int OH,
+               int OW, float* out, int32_t* dots) {
   if (!((qz_cpu_isas() >> isa) & 1)) return -1;
   switch (isa) {
 #if QZ_X86
-    case QZ_ISA_AVX512: return qz_avx512::forward(L, x, N, H, W, OH, OW, out, dots);
-    case QZ_ISA_AVX2: return qz_avx2::forward(L, x, N, H, W, OH, OW, out, dots);
+    case QZ_ISA_AVX512: return qz_avx512::forward(L, x, strides, N, H, W, OH, OW, out, dots);
+    case QZ_ISA_AVX2: return qz_avx2::forward(L, x, strides, N, H, W, OH, OW, out, dots);
 #endif
-    case QZ_ISA_PORTABLE: return qz_portable::forward(L, x, N, H, W, OH, OW, out, dots);
+    case QZ_ISA_PORTABLE: return qz_portable::forward(L, x, strides, N, H, W, OH, OW, out, dots);
     default: return -1;
   }
 }

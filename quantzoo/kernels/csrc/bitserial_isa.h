@@ -284,12 +284,12 @@ static inline float mean_abs(const float* px, int C) {
   return s / (float)C;
 }
 
-// One image x[H][W][C] (channels last) -> planes[P][Hp][Wp][Cb]: bit c%8 of byte c/8 of pixel (h, w) in plane b
+// One image (element (c, h, w) at x[c*st[0] + h*st[1] + w*st[2]]) -> planes[P][Hp][Wp][Cb]: bit c%8 of byte c/8 of pixel (h, w) in plane b
 // is bit b of the code of x[h][w][c]. Spatial padding holds the code of the value 0 (pad_code); for sign inputs
 // (no such code) it holds +1 and the epilogue removes its contribution (border correction). With kmap, A[h][w]
 // (padded with 0) is the mean |x| over channels, XNOR-Net's A (Rastegari et al. 2016, sec. 3.2).
-static void pack_image(const qz_layer* L, const float* x, int H, int W, int Hp, int Wp, int Cb, uint8_t* planes,
-                       float* A) {
+static void pack_image(const qz_layer* L, const float* x, const int64_t* st, int H, int W, int Hp, int Wp, int Cb,
+                       uint8_t* planes, float* A, float* gather) {
   const int C = L->C, P = L->planes;
   const int64_t plane_bytes = (int64_t)Hp * Wp * Cb;
   for (int b = 0; b < P; ++b) {
@@ -307,7 +307,11 @@ static void pack_image(const qz_layer* L, const float* x, int H, int W, int Hp, 
   }
   for (int h = 0; h < H; ++h)
     for (int w = 0; w < W; ++w) {
-      const float* px = x + ((int64_t)h * W + w) * C;
+      const float* px = x + h * st[1] + w * st[2];
+      if (st[0] != 1) {  // channels not adjacent (e.g. NCHW): gather them first
+        for (int c = 0; c < C; ++c) gather[c] = px[c * st[0]];
+        px = gather;
+      }
       const int64_t off = ((int64_t)(h + L->PH) * Wp + (w + L->PW)) * Cb;
       if (L->in_kind == QZ_IN_SIGN) {
         pack_signs(px, C, planes + off);
@@ -324,8 +328,8 @@ static void pack_image(const qz_layer* L, const float* x, int H, int W, int Hp, 
     }
 }
 
-static int forward(const qz_layer* L, const float* x, int N, int H, int W, int OH, int OW, float* out,
-                   int32_t* dots) {
+static int forward(const qz_layer* L, const float* x, const int64_t* strides, int N, int H, int W, int OH, int OW,
+                   float* out, int32_t* dots) {
   const int C = L->C, O = L->O, P = L->planes, KH = L->KH, KW = L->KW, T = KH * KW;
   const int Cb = (C + 7) / 8;
   const int Hp = H + 2 * L->PH, Wp = W + 2 * L->PW;
@@ -343,10 +347,11 @@ static int forward(const qz_layer* L, const float* x, int N, int H, int W, int O
   const float box = 1.0f / (float)T;
   constexpr int MB = 8 * MR;  // output positions per block
   std::vector<int32_t> G((size_t)MB * ld), S((size_t)MB * O);
-  std::vector<float> Y(O);
+  std::vector<float> gather(C);
   const int npos = OH * OW;
   for (int n = 0; n < N; ++n) {
-    pack_image(L, x + (int64_t)n * H * W * C, H, W, Hp, Wp, Cb, planes.data(), L->kmap ? A.data() : nullptr);
+    pack_image(L, x + n * strides[0], strides + 1, H, W, Hp, Wp, Cb, planes.data(), L->kmap ? A.data() : nullptr,
+               gather.data());
     for (int p0 = 0; p0 < npos; p0 += MB) {
       const int mb = std::min(MB, npos - p0);
       std::fill(S.begin(), S.begin() + (size_t)mb * O, 0);
