@@ -364,3 +364,22 @@ def test_harness_times_packed_rows_on_kernels(tmp_path_factory):
     m = run_cell("twn", "cnn", "digits", 2, None, protocol=proto, mode="qat", cache_dir=cache,
                  baseline={"epochs": 1, "lr": 3e-3})
     assert set(m["kernels"].values()) == {"float"} and "speedup_b8" not in m  # float inputs: nothing timed
+
+
+@pytest.mark.slow
+def test_avx512_variant_logic_emulated(tmp_path):
+    """The AVX-512 source on stand-in intrinsics equals the portable and AVX2 variants (for CPUs without it)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    src = Path(__file__).with_name("binary_kernels_emulated_avx512.cpp")
+    exe = tmp_path / "emulated"
+    subprocess.run([cxx, "-O1", "-std=c++17", "-ffp-contract=off", f"-I{Path(kernels.__file__).parent / 'csrc'}",
+                    str(src), "-o", str(exe)], check=True, capture_output=True)
+    res = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+    assert ", 0 failures" in res.stdout

@@ -29,6 +29,11 @@
 
 #define QZ_ABI_VERSION 3
 
+// Makes the compiler forget what it knows of x (the peak loops must not hoist their work out of the loop).
+#ifndef QZ_OPAQUE
+#define QZ_OPAQUE(x, constraint) __asm__ volatile("" : constraint(x))
+#endif
+
 enum { QZ_IN_SIGN = 0, QZ_IN_UNIT = 1, QZ_IN_AFFINE = 2 };
 enum { QZ_W_BINARY = 0, QZ_W_TERNARY = 1 };
 enum { QZ_ISA_PORTABLE = 0, QZ_ISA_AVX2 = 1, QZ_ISA_AVX512 = 2 };

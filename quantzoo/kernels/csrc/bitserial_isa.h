@@ -40,7 +40,7 @@ static uint64_t peak_loop(int64_t iters) {
     acc[m] = _mm512_setzero_si512();
   }
   for (int64_t i = 0; i < iters; ++i) {
-    __asm__ volatile("" : "+v"(w));
+    QZ_OPAQUE(w, "+v");
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) acc[m] = _mm512_add_epi64(acc[m], _mm512_popcnt_epi64(_mm512_and_si512(x[m], w)));
   }
@@ -147,7 +147,8 @@ static uint64_t peak_loop(int64_t iters) {
   }
   int steps = 0;
   for (int64_t i = 0; i < iters; ++i) {
-    __asm__ volatile("" : "+x"(w0), "+x"(w1));
+    QZ_OPAQUE(w0, "+x");
+    QZ_OPAQUE(w1, "+x");
 #pragma GCC unroll 4
     for (int m = 0; m < MR; ++m) {
       acc[m][0] = nibble_popcount(acc[m][0], _mm256_and_si256(x[m], w0), lut, low);
@@ -215,7 +216,8 @@ static uint64_t peak_loop(int64_t iters) {
   for (int r = 0; r < 8; ++r) w[r] = 0x0123456789abcdefULL * (r + 3);
   for (int m = 0; m < MR; ++m) x[m] = 0x9e3779b97f4a7c15ULL * (m + 1);
   for (int64_t i = 0; i < iters; ++i) {
-    __asm__ volatile("" : "+r"(w[0]), "+r"(w[1]));
+    QZ_OPAQUE(w[0], "+r");
+    QZ_OPAQUE(w[1], "+r");
     for (int m = 0; m < MR; ++m)
       for (int r = 0; r < 8; ++r) acc += (uint64_t)popcount64(x[m] & w[r]);
   }
