@@ -55,7 +55,6 @@ import torch.nn.functional as F
 from quantzoo import kernels
 from quantzoo.backends.packed import PackedBackend
 from quantzoo.kernels.build import ISAS
-from quantzoo.math import pack_bits
 from quantzoo.nn import FakeQuant
 from quantzoo.nn.packed import BinaryActivation, PackedLayer
 from quantzoo.quantizers.uniform import make_observer
@@ -111,14 +110,12 @@ def peak_gbits(lib, isa: str) -> float:
 
 
 def packed_layer(kind, shape, weights, iq, **conv):
+    """Random binary (±α) or ternary (α·{−1, 0, 1}) weights with per-channel α."""
     g = torch.Generator().manual_seed(0)
-    bits = 1 if weights == "binary" else 2
-    layer = PackedLayer(kind, shape, bits, bias=False, input_quantizer=iq, per_channel=True, **conv)
-    codes = torch.randint(0, 2 if bits == 1 else 3, (layer.numel,), generator=g)
-    layer.packed_weight.copy_(pack_bits(codes, layer.storage_bits))
-    layer.weight_scale.copy_(torch.rand(shape[0], generator=g) + 0.5)
-    layer.weight_offset = torch.tensor(0.5 if bits == 1 else 1.0)
-    return layer.eval()
+    binary = weights == "binary"
+    codes = torch.randint(0, 2 if binary else 3, shape, generator=g)
+    return PackedLayer.from_codes(kind, codes, 1 if binary else 2, torch.rand(shape[0], generator=g) + 0.5,
+                                  0.5 if binary else 1.0, input_quantizer=iq, **conv)
 
 
 def uint8_input(x):

@@ -31,7 +31,6 @@ import quantzoo
 from quantzoo import kernels
 from quantzoo.backends.packed import FoldedBatchNorm2d, PackedBackend, kernel_report
 from quantzoo.errors import ConfigError
-from quantzoo.math import pack_bits, sign
 from quantzoo.nn import FakeQuant
 from quantzoo.nn.packed import BinaryActivation, PackedLayer, load_packed, packed_layers, run_layer, save_packed
 from quantzoo.quantizers.uniform import make_observer
@@ -56,18 +55,15 @@ def isas():
 
 
 # -- single layers -----------------------------------------------------------------------------------------------
-def packed(kind, shape, weights, iq, *, bias=True, per_channel=True, seed=0, **conv):
-    """A PackedLayer with random binary (codes {0,1}, offset ½) or ternary (codes {0,1,2}, offset 1) weights."""
+def packed(kind, shape, weights, iq, *, bias=True, seed=0, **conv):
+    """A PackedLayer with random binary (codes {0,1}, offset ½) or ternary (codes {0,1,2}, offset 1) weights
+    and per-channel scales."""
     g = torch.Generator().manual_seed(seed)
-    bits = 1 if weights == "binary" else 2
-    layer = PackedLayer(kind, shape, bits, bias=bias, input_quantizer=iq, per_channel=per_channel, **conv)
-    codes = torch.randint(0, 2 if bits == 1 else 3, (layer.numel,), generator=g)
-    layer.packed_weight.copy_(pack_bits(codes, layer.storage_bits))
-    layer.weight_scale.copy_(torch.rand(layer.weight_scale.shape, generator=g) + 0.25)
-    layer.weight_offset = torch.tensor(0.5 if bits == 1 else 1.0)
-    if bias:
-        layer.bias.copy_(torch.randn(shape[0], generator=g))
-    return layer.eval()
+    binary = weights == "binary"
+    codes = torch.randint(0, 2 if binary else 3, shape, generator=g)
+    return PackedLayer.from_codes(kind, codes, 1 if binary else 2, torch.rand(shape[0], generator=g) + 0.25,
+                                  0.5 if binary else 1.0, input_quantizer=iq,
+                                  bias=torch.randn(shape[0], generator=g) if bias else None, **conv)
 
 
 def frozen_fakequant(x):

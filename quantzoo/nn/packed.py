@@ -399,6 +399,23 @@ class PackedLayer(nn.Module):
             new.bias.copy_(layer.bias)
         return new.train(layer.training)
 
+    @classmethod
+    @torch.no_grad()
+    def from_codes(cls, kind: str, codes: torch.Tensor, bits: int, scale: torch.Tensor, offset: float, *,
+                   bias: torch.Tensor | None = None, input_quantizer=None, output_quantizer=None,
+                   **conv) -> "PackedLayer":
+        """A packed layer with weight ``(codes − offset)·scale``: ``codes`` integers of the weight's shape,
+        ``scale`` a scalar or one value per output channel (``conv``: stride, padding, dilation, groups)."""
+        scale = torch.as_tensor(scale, dtype=torch.float32)
+        new = cls(kind, tuple(codes.shape), bits, bias=bias is not None, input_quantizer=input_quantizer,
+                  output_quantizer=output_quantizer, per_channel=scale.numel() > 1, **conv)
+        new.packed_weight.copy_(pack_bits(codes, new.storage_bits))
+        new.weight_scale.copy_(scale.reshape(new.weight_scale.shape))
+        new.weight_offset = torch.tensor(float(offset))
+        if bias is not None:
+            new.bias.copy_(bias)
+        return new.eval()
+
     @property
     def packed_weight_bits(self) -> int:
         return self.weight_bits
