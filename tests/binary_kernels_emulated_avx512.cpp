@@ -72,7 +72,7 @@ int main() {
     for (int o = 0; o < g.O; ++o) { scale[o] = 0.1f + (rng() % 100) / 100.0f; bias[o] = (int)(rng() % 200) / 50.0f - 2; ps[o] = 1.5f; ph[o] = -0.25f; }
     for (int t = 0; t < T; ++t) for (int o = 0; o < g.O; ++o) { int s = 0; for (int c = 0; c < g.C; ++c) { int a = rows[((size_t)o * T + t) * g.C + c];
       s += wk ? a - rows[((size_t)(g.O + o) * T + t) * g.C + c] : 1 - 2 * a; } vtap[(size_t)t * g.O + o] = s; vsum[o] += s; }
-    L.groups = groups; L.nseg = nseg; L.seg_words = sw; L.taps_per_seg = tps; L.w = w.data(); L.ones = ones.data(); L.vtap = vtap.data();
+    L.groups = groups; L.nseg = nseg; L.seg_words = sw; L.taps_per_seg = tps; L.w = w.data(); L.vtap = vtap.data();
     L.vsum = vsum.data(); L.scale = scale.data(); L.bias = bias.data(); L.post_scale = ps.data(); L.post_shift = ph.data();
     int N = 2, OH = (g.H + 2 * L.PH - L.DH * (g.KH - 1) - 1) / L.SH + 1, OW = (g.W + 2 * L.PW - L.DW * (g.KW - 1) - 1) / L.SW + 1;
     std::vector<float> x((size_t)N * g.C * g.H * g.W);

@@ -126,9 +126,6 @@ class BitKernel:
         seg_words = -(-taps_per_seg * ((C + 7) // 8) // 8)
         self._w = self._pack(lib, rows, taps_per_seg, seg_words)
         groups = self._w.numel() // (nseg * seg_words * 8)
-        # the all-ones row (every real channel bit of every tap): lane 0 of a one-row pack
-        ones = self._pack(lib, torch.ones(1, C, KH, KW, dtype=torch.bool), taps_per_seg, seg_words)
-        self._ones = ones.reshape(-1, 8)[:, 0].contiguous()
         self._vtap = v.sum(dim=1).reshape(O, KH * KW).t().to(torch.int32).contiguous()  # [taps][O]
         self._vsum = self._vtap.sum(dim=0, dtype=torch.int32).contiguous()
         alpha = alpha.expand(O) if alpha.numel() == 1 else alpha.reshape(O)
@@ -171,7 +168,7 @@ class BitKernel:
                 **fields, in_kind=_IN_KIND[e.kind], planes=e.bits, prescale=e.prescale,
                 levels=float(2**e.bits - 1), scale_in=e.scale, zero_point=zp, qmin=qmin, qmax=qmax,
                 pad_code=pad_code, kmap=int(e.scale_map == "xnor"), w_kind=_W_KIND[self.weights],
-                w=ptr(self._w), ones=ptr(self._ones), vtap=ptr(self._vtap), vsum=ptr(self._vsum), scale=ptr(self._scale),
+                w=ptr(self._w), vtap=ptr(self._vtap), vsum=ptr(self._vsum), scale=ptr(self._scale),
                 bias=ptr(self._bias), post_scale=ptr(self._post[0]) if self._post else None,
                 post_shift=ptr(self._post[1]) if self._post else None)
         return self._struct

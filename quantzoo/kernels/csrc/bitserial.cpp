@@ -7,7 +7,8 @@
 // weight's integer value (+-1 or -1/0/+1), and then the float epilogue
 //     y = ((float)d * scale[o] + bias[o]) * K[p]  (then * post_scale[o] + post_shift[o], each step optional).
 // Every integer sum is one AND-popcount GEMM over bit planes: x is stored as P planes of bits (bit b of each
-// code), the weight as rows of bits (binary: neg_o, and one shared all-ones row; ternary: pos_o and neg_o), and
+// code), the weight as rows of bits (binary: neg_o, and one shared all-ones row — the window's popcount,
+// summed from per-pixel counts; ternary: pos_o and neg_o), and
 //     sum x_b * v = popcount(x_b & ones) - 2 popcount(x_b & neg_o)   (binary, v = 1 - 2 neg)
 //     sum x_b * v = popcount(x_b & pos_o) - popcount(x_b & neg_o)     (ternary, v = pos - neg)
 // For sign inputs (bit = 1 where x < 0, u = 1 - 2 bit) this is XNOR-Net's xnor-popcount: popcount(x ^ w) =
@@ -27,7 +28,13 @@
 #define QZ_X86 0
 #endif
 
-#define QZ_ABI_VERSION 3
+#define QZ_ABI_VERSION 4
+
+#if defined(__GNUC__) || defined(__clang__)
+#define QZ_INLINE static inline __attribute__((always_inline))
+#else
+#define QZ_INLINE static inline
+#endif
 
 // Makes the compiler forget what it knows of x (the peak loops must not hoist their work out of the loop).
 #ifndef QZ_OPAQUE
@@ -52,7 +59,6 @@ struct qz_layer {
   int32_t O, w_kind;
   int32_t groups, nseg, seg_words, taps_per_seg;  // rows: binary neg_o; ternary pos_o then neg_o
   const uint64_t* w;     // [groups][nseg * seg_words][8]: word k of rows 8g..8g+7 side by side
-  const uint64_t* ones;  // [nseg * seg_words]: the all-ones row (binary weights: popcount of the window)
   const int32_t* vtap;   // [KH*KW][O]: sum over channels of v at each tap (border correction)
   const int32_t* vsum; // [O]: sum of v over the whole filter
   const float* scale;  // [O]

@@ -8,7 +8,7 @@
 #if QZ_ISA == 2
 static constexpr int MR = 8;
 
-static void popcount_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_words,
+QZ_INLINE void popcount_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_words,
                           const uint64_t* wg, int32_t* out, int ld) {
   __m512i acc[MR];
   for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_si512();
@@ -92,16 +92,18 @@ static inline void flush_counts(__m256i (*acc)[2], uint64_t (*tot)[8]) {
     }
 }
 
-static void popcount_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_words,
+QZ_INLINE void popcount_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_words,
                           const uint64_t* wg, int32_t* out, int ld) {
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i low = _mm256_set1_epi8(0x0f);
   const __m256i zero = _mm256_setzero_si256();
-  alignas(32) uint64_t tot[MR][8] = {};
+  alignas(32) uint64_t tot[MR][8];
+  if (nseg * seg_words > FLUSH_EVERY) std::memset(tot, 0, sizeof(tot));
   __m256i acc[MR][2];
   for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = zero;
   int steps = 0;
+  const bool one_flush = nseg * seg_words <= FLUSH_EVERY;  // the usual case: the counters never overflow
   for (int s = 0; s < nseg; ++s) {
     const uint8_t* p[MR];
     for (int m = 0; m < MR; ++m) p[m] = xs[m] + segoff[s];
@@ -117,16 +119,20 @@ static void popcount_tile(const uint8_t* const* xs, const int64_t* segoff, int n
         acc[m][0] = nibble_popcount(acc[m][0], _mm256_and_si256(xb, w0), lut, low);
         acc[m][1] = nibble_popcount(acc[m][1], _mm256_and_si256(xb, w1), lut, low);
       }
-      if (++steps == FLUSH_EVERY) {
+      if (!one_flush && ++steps == FLUSH_EVERY) {
         flush_counts(acc, tot);
         steps = 0;
       }
     }
   }
-  flush_counts(acc, tot);
   for (int m = 0; m < MR; ++m) {  // the low 32 bits of rows 0..7, in order
-    const __m256 t0 = _mm256_castsi256_ps(_mm256_load_si256((const __m256i*)&tot[m][0]));
-    const __m256 t1 = _mm256_castsi256_ps(_mm256_load_si256((const __m256i*)&tot[m][4]));
+    __m256i q0 = _mm256_sad_epu8(acc[m][0], zero), q1 = _mm256_sad_epu8(acc[m][1], zero);
+    if (!one_flush) {
+      q0 = _mm256_add_epi64(q0, _mm256_load_si256((const __m256i*)&tot[m][0]));
+      q1 = _mm256_add_epi64(q1, _mm256_load_si256((const __m256i*)&tot[m][4]));
+    }
+    const __m256 t0 = _mm256_castsi256_ps(q0);
+    const __m256 t1 = _mm256_castsi256_ps(q1);
     const __m256i r = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(2, 0, 2, 0))),
                                                _MM_SHUFFLE(3, 1, 2, 0));
     _mm256_storeu_si256((__m256i*)(out + (int64_t)m * ld), r);
@@ -195,7 +201,7 @@ static inline int popcount64(uint64_t v) {
 #endif
 }
 
-static void popcount_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_words,
+QZ_INLINE void popcount_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_words,
                           const uint64_t* wg, int32_t* out, int ld) {
   int32_t acc[MR * 8] = {};
   for (int s = 0; s < nseg; ++s) {
@@ -235,22 +241,10 @@ static void pack_signs(const float* x, int C, uint8_t* out) {
 }
 #endif
 
-// sum over the window's words of popcount(x & mask): the all-ones row of binary weights, once per position
-static inline int32_t window_count(const uint8_t* x, const int64_t* segoff, int nseg, int seg_words,
-                                   const uint64_t* mask) {
-  int32_t n = 0;
-  for (int s = 0; s < nseg; ++s)
-    for (int j = 0; j < seg_words; ++j) {
-      uint64_t v;
-      std::memcpy(&v, x + segoff[s] + 8 * j, 8);
-#if defined(__GNUC__) || defined(__clang__)
-      n += __builtin_popcountll(v & mask[s * seg_words + j]);
-#else
-      v &= mask[s * seg_words + j];
-      for (; v; v &= v - 1) ++n;
-#endif
-    }
-  return n;
+static inline int popcount_byte(uint8_t v) {
+  v = (uint8_t)(v - ((v >> 1) & 0x55));
+  v = (uint8_t)((v & 0x33) + ((v >> 2) & 0x33));
+  return (v + (v >> 4)) & 0x0f;
 }
 
 // -- shared driver ----------------------------------------------------------------------------------------------
@@ -348,73 +342,127 @@ static int forward(const qz_layer* L, const float* x, const int64_t* strides, in
   }
   const float box = 1.0f / (float)T;
   constexpr int MB = 8 * MR;  // output positions per block
-  std::vector<int32_t> G((size_t)MB * ld), S((size_t)MB * O);
+  std::vector<int32_t> G((size_t)MB * ld), S(P > 1 ? (size_t)MB * O : 0);
   std::vector<float> gather(C);
+  std::vector<float> zeros(O, 0.0f), units(O, 1.0f);
+  std::vector<int32_t> zeros_i(O, 0), D(O);
+  const float* bias = L->bias ? L->bias : zeros.data();
+  const float* post_scale = L->post_scale ? L->post_scale : units.data();
+  const float* post_shift = L->post_scale ? L->post_shift : zeros.data();
   const int npos = OH * OW;
+  // binary weights: the all-ones row's count, popcount(x_b) over the window, from per-pixel counts
+  std::vector<int32_t> pixel_count(binary ? (size_t)P * Hp * Wp : 0);
+  std::vector<int64_t> tapoff((size_t)T);  // pixel offsets of the taps from the window origin
+  for (int kh = 0; kh < KH; ++kh)
+    for (int kw = 0; kw < KW; ++kw) tapoff[kh * KW + kw] = (int64_t)kh * L->DH * Wp + (int64_t)kw * L->DW;
+  auto window_sum = [&](const int32_t* cnt, int oh, int ow) {
+    const int32_t* base = cnt + (int64_t)oh * L->SH * Wp + (int64_t)ow * L->SW;
+    int32_t c = 0;
+    for (int t = 0; t < T; ++t) c += base[tapoff[t]];
+    return c;
+  };
+  // sign inputs: the weights of the zero-padded taps of each border position, once for all images
+  std::vector<int32_t> border_at(npos, -1), border_v;
+  if (sign && (L->PH || L->PW))
+    for (int p = 0; p < npos; ++p) {
+      const int h0 = (p / OW) * L->SH - L->PH, w0 = (p % OW) * L->SW - L->PW;
+      bool any = false;
+      for (int kh = 0; kh < KH; ++kh)
+        for (int kw = 0; kw < KW; ++kw) {
+          const int h = h0 + kh * L->DH, w = w0 + kw * L->DW;
+          if (h >= 0 && h < H && w >= 0 && w < W) continue;
+          if (!any) {
+            border_at[p] = (int)(border_v.size() / O);
+            border_v.resize(border_v.size() + O, 0);
+            any = true;
+          }
+          const int32_t* vt = L->vtap + (int64_t)(kh * KW + kw) * O;
+          int32_t* c = &border_v[(size_t)border_at[p] * O];
+          for (int o = 0; o < O; ++o) c[o] += vt[o];
+        }
+    }
   for (int n = 0; n < N; ++n) {
     pack_image(L, x + n * strides[0], strides + 1, H, W, Hp, Wp, Cb, planes.data(), L->kmap ? A.data() : nullptr,
                gather.data());
+    for (size_t i = 0; i < pixel_count.size(); ++i) {  // planes and pixels are laid out alike: i = b*Hp*Wp + pixel
+      const uint8_t* px = planes.data() + i * Cb;
+      int32_t c = 0;
+      for (int cb = 0; cb < Cb; ++cb) {
+#if defined(__GNUC__) || defined(__clang__)
+        c += __builtin_popcount(px[cb]);
+#else
+        c += popcount_byte(px[cb]);
+#endif
+      }
+      pixel_count[i] = c;
+    }
     for (int p0 = 0; p0 < npos; p0 += MB) {
       const int mb = std::min(MB, npos - p0);
-      std::fill(S.begin(), S.begin() + (size_t)mb * O, 0);
+      int cnt[MB];  // binary weights: popcount of the window of plane b
       for (int b = 0; b < P; ++b) {
         const uint8_t* plane = planes.data() + b * plane_bytes;
         const uint8_t* xs[MB];
         for (int m = 0; m < MB; ++m) {
           const int p = p0 + std::min(m, mb - 1);  // a short block repeats its last position
           xs[m] = plane + ((int64_t)(p / OW) * L->SH * Wp + (int64_t)(p % OW) * L->SW) * Cb;
+          if (binary) cnt[m] = window_sum(&pixel_count[(size_t)b * Hp * Wp], p / OW, p % OW);
         }
         for (int m0 = 0; m0 < mb; m0 += MR)
           for (int g = 0; g < L->groups; ++g)
             popcount_tile(xs + m0, segoff.data(), L->nseg, L->seg_words, L->w + (int64_t)g * K * 8,
                           &G[(size_t)m0 * ld + g * 8], ld);
+        if (P == 1) break;  // the last pass reads G directly
         // binary v = 1 - 2 neg: sum x_b v = popcount(x_b) - 2 popcount(x_b & neg_o); ternary v = pos - neg
         const int32_t mul = 1 << b;
         for (int m = 0; m < mb; ++m) {
           const int32_t* g = &G[(size_t)m * ld];
-          int32_t* s = &S[(size_t)m * O];
-          if (binary) {
-            const int32_t c = window_count(xs[m], segoff.data(), L->nseg, L->seg_words, L->ones);
-            for (int o = 0; o < O; ++o) s[o] += (c - 2 * g[o]) * mul;
+          int32_t* sm = &S[(size_t)m * O];
+          const int32_t c = binary ? cnt[m] : 0;
+          if (b == 0) {
+            if (binary) for (int o = 0; o < O; ++o) sm[o] = c - 2 * g[o];
+            else for (int o = 0; o < O; ++o) sm[o] = g[o] - g[O + o];
           } else {
-            for (int o = 0; o < O; ++o) s[o] += (g[o] - g[O + o]) * mul;
+            if (binary) for (int o = 0; o < O; ++o) sm[o] += (c - 2 * g[o]) * mul;
+            else for (int o = 0; o < O; ++o) sm[o] += (g[o] - g[O + o]) * mul;
           }
         }
       }
       for (int m = 0; m < mb; ++m) {
         const int p = p0 + m, oh = p / OW, ow = p % OW;
-        int32_t* d = &S[(size_t)m * O];
-        if (sign) {
-          // sum over real taps of (1 - 2 bit) v = vsum - 2 S - (v over the zero-padded taps)
-          for (int o = 0; o < O; ++o) d[o] = L->vsum[o] - 2 * d[o];
-          const int h0 = oh * L->SH - L->PH, w0 = ow * L->SW - L->PW;
-          if (h0 < 0 || w0 < 0 || h0 + (KH - 1) * L->DH >= H || w0 + (KW - 1) * L->DW >= W)
-            for (int kh = 0; kh < KH; ++kh)
-              for (int kw = 0; kw < KW; ++kw) {
-                const int h = h0 + kh * L->DH, w = w0 + kw * L->DW;
-                if (h >= 0 && h < H && w >= 0 && w < W) continue;
-                const int32_t* vt = L->vtap + (int64_t)(kh * KW + kw) * O;
-                for (int o = 0; o < O; ++o) d[o] -= vt[o];
-              }
-        } else {
-          const int32_t z = L->pad_code;  // codes q, value q - z; padding holds z
-          for (int o = 0; o < O; ++o) d[o] -= z * L->vsum[o];
+        // Sum x v over all taps: from G (one plane: combined here) or S. Then the integer d:
+        //   sign inputs: sum over real taps of (1 - 2 bit) v = vsum - 2 S - (v over the zero-padded taps);
+        //   codes q with value q - z (padding holds z): S - z vsum.
+        const int32_t* g = &G[(size_t)m * ld];
+        const int32_t* sm = &S[(size_t)m * O];
+        const int32_t* corr = sign && border_at[p] >= 0 ? &border_v[(size_t)border_at[p] * O] : zeros_i.data();
+        const int32_t c = binary ? cnt[m] : 0, z = sign ? 0 : L->pad_code;
+        int32_t* d = &D[0];
+        if (P == 1 && sign && binary)  // XNOR-Net / BNN: one pass
+          for (int o = 0; o < O; ++o) d[o] = L->vsum[o] - 2 * (c - 2 * g[o]) - corr[o];
+        else {
+          if (P == 1 && binary)
+            for (int o = 0; o < O; ++o) d[o] = c - 2 * g[o];
+          else if (P == 1)
+            for (int o = 0; o < O; ++o) d[o] = g[o] - g[O + o];
+          else
+            for (int o = 0; o < O; ++o) d[o] = sm[o];
+          if (sign)
+            for (int o = 0; o < O; ++o) d[o] = L->vsum[o] - 2 * d[o] - corr[o];
+          else
+            for (int o = 0; o < O; ++o) d[o] = d[o] - z * L->vsum[o];
         }
         if (dots) std::memcpy(dots + ((int64_t)n * npos + p) * O, d, sizeof(int32_t) * O);
         if (!out) continue;
-        float* y = out + ((int64_t)n * npos + p) * O;
-        for (int o = 0; o < O; ++o) y[o] = (float)d[o] * L->scale[o];
-        if (L->bias)
-          for (int o = 0; o < O; ++o) y[o] = y[o] + L->bias[o];
+        float k = 1.0f;
         if (L->kmap) {  // K = A convolved with the 1/(KH*KW) box at the layer's geometry (zero padding)
-          float k = 0.0f;
-          for (int kh = 0; kh < KH; ++kh)
-            for (int kw = 0; kw < KW; ++kw)
-              k += A[(int64_t)(oh * L->SH + kh * L->DH) * Wp + (ow * L->SW + kw * L->DW)] * box;
-          for (int o = 0; o < O; ++o) y[o] = y[o] * k;
+          k = 0.0f;
+          const float* a = A.data() + (int64_t)oh * L->SH * Wp + (int64_t)ow * L->SW;
+          for (int t = 0; t < T; ++t) k += a[tapoff[t]] * box;
         }
-        if (L->post_scale)
-          for (int o = 0; o < O; ++o) y[o] = y[o] * L->post_scale[o] + L->post_shift[o];
+        // ((d * scale + bias) * K) * post_scale + post_shift, absent terms as 0 or 1 (x + 0 = x up to the sign
+        // of a zero, x * 1 = x)
+        float* y = out + ((int64_t)n * npos + p) * O;
+        for (int o = 0; o < O; ++o) y[o] = (((float)d[o] * L->scale[o] + bias[o]) * k) * post_scale[o] + post_shift[o];
       }
     }
   }
