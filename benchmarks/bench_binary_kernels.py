@@ -6,10 +6,10 @@ Printed, in one process, with the CPU, ISA and thread count beside every timing:
 
 1. Kernels. The binary GEMM (Linear) and direct binary convolution — XNOR-Net's sign × sign with its
    scaling, the whole layer: packing the float input to bits, the popcounts, the epilogue — against
-   ``F.linear``/``F.conv2d`` in FP32 on the same shapes and batch; and TWN's ternary × 8-bit bit-serial kernel
-   on the same shapes. Each pair is timed round-robin, run by run (a burst of load slows both), and reported
+   ``F.linear``/``F.conv2d`` in FP32 on the same shapes and batch; and TWN's ternary × uint8 layer (W2A8) on the
+   same shapes, which runs on the byte kernel (see below). Each pair is timed round-robin, run by run (a burst of load slows both), and reported
    as the median with the 10th–90th percentile spread. ``Gb/s`` counts bit-pair operations (one per binary
-   multiply-accumulate; eight per ternary × 8-bit one) and ``of limit`` divides it by the popcount limit below.
+   multiply-accumulate) and ``of limit`` divides it by the popcount limit below; TWN's column gives GMAC/s.
 2. Whole models: xnor W1A1 and twn W2A8 on the zoo CNNs, lowered by the packed backend (kernel_report()
    printed), against the BN-folded FP32 model at batch 1 and 64, same protocol. The QAT is short (latency
    does not depend on accuracy). twn W2A32, the harness's ternary row, has float inputs: its layers stay on
@@ -33,6 +33,12 @@ The popcount throughput limit of the CPU. The kernels' inner step is one AND-pop
 * FP32 for comparison: Zen 3 has 2 FMA pipes × 8 lanes = 16 multiply-accumulates per cycle (AVX-512 Intel: 2 ×
   16 = 32). So at the limits a binary MAC is 128/16 = 8× an FP32 MAC on Zen 3 (341/32 ≈ 11× on AVX-512):
   the issue's 8× goal equals the AVX2 limit ratio, reachable only where torch's FP32 runs below its peak.
+
+Ternary × 8-bit. Bit-serially that is 8 input planes × 2 weight planes = 16 AND-popcounts per 64 MACs: at the
+AVX2 limit 128/16 = 8 MACs per cycle, half of FP32's peak — too slow. The kernels therefore run k-bit codes
+(planes × weight rows > 2) as bytes: VPMADDUBSW multiplies 32 unsigned codes by 32 int8 weights (−1/0/+1) and
+adds pairs into int16 (exact: |2·255| < 2^15, folded to int32 every 64 steps), VPADDW accumulates. Zen 3 runs
+VPMADDUBSW on 2 pipes: 2 × 32 = 64 MACs per cycle at best, 4× FP32's peak.
 
 The limit is turned into bit-ops per second with the core clock, measured here by timing a chain of
 dependent integer additions (1 cycle each); ``peak loop`` is the kernel's inner step run on registers only
@@ -161,7 +167,7 @@ def bench_kernels(isa: str, runs: int, limit_gbits: float | None, peak: float) -
             x = x.contiguous(memory_format=torch.channels_last)  # what a kernel layer's output is
         xnor = packed_layer(kind, wshape, "binary", BinaryActivation(), **conv)
         twn = packed_layer(kind, wshape, "ternary", uint8_input(x.relu()), **conv)
-        assert xnor.use_kernel(isa).startswith("xnor") and twn.use_kernel(isa).startswith("ternary-a8")
+        assert xnor.use_kernel(isa).startswith("xnor") and twn.use_kernel(isa).startswith("ternary-i8")
         w = xnor.dequantized_weight()
         xf = x.contiguous()  # FP32 in torch's default layout
         fp = (lambda: F.linear(xf, w)) if kind == "linear" else (lambda: F.conv2d(xf, w, None, **conv))
@@ -175,7 +181,7 @@ def bench_kernels(isa: str, runs: int, limit_gbits: float | None, peak: float) -
         of_limit = f"{gbits / limit_gbits:8.0%}" if limit_gbits else f"{'n/a':>8}"
         shape = "x".join(map(str, xshape))
         print(f"{label:18} {shape:18} {fmt(t_fp):>22} {fmt(t_x):>22} {med_fp / med_x:6.1f} {gbits:7.1f} "
-              f"{of_limit} {gbits / peak:7.0%} | {fmt(t_t):>22} {med_fp / med_t:6.1f}")
+              f"{of_limit} {gbits / peak:7.0%} | {fmt(t_t):>22} {med_fp / med_t:6.1f} {macs / (med_t * 1e6):7.1f}")
 
 
 def bench_models(specs: list[str], isa: str, runs: int) -> None:

@@ -2,7 +2,8 @@
 // file): bitserial_isa.h is compiled with QZ_ISA=2 against plain-C++ stand-ins of the intrinsics it uses
 // (same semantics as Intel's definitions), and its outputs and integer dots must equal the portable and AVX2
 // variants' bit for bit on random layers (binary/ternary weights; sign, unit and affine inputs; NCHW and
-// channels-last; strides, padding, dilation, C and O not multiples of 8). On a CPU with AVX-512 VPOPCNTDQ the
+// channels-last; strides, padding, dilation, C and O not multiples of 8). Built with -mavx2: the AVX-512
+// variant's byte kernel is the AVX2 one, inlined. On a CPU with AVX-512 VPOPCNTDQ the
 // real instructions are checked by test_dots_exact_outputs_match_and_isas_identical.
 #define QZ_OPAQUE(x, c) (void)(x)
 #include "bitserial.cpp"

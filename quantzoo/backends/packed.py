@@ -29,7 +29,7 @@ _COMPUTE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 def kernel_report(model: nn.Module, why: bool = False) -> dict[str, str]:
     """``{layer name: what computed it}`` for every Linear/Conv layer: a kernel name such as ``"xnor-avx2"`` or
-    ``"ternary-a8-avx512"`` for packed layers on the bit-serial kernels (the last forward pass's, else the
+    ``"ternary-i8-avx2"`` for packed layers on the bit-serial kernels (the last forward pass's, else the
     planned one), ``"float"`` otherwise. ``why=True`` appends the reason to each ``"float"``."""
     out = {}
     for name, m in model.named_modules():

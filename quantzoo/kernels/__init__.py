@@ -12,7 +12,10 @@ planes — bit b of every input code is one plane, the weight is one row of bits
   row is shared by every channel);
 * ternary weights (TWN on two bit planes), ``v = pos − neg``: ``Σ x_b·v = popcount(x_b ∧ pos_o) −
   popcount(x_b ∧ neg_o)``;
-* k-bit inputs are bit-serial: ``Σ q·v = Σ_b 2^b·Σ x_b·v``.
+* k-bit inputs are bit-serial: ``Σ q·v = Σ_b 2^b·Σ x_b·v`` — while planes × weight rows ≤ 2 (DoReFa
+  W1A2); beyond, the codes are kept as bytes and multiplied by the int8 weight values (−1/0/+1) with
+  VPMADDUBSW (``"ternary-i8"`` for TWN W2A8), 32 multiply-accumulates per instruction instead of 16
+  popcounts per 64.
 
 For sign inputs (bit 1 = −1) ``Σ u·v = Σ v − 2·Σ x_b·v``: with binary weights this is XNOR-Net's
 ``n − 2·popcount(x ⊕ w)`` (Rastegari et al. 2016, arXiv:1603.05279 §3.2; ``popcount(x ⊕ w) = popcount(x) +
@@ -24,7 +27,7 @@ weights of the padded taps — the result is exact at the border too.
 The convolution is direct: each input image is packed once into bit planes ``[P][H+2p][W+2p][C/8]`` (fused
 with the sign/threshold/affine code and, for XNOR-Net, the mean |x| of the K map; no float im2col), and
 the window of an output position is read in place, one contiguous run of bytes per kernel row. Linear layers
-are the 1×1 case. The float epilogue then gives ``y = (d·α_o·s + b_o)·K_p`` (α the weight scale — XNOR-Net's
+are the 1×1 case (the byte kernel reads a byte image ``[H+2p][W+2p][C]`` the same way). The float epilogue then gives ``y = (d·α_o·s + b_o)·K_p`` (α the weight scale — XNOR-Net's
 per-filter α, BNN's 1, DoReFa's E|w|, TWN's α —, s the input code step, b the bias, K XNOR-Net's scaling map).
 
 Exactness: ``d`` is exact (integer arithmetic); the epilogue rounds once per product where the fake-quant

@@ -29,7 +29,7 @@ from ..errors import ConfigError, QuantzooWarning
 ISAS = {"avx512": 2, "avx2": 1, "portable": 0}
 ISA_ENV = "QUANTZOO_KERNEL_ISA"
 CACHE_ENV = "QUANTZOO_KERNEL_CACHE"
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = ("bitserial.cpp", "bitserial_isa.h")
@@ -43,8 +43,9 @@ class _Layer(ctypes.Structure):
                                                "in_kind", "planes")] + \
         [(n, ctypes.c_float) for n in ("prescale", "levels", "scale_in")] + \
         [(n, ctypes.c_int32) for n in ("zero_point", "qmin", "qmax", "pad_code", "kmap", "O", "w_kind",
-                                       "groups", "nseg", "seg_words", "taps_per_seg")] + \
-        [("w", ctypes.c_void_p), ("vtap", ctypes.c_void_p), ("vsum", ctypes.c_void_p),
+                                       "groups", "nseg", "seg_words", "taps_per_seg", "bytes_mode",
+                                       "seg_vecs")] + \
+        [("w", ctypes.c_void_p), ("wb", ctypes.c_void_p), ("vtap", ctypes.c_void_p), ("vsum", ctypes.c_void_p),
          ("scale", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("post_scale", ctypes.c_void_p),
          ("post_shift", ctypes.c_void_p)]
 

@@ -81,8 +81,14 @@ class BitKernel:
         self.enc, self.weights, self.isa = enc, weights, isa
         self.kind = layer.kind
         self.geom = _geometry(layer)
-        base = "ternary" if weights == "ternary" else ("xnor" if enc.kind == "sign" else "and")
-        self.name = f"{base}{f'-a{enc.bits}' if enc.bits > 1 else ''}-{isa}"
+        # Codes of several bits: bit-serial costs planes x weight rows popcounts per word; past 2 of them the
+        # byte kernel (one VPMADDUBSW multiply-add per 32 codes) is cheaper.
+        self.bytes_mode = enc.kind != "sign" and enc.bits * (2 if weights == "ternary" else 1) > 2
+        if self.bytes_mode:
+            self.name = f"{weights}-i{enc.bits}-{isa}"
+        else:
+            base = "ternary" if weights == "ternary" else ("xnor" if enc.kind == "sign" else "and")
+            self.name = f"{base}{f'-a{enc.bits}' if enc.bits > 1 else ''}-{isa}"
         self._src = []
         self._struct = None
         self._prepare(layer)
@@ -124,8 +130,16 @@ class BitKernel:
         taps_per_seg = KW if g["DW"] == 1 else 1
         nseg = KH * KW // taps_per_seg
         seg_words = -(-taps_per_seg * ((C + 7) // 8) // 8)
-        self._w = self._pack(lib, rows, taps_per_seg, seg_words)
-        groups = self._w.numel() // (nseg * seg_words * 8)
+        if self.bytes_mode:  # weight values as int8 rows [O padded to 4][nseg][seg_vecs*32], zero-filled
+            seg_bytes = taps_per_seg * C
+            seg_vecs = -(-seg_bytes // 32)
+            rows8 = torch.zeros(-(-O // 4) * 4, nseg, seg_vecs * 32, dtype=torch.int8)
+            rows8[:O, :, :seg_bytes] = v.permute(0, 2, 3, 1).reshape(O, nseg, seg_bytes).to(torch.int8)
+            self._wb, self._w, groups = rows8.contiguous(), None, 0
+        else:
+            self._w = self._pack(lib, rows, taps_per_seg, seg_words)
+            self._wb, seg_vecs = None, 0
+            groups = self._w.numel() // (nseg * seg_words * 8)
         self._vtap = v.sum(dim=1).reshape(O, KH * KW).t().to(torch.int32).contiguous()  # [taps][O]
         self._vsum = self._vtap.sum(dim=0, dtype=torch.int32).contiguous()
         alpha = alpha.expand(O) if alpha.numel() == 1 else alpha.reshape(O)
@@ -138,7 +152,8 @@ class BitKernel:
             g = g / torch.sqrt(bn.running_var + bn.eps)
             h = (0.0 if bn.bias is None else bn.bias.detach().float()) - bn.running_mean * g
             self._post = (g.contiguous(), h.contiguous())
-        self._layout = dict(O=O, groups=groups, nseg=nseg, seg_words=seg_words, taps_per_seg=taps_per_seg)
+        self._layout = dict(O=O, groups=groups, nseg=nseg, seg_words=seg_words, taps_per_seg=taps_per_seg,
+                            bytes_mode=int(self.bytes_mode), seg_vecs=seg_vecs)
         self._struct = None
         self._src = [(t, t._version if t is not None else None) for t in self._sources(layer)]
 
@@ -168,7 +183,7 @@ class BitKernel:
                 **fields, in_kind=_IN_KIND[e.kind], planes=e.bits, prescale=e.prescale,
                 levels=float(2**e.bits - 1), scale_in=e.scale, zero_point=zp, qmin=qmin, qmax=qmax,
                 pad_code=pad_code, kmap=int(e.scale_map == "xnor"), w_kind=_W_KIND[self.weights],
-                w=ptr(self._w), vtap=ptr(self._vtap), vsum=ptr(self._vsum), scale=ptr(self._scale),
+                w=ptr(self._w), wb=ptr(self._wb), vtap=ptr(self._vtap), vsum=ptr(self._vsum), scale=ptr(self._scale),
                 bias=ptr(self._bias), post_scale=ptr(self._post[0]) if self._post else None,
                 post_shift=ptr(self._post[1]) if self._post else None)
         return self._struct

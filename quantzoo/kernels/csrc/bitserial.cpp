@@ -14,6 +14,8 @@
 // For sign inputs (bit = 1 where x < 0, u = 1 - 2 bit) this is XNOR-Net's xnor-popcount: popcount(x ^ w) =
 // popcount(x) + popcount(w) - 2 popcount(x & w); the AND form lets padding bits past a segment be masked by
 // the weight's zeros, so pixels are packed at byte granularity (C = 32 uses 32 bits, not a 64-bit word).
+// Codes of several bits against ternary weights (TWN W2A8) would need planes x 2 popcounts per word; there
+// (bytes_mode) the codes stay bytes and VPMADDUBSW multiplies them by the int8 weight values instead.
 
 #include <algorithm>
 #include <cmath>
@@ -28,7 +30,7 @@
 #define QZ_X86 0
 #endif
 
-#define QZ_ABI_VERSION 4
+#define QZ_ABI_VERSION 5
 
 #if defined(__GNUC__) || defined(__clang__)
 #define QZ_INLINE static inline __attribute__((always_inline))
@@ -58,7 +60,9 @@ struct qz_layer {
   int32_t kmap;      // 1: multiply by XNOR-Net's K (mean |x| over channels, box-filtered at the conv geometry)
   int32_t O, w_kind;
   int32_t groups, nseg, seg_words, taps_per_seg;  // rows: binary neg_o; ternary pos_o then neg_o
+  int32_t bytes_mode, seg_vecs;  // 1: codes as bytes times int8 weights (wb), segments of seg_vecs*32 bytes
   const uint64_t* w;     // [groups][nseg * seg_words][8]: word k of rows 8g..8g+7 side by side
+  const int8_t* wb;      // bytes mode: [ceil(O/4)*4][nseg][seg_vecs*32] weight values, zero-filled
   const int32_t* vtap;   // [KH*KW][O]: sum over channels of v at each tap (border correction)
   const int32_t* vsum; // [O]: sum of v over the whole filter
   const float* scale;  // [O]

@@ -324,7 +324,141 @@ static void pack_image(const qz_layer* L, const float* x, const int64_t* st, int
     }
 }
 
-static int forward(const qz_layer* L, const float* x, const int64_t* strides, int N, int H, int W, int OH, int OW,
+
+// -- byte codes: unsigned 8-bit (or fewer) codes times int8 weights (binary/ternary values) -------------------
+// i8_tile: out[m*ld + r] = sum over the window of x_m[k] * w_r[k] (x unsigned bytes, w signed bytes in -1..1)
+// for I8_MR positions and I8_NR weight rows (row r at wr + r*wstride, [nseg][seg_vecs*32] bytes).
+#if QZ_ISA == 1
+static constexpr int I8_MR = 2, I8_NR = 4;  // 8 counters + 2 inputs + 1 weight + 1 product: no register spills
+// int16 counters: one VPMADDUBSW lane is x*w + x*w with |w| <= 1, at most 510, so 64 steps stay below 32767
+static constexpr int I8_FLUSH_EVERY = 64;
+
+static inline int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+QZ_INLINE void i8_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_vecs, const int8_t* wr,
+                       int64_t wstride, int32_t* out, int ld) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[I8_MR][I8_NR];
+  alignas(32) int32_t tot[I8_MR][I8_NR][8];  // only for windows of more than I8_FLUSH_EVERY vectors
+  const bool one_flush = nseg * seg_vecs <= I8_FLUSH_EVERY;
+  if (!one_flush) std::memset(tot, 0, sizeof(tot));
+  for (int m = 0; m < I8_MR; ++m)
+    for (int r = 0; r < I8_NR; ++r) acc[m][r] = _mm256_setzero_si256();
+  int steps = 0;
+  for (int s = 0; s < nseg; ++s) {
+    const uint8_t* p0 = xs[0] + segoff[s];
+    const uint8_t* p1 = xs[1] + segoff[s];
+    const int8_t* w = wr + (int64_t)s * seg_vecs * 32;
+    for (int j = 0; j < seg_vecs; ++j) {
+      const __m256i x0 = _mm256_loadu_si256((const __m256i*)(p0 + 32 * j));
+      const __m256i x1 = _mm256_loadu_si256((const __m256i*)(p1 + 32 * j));
+#pragma GCC unroll 4
+      for (int r = 0; r < I8_NR; ++r) {
+        const __m256i wv = _mm256_loadu_si256((const __m256i*)(w + r * wstride + 32 * j));
+        acc[0][r] = _mm256_add_epi16(acc[0][r], _mm256_maddubs_epi16(x0, wv));
+        acc[1][r] = _mm256_add_epi16(acc[1][r], _mm256_maddubs_epi16(x1, wv));
+      }
+      if (!one_flush && ++steps == I8_FLUSH_EVERY) {
+        for (int m = 0; m < I8_MR; ++m)
+          for (int r = 0; r < I8_NR; ++r) {
+            __m256i* t = (__m256i*)tot[m][r];
+            _mm256_store_si256(t, _mm256_add_epi32(_mm256_load_si256(t), _mm256_madd_epi16(acc[m][r], ones)));
+            acc[m][r] = _mm256_setzero_si256();
+          }
+        steps = 0;
+      }
+    }
+  }
+  for (int m = 0; m < I8_MR; ++m)
+    for (int r = 0; r < I8_NR; ++r) {
+      __m256i v = _mm256_madd_epi16(acc[m][r], ones);
+      if (!one_flush) v = _mm256_add_epi32(v, _mm256_load_si256((const __m256i*)tot[m][r]));
+      out[m * ld + r] = hsum_epi32(v);
+    }
+}
+
+// codes of 8 values at once, exactly as input_code: the same float operations, NaN to the lower clamp
+static inline __m256i codes8(const qz_layer* L, __m256 v) {
+  __m256 q;
+  if (L->in_kind == QZ_IN_UNIT) {
+    if (L->prescale != 1.0f) v = _mm256_mul_ps(v, _mm256_set1_ps(L->prescale));
+    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(1.0f));  // max(NaN, 0) = 0
+    q = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(L->levels)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm256_cvttps_epi32(q);
+  }
+  q = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.0f / L->scale_in)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  q = _mm256_add_ps(_mm256_set1_ps((float)L->zero_point), q);
+  q = _mm256_min_ps(_mm256_max_ps(q, _mm256_set1_ps((float)L->qmin)), _mm256_set1_ps((float)L->qmax));
+  return _mm256_sub_epi32(_mm256_cvttps_epi32(q), _mm256_set1_epi32(L->qmin));
+}
+
+// dst[c] = input_code(x[c]) for the C values of one pixel, 32 at a time
+static inline void pixel_codes(const qz_layer* L, const float* x, int C, uint8_t* dst) {
+  int c = 0;
+  for (; c + 32 <= C; c += 32) {
+    const __m256i a = codes8(L, _mm256_loadu_ps(x + c)), b = codes8(L, _mm256_loadu_ps(x + c + 8));
+    const __m256i e = codes8(L, _mm256_loadu_ps(x + c + 16)), f = codes8(L, _mm256_loadu_ps(x + c + 24));
+    // codes are 0..255: pack 32 -> 16 -> 8 bits (per 128-bit lane), then undo the lane interleave
+    const __m256i ab = _mm256_packus_epi32(a, b), ef = _mm256_packus_epi32(e, f);
+    const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, ef), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i*)(dst + c), bytes);
+  }
+  for (; c < C; ++c) dst[c] = (uint8_t)input_code(L, x[c]);
+}
+#elif QZ_ISA == 2
+// AVX-512 machines run the AVX2 byte tile and code packer (every AVX-512 CPU has AVX2)
+using qz_avx2::I8_MR;
+using qz_avx2::I8_NR;
+using qz_avx2::i8_tile;
+using qz_avx2::pixel_codes;
+#else
+static inline void pixel_codes(const qz_layer* L, const float* x, int C, uint8_t* dst) {
+  for (int c = 0; c < C; ++c) dst[c] = (uint8_t)input_code(L, x[c]);
+}
+
+static constexpr int I8_MR = 2, I8_NR = 4;
+
+static void i8_tile(const uint8_t* const* xs, const int64_t* segoff, int nseg, int seg_vecs, const int8_t* wr,
+                    int64_t wstride, int32_t* out, int ld) {
+  for (int m = 0; m < I8_MR; ++m)
+    for (int r = 0; r < I8_NR; ++r) {
+      int32_t acc = 0;
+      for (int s = 0; s < nseg; ++s) {
+        const uint8_t* p = xs[m] + segoff[s];
+        const int8_t* w = wr + r * wstride + (int64_t)s * seg_vecs * 32;
+        for (int k = 0; k < seg_vecs * 32; ++k) acc += (int32_t)p[k] * (int32_t)w[k];
+      }
+      out[m * ld + r] = acc;
+    }
+}
+#endif
+
+// One image -> bytes[Hp][Wp][C]: the code of each value; padding holds pad_code (the code of 0).
+static void pack_bytes(const qz_layer* L, const float* x, const int64_t* st, int H, int W, int Hp, int Wp,
+                       uint8_t* img, float* gather) {
+  const int C = L->C;
+  for (int h = 0; h < Hp; ++h)
+    for (int w = 0; w < Wp; ++w) {
+      uint8_t* dst = img + ((int64_t)h * Wp + w) * C;
+      if (h < L->PH || h >= L->PH + H || w < L->PW || w >= L->PW + W) {
+        std::memset(dst, L->pad_code, C);
+        continue;
+      }
+      const float* px = x + (h - L->PH) * st[1] + (w - L->PW) * st[2];
+      if (st[0] != 1) {
+        for (int c = 0; c < C; ++c) gather[c] = px[c * st[0]];
+        px = gather;
+      }
+      pixel_codes(L, px, C, dst);
+    }
+}
+
+static int forward_bits(const qz_layer* L, const float* x, const int64_t* strides, int N, int H, int W, int OH, int OW,
                    float* out, int32_t* dots) {
   const int C = L->C, O = L->O, P = L->planes, KH = L->KH, KW = L->KW, T = KH * KW;
   const int Cb = (C + 7) / 8;
@@ -467,4 +601,59 @@ static int forward(const qz_layer* L, const float* x, const int64_t* strides, in
     }
   }
   return 0;
+}
+
+// Unsigned codes as bytes against int8 weight values (L->bytes_mode): d = sum over all taps of q v - z vsum.
+static int forward_bytes(const qz_layer* L, const float* x, const int64_t* strides, int N, int H, int W, int OH,
+                         int OW, float* out, int32_t* dots) {
+  const int C = L->C, O = L->O, KW = L->KW;
+  const int Hp = H + 2 * L->PH, Wp = W + 2 * L->PW;
+  const int64_t img_bytes = (int64_t)Hp * Wp * C;
+  std::vector<uint8_t> img((size_t)img_bytes + 64, 0);  // +64: vector reads past a segment's end
+  std::vector<int64_t> segoff(L->nseg);
+  for (int s = 0; s < L->nseg; ++s) {
+    const int kh = L->taps_per_seg == KW ? s : s / KW, kw = L->taps_per_seg == KW ? 0 : s % KW;
+    segoff[s] = ((int64_t)kh * L->DH * Wp + (int64_t)kw * L->DW) * C;
+  }
+  const int rows = (O + I8_NR - 1) / I8_NR * I8_NR;
+  const int64_t wstride = (int64_t)L->nseg * L->seg_vecs * 32;
+  constexpr int MB = 8 * I8_MR;
+  std::vector<int32_t> S((size_t)MB * rows), D(O);
+  std::vector<float> gather(C), zeros(O, 0.0f), units(O, 1.0f);
+  const float* bias = L->bias ? L->bias : zeros.data();
+  const float* post_scale = L->post_scale ? L->post_scale : units.data();
+  const float* post_shift = L->post_scale ? L->post_shift : zeros.data();
+  const int npos = OH * OW;
+  for (int n = 0; n < N; ++n) {
+    pack_bytes(L, x + n * strides[0], strides + 1, H, W, Hp, Wp, img.data(), gather.data());
+    for (int p0 = 0; p0 < npos; p0 += MB) {
+      const int mb = std::min(MB, npos - p0);
+      const uint8_t* xs[MB];
+      for (int m = 0; m < MB; ++m) {
+        const int p = p0 + std::min(m, mb - 1);
+        xs[m] = img.data() + ((int64_t)(p / OW) * L->SH * Wp + (int64_t)(p % OW) * L->SW) * C;
+      }
+      for (int m0 = 0; m0 < mb; m0 += I8_MR)
+        for (int r0 = 0; r0 < rows; r0 += I8_NR)
+          i8_tile(xs + m0, segoff.data(), L->nseg, L->seg_vecs, L->wb + r0 * wstride, wstride,
+                  &S[(size_t)m0 * rows + r0], rows);
+      for (int m = 0; m < mb; ++m) {
+        const int p = p0 + m;
+        const int32_t* sm = &S[(size_t)m * rows];
+        int32_t* d = D.data();
+        for (int o = 0; o < O; ++o) d[o] = sm[o] - L->pad_code * L->vsum[o];
+        if (dots) std::memcpy(dots + ((int64_t)n * npos + p) * O, d, sizeof(int32_t) * O);
+        if (!out) continue;
+        float* y = out + ((int64_t)n * npos + p) * O;
+        for (int o = 0; o < O; ++o) y[o] = ((float)d[o] * L->scale[o] + bias[o]) * post_scale[o] + post_shift[o];
+      }
+    }
+  }
+  return 0;
+}
+
+static int forward(const qz_layer* L, const float* x, const int64_t* strides, int N, int H, int W, int OH, int OW,
+                   float* out, int32_t* dots) {
+  return L->bytes_mode ? forward_bytes(L, x, strides, N, H, W, OH, OW, out, dots)
+                       : forward_bits(L, x, strides, N, H, W, OH, OW, out, dots);
 }
