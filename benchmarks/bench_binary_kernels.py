@@ -159,7 +159,7 @@ def fmt(ts) -> str:
 def bench_kernels(isa: str, runs: int, limit_gbits: float | None, peak: float) -> None:
     print(f"\n## Kernels (batch as shown, {torch.get_num_threads()} thread, ISA {isa}); ms: median (p10–p90)")
     head = (f"{'layer':18} {'input':18} {'FP32 torch':>22} {'xnor (binary)':>22} {'×FP32':>6} {'Gb/s':>7} "
-            f"{'of limit':>8} {'of peak':>7} | {'ternary-a8 (TWN)':>22} {'×FP32':>6}")
+            f"{'of limit':>8} {'of peak':>7} | {'ternary-i8 (TWN)':>22} {'×FP32':>6} {'GMAC/s':>7}")
     print(head)
     for label, kind, wshape, conv, xshape in SHAPES:
         x = torch.randn(*xshape, generator=torch.Generator().manual_seed(1))
