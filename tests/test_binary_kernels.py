@@ -11,10 +11,11 @@ What is checked:
 
 Tolerance of the float epilogue: the kernel forms ``y = d·(α·s) + b`` (× K, then the folded BN) from the exact
 ``d`` with one rounding per step, where the fake-quant model's float32 convolution sums the ±α terms one by
-one; measured differences are below 1e-6·max|y| on these layers, and the tests allow ``EPILOGUE_RTOL =
-1e-5`` of the layer's largest output. Whole models: a difference that small can flip the sign of a value
-within ~1e-6 of 0 at the next binary layer, so logits are compared on the fraction of test images whose
-logits agree to that tolerance (all of them so far) and predictions must agree on every image but ≤ 0.5%.
+one. Measured on the 12 zoo cases below: at most 1.1e-6·max|y| per layer (0 for BNN's ±1 sums, which are exact
+in float32 too); the tests allow ``EPILOGUE_RTOL = 1e-5`` of the layer's largest output. Whole models gave
+identical logits on the digits test set in all 12 cases (the 8-bit last layer re-quantizes its input); since
+a difference of 1e-6 could flip the sign of a value that close to 0 at the next binary layer, the test asks
+for logits within that tolerance on ≥ 99% of the images and the same prediction on ≥ 99.5%.
 """
 
 from __future__ import annotations
@@ -174,6 +175,20 @@ def test_kernel_names_bit_serial_and_byte_inputs():
                      ("unit2", "binary"): "and-a2-portable", ("unit2", "ternary"): "ternary-i2-portable",
                      ("unit3", "binary"): "binary-i3-portable", ("unit3", "ternary"): "ternary-i3-portable",
                      ("affine8", "binary"): "binary-i8-portable", ("affine8", "ternary"): "ternary-i8-portable"}
+
+
+def test_input_batchnorm_runs_before_the_kernel():
+    from quantzoo.nn.packed import InputBatchNorm
+
+    norm = InputBatchNorm(16, conv=True)
+    norm.bn.running_mean.uniform_(-1, 1)
+    norm.bn.running_var.uniform_(0.5, 2)
+    layer = packed("conv2d", (8, 16, 3, 3), "binary", BinaryActivation(norm.eval()), padding=1)
+    assert layer.use_kernel().startswith("xnor")
+    x = torch.randn(2, 16, 6, 6)
+    ref = run_layer(layer, x, layer.dequantized_weight())
+    assert torch.equal(layer.kernel.run(layer, x, dots=True).double(), reference_dots(layer, x))
+    assert (layer(x) - ref).abs().max() <= EPILOGUE_RTOL * ref.abs().max()
 
 
 def test_layers_that_stay_float_say_why():
