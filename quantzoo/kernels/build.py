@@ -130,7 +130,8 @@ def library() -> ctypes.CDLL | None:
         if lib is None:
             warnings.warn(f"quantzoo.kernels: cannot build the bit-serial kernels: {problem}; the packed backend "
                           "runs every layer by unpacking to float32 (no speedup). Fix: install a C++ compiler and "
-                          "ninja (e.g. apt-get install g++ ninja-build, or pip install ninja) or set CXX",
+                          "ninja (e.g. apt-get install g++ ninja-build, or pip install ninja), or set CXX, or "
+                          f"{CACHE_ENV} to a writable build directory",
                           QuantzooWarning, stacklevel=2)
     return _state["lib"]
 
