@@ -61,9 +61,9 @@ import torch.nn.functional as F
 from quantzoo import kernels
 from quantzoo.backends.packed import PackedBackend
 from quantzoo.kernels.build import ISAS
-from quantzoo.nn import FakeQuant
-from quantzoo.nn.packed import BinaryActivation, PackedLayer
-from quantzoo.quantizers.uniform import make_observer
+from quantzoo.nn import BinaryActivation, FakeQuant
+from quantzoo.nn.packed import PackedLayer
+from quantzoo.quantizers.uniform import observer_class
 from quantzoo.spec import QuantSpec
 
 #: Bit-pair operations per cycle at the limit derived in the docstring.
@@ -126,7 +126,7 @@ def packed_layer(kind, shape, weights, iq, **conv):
 
 def uint8_input(x):
     spec = QuantSpec(bits=8, signed=False, symmetric=False)
-    fq = FakeQuant(spec, make_observer("minmax", spec))
+    fq = FakeQuant(spec, observer_class("minmax")(spec))
     fq(x)
     return fq.freeze()
 
@@ -185,8 +185,8 @@ def bench_kernels(isa: str, runs: int, limit_gbits: float | None, peak: float) -
 
 
 def bench_models(specs: list[str], isa: str, runs: int) -> None:
-    from quantzoo.bench.cell import get_baseline, load_splits
-    from quantzoo.bench.execute import make_cell, quantize_cell
+    from quantzoo.bench.data import get_baseline, load_splits
+    from quantzoo.bench.run import make_cell, quantize_cell
     from quantzoo.nn import fold_batch_norms
 
     print(f"\n## Whole models vs BN-folded FP32 ({torch.get_num_threads()} thread, ISA {isa}); ms: median (p10–p90)")

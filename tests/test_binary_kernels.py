@@ -32,9 +32,10 @@ import quantzoo
 from quantzoo import kernels
 from quantzoo.backends.packed import FoldedBatchNorm2d, PackedBackend, kernel_report
 from quantzoo.errors import ConfigError
-from quantzoo.nn import FakeQuant
-from quantzoo.nn.packed import BinaryActivation, PackedLayer, load_packed, packed_layers, run_layer, save_packed
-from quantzoo.quantizers.uniform import make_observer
+from quantzoo.nn import BinaryActivation, FakeQuant
+from quantzoo.nn.layers import run_layer
+from quantzoo.nn.packed import PackedLayer, load_packed, packed_layers, save_packed
+from quantzoo.quantizers.uniform import observer_class
 from quantzoo.spec import QuantSpec
 
 EPILOGUE_RTOL = 1e-5
@@ -69,7 +70,7 @@ def packed(kind, shape, weights, iq, *, bias=True, seed=0, **conv):
 
 def frozen_fakequant(x):
     spec = QuantSpec(bits=8, signed=False, symmetric=False)
-    fq = FakeQuant(spec, make_observer("minmax", spec))
+    fq = FakeQuant(spec, observer_class("minmax")(spec))
     fq(x)
     return fq.freeze()
 
@@ -178,7 +179,7 @@ def test_kernel_names_bit_serial_and_byte_inputs():
 
 
 def test_input_batchnorm_runs_before_the_kernel():
-    from quantzoo.nn.packed import InputBatchNorm
+    from quantzoo.nn import InputBatchNorm
 
     norm = InputBatchNorm(16, conv=True)
     norm.bn.running_mean.uniform_(-1, 1)
@@ -260,7 +261,7 @@ def test_no_compiler_warns_once_and_falls_back(monkeypatch):
 
 # -- whole zoo models ----------------------------------------------------------------------------------------------
 def digits(shape):
-    from quantzoo.datasets import load_dataset
+    from quantzoo.bench.data import load_dataset
 
     splits = load_dataset("digits")
     resize = (lambda t: F.interpolate(t, size=shape[1:], mode="bilinear", align_corners=False)) \
@@ -269,7 +270,8 @@ def digits(shape):
 
 
 def zoo_model(name):
-    from quantzoo.models import LeNet5, build_model
+    from quantzoo.bench.data import build_model
+    from quantzoo.models import LeNet5
 
     if name == "lenet5":  # LeNet-5 needs 28×28: the digits, resized
         return LeNet5((1, 28, 28), 10), (1, 28, 28)
@@ -372,10 +374,10 @@ def test_harness_times_packed_rows_on_kernels(tmp_path_factory):
                  baseline={"epochs": 1, "lr": 3e-3})
     assert m["backend"] == "packed" and m["backend_error"] is None
     assert m["kernels"]["features.3"].startswith("xnor-") and m["kernels"]["features.0"] == "float"
-    assert m["speedup_b1"] > 0 and m["speedup_b8"] > 0 and m["latency_b8_ms"] > 0
+    assert m["latency"]["1"]["speedup"] > 0 and m["latency"]["8"]["speedup"] > 0 and m["latency"]["8"]["ms"] > 0
     m = run_cell("twn", "cnn", "digits", 2, None, protocol=proto, mode="qat", cache_dir=cache,
                  baseline={"epochs": 1, "lr": 3e-3})
-    assert set(m["kernels"].values()) == {"float"} and "speedup_b8" not in m  # float inputs: nothing timed
+    assert set(m["kernels"].values()) == {"float"} and m["latency"] == {}  # float inputs: nothing timed
 
 
 @pytest.mark.slow

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedError
-from ..nn.packed import PackedLayer, is_packable, pack_model, packed_layers
-from ..spec import QuantSpec
+from ..nn.layers import is_packable
+from ..nn.packed import PackedLayer, pack_model, packed_layers
 from .base import Backend, state_dict_bytes
 
 _COMPUTE = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -93,11 +93,6 @@ class PackedBackend(Backend):
     description = ("Bit-packed 1/2/4/8-bit weight storage with scales; binary/ternary layers with binary or "
                    "k-bit inputs run on bit-serial popcount kernels, the rest by unpacking to float32.")
     real_integer = False
-
-    def check_spec(self, weight: QuantSpec | None, activation: QuantSpec | None) -> list[str]:
-        if weight is not None and weight.bits > 8:
-            return [f"packed stores weights of at most 8 bits, not {weight.bits}"]
-        return []
 
     def lower(self, model: nn.Module, example_input: torch.Tensor | None = None, *, kernels: bool = True,
               isa: str | None = None, fold_bn: bool = True) -> nn.Module:

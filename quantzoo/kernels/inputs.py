@@ -61,7 +61,7 @@ class KernelInput:
 def kernel_input(iq: nn.Module | None) -> KernelInput | str:
     """The :class:`KernelInput` of a layer's input quantizer, or the reason its layer stays on the float path."""
     from ..nn.fake_quant import FakeQuant
-    from ..nn.packed import BinaryActivation
+    from ..nn.binary import BinaryActivation
 
     if iq is None:
         return "float input (no input quantizer)"
