@@ -32,6 +32,11 @@ class Backend:
         """A module that runs ``model`` on this backend (raise :class:`~quantzoo.errors.UnsupportedError`)."""
         raise NotImplementedError
 
+    def measures_latency(self, model: nn.Module) -> bool:
+        """Whether the latency of this lowered ``model`` means something (default: ``real_integer``); a backend
+        that runs some models on real kernels and others in simulation says which."""
+        return self.real_integer
+
     def model_size_bytes(self, model: nn.Module) -> int:
         """Bytes of the model as this backend stores it (default: a serialised ``state_dict``)."""
         return state_dict_bytes(model)

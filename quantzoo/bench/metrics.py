@@ -39,6 +39,7 @@ class CellMetrics:
     # -- where it ran
     backend: str | None = None
     real_integer: bool = False
+    kernels: dict[str, str] = field(default_factory=dict)  # compute layer -> kernel it ran on, or "float"
     backend_error: str | None = None
     # -- size
     size_bytes: float | None = None  # measured storage on the backend
@@ -46,7 +47,7 @@ class CellMetrics:
     compression: float | None = None
     ideal_size_bytes: float | None = None  # quantized weights at their bit width
     ideal_compression: float | None = None
-    # -- speed: batch size -> latency (real-integer backends, and the FP row's own latency in fp_ms)
+    # -- speed: batch size -> latency (backends whose lowered model runs on real kernels; the FP row's in fp_ms)
     latency: dict[int, Latency] = field(default_factory=dict)
     threads: int | None = None
     isa: str | None = None

@@ -226,8 +226,9 @@ def _train(quantizer, prepared, splits, proto: Protocol, seed: int, loss_fn, sco
 
 
 def _backend_metrics(m: CellMetrics, name: str, converted, fp_model, splits, proto: Protocol, reg, score) -> None:
-    """Real-backend accuracy, size and latency (the latter for real-integer backends, against the BN-folded FP
-    model in this same process). A backend that cannot run the model is reported, not fatal."""
+    """Real-backend accuracy, size and latency (the latter where the backend says the lowered model runs on
+    real kernels, :meth:`~quantzoo.backends.Backend.measures_latency`, against the BN-folded FP model in this
+    same process). A backend that cannot run the model is reported, not fatal."""
     m.backend = name
     if name == FakeQuantBackend.name:
         m.size_bytes = FakeQuantBackend().model_size_bytes(converted)
@@ -240,7 +241,9 @@ def _backend_metrics(m: CellMetrics, name: str, converted, fp_model, splits, pro
         m.task_metrics = real  # the row's scores are the real backend's where it runs
         m.size_bytes = backend.model_size_bytes(lowered)
         m.real_integer = bool(backend.real_integer)
-        if backend.real_integer and proto.latency:
+        if hasattr(lowered, "kernel_report"):
+            m.kernels = lowered.kernel_report()  # which layer ran on which kernel (packed backend)
+        if backend.measures_latency(lowered) and proto.latency:
             folded = fold_batch_norms(fp_model)
             for b in proto.latency_batches:
                 m.latency[b] = Latency(**speedup(lowered, folded, splits.test_x[:b]))

@@ -2,8 +2,9 @@
 
 :func:`pack_model` turns every converted layer whose weight grid is recorded (see
 :meth:`quantzoo.nn.QuantLayerMixin.bake`) into a :class:`PackedLayer`: the weight is stored as ``pack_bits``
-bytes (1, 2, 4 or 8 bits a weight) plus its scale/offset and unpacked on every forward pass: storage, not
-integer arithmetic. The state dict of a packed model is the file format (``torch.save`` of tensors only,
+bytes (1, 2, 4 or 8 bits a weight) plus its scale/offset. The ``packed`` backend puts binary/ternary layers
+with bit inputs on the bit-serial kernels (:mod:`quantzoo.kernels`); the others run on their dequantized
+weight. The state dict of a packed model is the file format (``torch.save`` of tensors only,
 loadable with ``weights_only=True``).
 """
 
@@ -32,11 +33,28 @@ def storage_bits(bits: int) -> int:
 
 class PackedLayer(AdoptSavedShapes, nn.Module):
     """A Linear/Conv1d/Conv2d whose weight is stored bit-packed (``packed_weight``, uint8) with its
-    ``weight_scale``/``weight_offset``; the float weight is rebuilt on each forward pass.
+    ``weight_scale``/``weight_offset``.
+
+    It computes in one of two ways. With a :class:`~quantzoo.kernels.BitKernel` in ``kernel`` (set by the
+    ``packed`` backend where the weights are binary/ternary and the input quantizer's codes are bits, see
+    :func:`quantzoo.kernels.plan_kernel`) it runs on the bit-serial kernels; otherwise, or for a call the
+    kernel cannot take (:meth:`~quantzoo.kernels.BitKernel.accepts`: a gradient is needed, not float32 on
+    CPU), the float weight is rebuilt from the packed codes and the layer runs as the converted one. ``ran_on``
+    records which of the two ran last (the kernel's name or ``"float"``).
 
     ``weight_bits`` and :meth:`dequantized_weight` (also the read-only ``weight`` property) expose the grid
     to the conformance kit. Input/output quantizers of the source layer are kept and run as there.
     """
+
+    #: The :class:`~quantzoo.kernels.BitKernel` this layer runs on, or None (the float path).
+    kernel = None
+    #: Why the layer is on the float path (set with ``kernel``).
+    kernel_note = "not lowered onto the kernels"
+    #: What computed the last forward pass: a kernel name (e.g. ``"xnor-avx2"``) or ``"float"``.
+    ran_on = None
+    #: A BatchNorm that follows this layer and is computed here (folded into the kernel's epilogue by the
+    #: ``packed`` backend; the module itself then passes its input through).
+    folded_norm = None
 
     def __init__(self, kind: str, weight_shape: tuple[int, ...], bits: int, *, bias: bool,
                  stride=1, padding=0, dilation=1, groups=1, input_quantizer=None, output_quantizer=None,
@@ -92,6 +110,23 @@ class PackedLayer(AdoptSavedShapes, nn.Module):
             new.bias.copy_(layer.bias)
         return new.train(layer.training)
 
+    @classmethod
+    @torch.no_grad()
+    def from_codes(cls, kind: str, codes: torch.Tensor, bits: int, scale: torch.Tensor, offset: float, *,
+                   bias: torch.Tensor | None = None, input_quantizer=None, output_quantizer=None,
+                   **conv) -> "PackedLayer":
+        """A packed layer with weight ``(codes − offset)·scale``: ``codes`` integers of the weight's shape,
+        ``scale`` a scalar or one value per output channel (``conv``: stride, padding, dilation, groups)."""
+        scale = torch.as_tensor(scale, dtype=torch.float32)
+        new = cls(kind, tuple(codes.shape), bits, bias=bias is not None, input_quantizer=input_quantizer,
+                  output_quantizer=output_quantizer, per_channel=scale.numel() > 1, **conv)
+        new.packed_weight.copy_(pack_bits(codes, new.storage_bits))
+        new.weight_scale.copy_(scale.reshape(new.weight_scale.shape))
+        new.weight_offset = torch.tensor(float(offset))
+        if bias is not None:
+            new.bias.copy_(bias)
+        return new.eval()
+
     def dequantized_weight(self) -> torch.Tensor:
         codes = unpack_bits(self.packed_weight, self.storage_bits, self.numel).reshape(self.weight_shape)
         return dequantize_codes(codes, self.weight_scale, self.weight_offset, axis=0)
@@ -107,7 +142,39 @@ class PackedLayer(AdoptSavedShapes, nn.Module):
         return conv(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, x):
-        return run_layer(self, x, self.dequantized_weight())
+        k = self.kernel
+        if k is not None and k.accepts(self, x):
+            self.__dict__["ran_on"] = k.name  # plain attributes: no nn.Module bookkeeping on the hot path
+            out = k.run(self, x)
+            oq = self._modules.get("output_quantizer")
+            return oq(out) if oq is not None else out
+        self.__dict__["ran_on"] = "float"
+        out = run_layer(self, x, self._float_weight())
+        bn = self.folded_norm
+        if bn is not None:
+            out = F.batch_norm(out, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return out
+
+    def _float_weight(self) -> torch.Tensor:
+        """:meth:`dequantized_weight`, kept between calls until a buffer it is made of changes."""
+        key = tuple((t.data_ptr(), t._version) for t in (self.packed_weight, self.weight_scale, self.weight_offset))
+        cached = self.__dict__.get("_float_weight_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self.dequantized_weight())
+            self.__dict__["_float_weight_cache"] = cached
+        return cached[1]
+
+    def use_kernel(self, isa: str | None = None) -> str:
+        """Put this layer on the bit-serial kernels where it can run there (``isa``: see
+        :func:`quantzoo.kernels.select_isa`); returns the kernel's name or ``"float"`` (``kernel_note`` says why)."""
+        from ..kernels import plan_kernel
+
+        plan = plan_kernel(self, isa)
+        if isinstance(plan, str):
+            self.kernel, self.kernel_note = None, plan
+            return "float"
+        self.kernel, self.kernel_note = plan, ""
+        return plan.name
 
     def extra_repr(self) -> str:
         return (f"{self.kind}, weight={list(self.weight_shape)}, bits={self.weight_bits} "

@@ -39,6 +39,7 @@ from pydantic import Field
 from torch import nn
 
 from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer
+from quantzoo.kernels import KernelInput
 from quantzoo.math import dorefa_codes, grad_transform, quantize_unit, tanh_unit
 from quantzoo.nn import BinaryWeight, CodedWeightQuantizer, WeightCodes, swap_layers, to_quant_layer
 from quantzoo.policy import LayerPolicy
@@ -75,6 +76,12 @@ class DorefaActivation(nn.Module):
         if self.prescale != 1.0:
             x = x * self.prescale
         return quantize_unit(torch.clamp(x, 0.0, 1.0), self.bits)
+
+    def kernel_input(self) -> KernelInput | str:
+        """For the packed backend's kernels: the codes ``round((2^k − 1)·clamp(prescale·x, 0, 1))``."""
+        if self.bits > 8:
+            return f"{self.bits}-bit DoReFa activations (the kernels take at most 8 bits)"
+        return KernelInput("unit", bits=self.bits, prescale=self.prescale)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, prescale={self.prescale}"

@@ -34,6 +34,7 @@ from pydantic import Field
 from torch import nn
 
 from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer, UnsupportedError
+from quantzoo.kernels import KernelInput
 from quantzoo.math import binarize
 from quantzoo.nn import BinaryActivation, BinaryWeight, input_batchnorm, replace_relus, swap_layers, to_quant_layer
 from quantzoo.policy import LayerPolicy
@@ -69,6 +70,10 @@ class XnorInput(BinaryActivation):
     def scaled_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.normalized(x)  # once: a BN in training mode must see each batch once
         return binarize(a, self.clip), self.scaling_map(a)
+
+    def kernel_input(self) -> KernelInput:
+        """For the packed backend's kernels: sign inputs whose output is multiplied by this K map."""
+        return KernelInput("sign", scale_map="xnor", norm=self.norm)
 
     def extra_repr(self) -> str:
         return f"{self.kind}, kernel={self.kernel_size}, stride={self.stride}, padding={self.padding}"
