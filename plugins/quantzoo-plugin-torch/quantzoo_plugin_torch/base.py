@@ -41,6 +41,12 @@ class PluginQuantizer(Quantizer):
         return cls.availability()
 
     @classmethod
+    def registration_availability(cls) -> tuple[bool, str]:
+        """The check made when the plugin registers (what ``quantzoo list`` shows): must be cheap, never
+        import a heavy optional dependency; :meth:`is_available` (called on use) probes the full API."""
+        return cls.availability()
+
+    @classmethod
     def _require_available(cls) -> None:
         ok, why = cls.is_available()
         if not ok:

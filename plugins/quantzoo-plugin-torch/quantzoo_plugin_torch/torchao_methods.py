@@ -19,7 +19,7 @@ from quantzoo.errors import UnsupportedError
 from quantzoo.quantizer import Capabilities, QuantizerConfig
 from quantzoo.spec import QuantSpec
 
-from ._compat import _quiet_loggers, import_torchao, torchao_api
+from ._compat import _quiet_loggers, import_torchao, torchao_api, torchao_installed
 from .base import PluginQuantizer, require_layers
 
 
@@ -62,6 +62,10 @@ class _TorchAOQuantizeMethod(PluginQuantizer):
     @classmethod
     def availability(cls):
         return torchao_api(cls.feature)
+
+    @classmethod
+    def registration_availability(cls):
+        return torchao_installed()
 
     @classmethod
     def conformance_model(cls):
@@ -264,6 +268,10 @@ class TorchAOPT2EQuantizer(PluginQuantizer):
     @classmethod
     def availability(cls):
         return torchao_api("pt2e")
+
+    @classmethod
+    def registration_availability(cls):
+        return torchao_installed()
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         import_torchao()

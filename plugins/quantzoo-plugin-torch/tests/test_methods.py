@@ -248,6 +248,7 @@ def test_missing_api_reports_unavailable(monkeypatch):
         return False, "torchao is not installed (pip install 'quantzoo-plugin-torch[torchao]')"
 
     monkeypatch.setattr(TorchAOPT2EQuantizer, "availability", classmethod(gone))
+    monkeypatch.setattr(TorchAOPT2EQuantizer, "registration_availability", classmethod(gone))
     with pytest.raises(UnsupportedError, match="unavailable: torchao is not installed"):
         TorchAOPT2EQuantizer.config_for_bits(8, 8)
     with pytest.raises(UnsupportedError, match="unavailable"):
@@ -334,3 +335,22 @@ print('OK', type(m[0]).__module__)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "OK torch.ao.nn.quantized.dynamic" in out.stdout, out.stderr[-2000:]
+
+
+def test_listing_names_does_not_import_torchao():
+    """Registration (what ``quantzoo list`` runs) finds torchao without importing it: the import pulls in
+    torch's compiler stack (seconds); a torchao method imports it when it is used."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, quantzoo
+reg = quantzoo.get_registry()
+assert 'torchao-pt2e' in reg.names('quantizer')
+assert 'torchao' not in sys.modules, 'registration imported torchao'
+quantzoo.get_quantizer('torchao-pt2e').config_for_bits(8, 8)
+assert 'torchao' in sys.modules
+print('OK')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
