@@ -10,7 +10,9 @@ from ..errors import UnsupportedError
 from .cnn import SmallCNN
 from .lenet import LeNet5
 from .mlp import MLP
+from .mobilenetv2 import MobileNetV2Tiny
 from .resnet import ResNetTiny
+from .resnet8 import ResNet8
 from .sequence import CNN1d, GRU1d
 from .transformer import TinyTransformer
 
@@ -29,6 +31,10 @@ CORE_MODELS = [
              description="MNIST-1D GRU (hidden 64) + linear classifier"),
     ModelDef("transformer", TinyTransformer, datasets=("digits", "mnist1d", "mnist"),
              description="2-layer pre-LN transformer encoder (attention and FFN as nn.Linear), mean-pooled"),
+    ModelDef("mobilenetv2-tiny", MobileNetV2Tiny, datasets=("digits", "mnist1d"), aliases=("mobilenetv2",),
+             description="MobileNetV2 (depthwise convs, ReLU6, inverted residuals as functional adds), 1-D or 2-D"),
+    ModelDef("resnet8", ResNet8, datasets=("digits", "mnist1d"),
+             description="ResNet-8 in torchvision's BasicBlock idiom (shared in-place ReLU, out += identity), 1-D or 2-D"),
 ]
 
 
@@ -46,5 +52,5 @@ def build_model(name: str, dataset: str, input_shape: tuple[int, ...] | None = N
     return mdef.build(tuple(input_shape or ddef.input_shape), int(num_classes or ddef.num_classes))
 
 
-__all__ = ["CORE_MODELS", "CNN1d", "GRU1d", "LeNet5", "MLP", "ResNetTiny", "SmallCNN", "TinyTransformer",
-           "build_model"]
+__all__ = ["CORE_MODELS", "CNN1d", "GRU1d", "LeNet5", "MLP", "MobileNetV2Tiny", "ResNet8", "ResNetTiny", "SmallCNN",
+           "TinyTransformer", "build_model"]
