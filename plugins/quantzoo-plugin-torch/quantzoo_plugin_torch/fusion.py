@@ -1,4 +1,4 @@
-"""Find the module groups torch.ao's ``fuse_modules`` can fuse, and the ops eager mode cannot quantize.
+"""Find the module groups torch.ao's ``fuse_modules`` can fuse.
 
 The user never edits the model: the graph is traced with ``torch.fx.symbolic_trace`` to see which module
 feeds which (Conv→BN→ReLU, Conv→BN, Conv→ReLU, Linear→BN1d, Linear→ReLU), and the module names of each
@@ -9,12 +9,8 @@ Models that do not trace fall back to adjacent children of ``nn.Sequential`` con
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import nn
-
-from quantzoo.errors import UnsupportedError
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN_FOR = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
@@ -89,35 +85,3 @@ def _sequential_groups(model: nn.Module) -> list[list[str]]:
                 groups.append([f"{prefix}.{c}" if prefix else c for c in chain])
             i += len(chain)
     return groups
-
-
-# Ops between two activations need FloatFunctional/QFunctional in eager mode (the user would have to edit
-# the model); FX graph mode rewrites them itself.
-_FUNCTIONAL_ARITH = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, torch.add,
-                     torch.mul, torch.cat, torch.stack, torch.matmul, torch.bmm, operator.matmul}
-_METHOD_ARITH = {"add", "add_", "mul", "mul_", "matmul", "bmm"}
-# Leaf modules torch.ao's eager convert cannot run on quantized tensors.
-_EAGER_UNSUPPORTED = (nn.RNNBase, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
-                      nn.Embedding, nn.Softmax, nn.LogSoftmax, nn.GELU)
-
-
-def check_eager_static(model: nn.Module, method: str) -> None:
-    """Raise :class:`UnsupportedError` (before calibration) if eager static quantization cannot handle
-    ``model``: tensor-tensor arithmetic in ``forward`` or modules without a quantized eager kernel."""
-    for name, mod in model.named_modules():
-        if isinstance(mod, _EAGER_UNSUPPORTED):
-            raise UnsupportedError(
-                f"{method}: module {name!r} ({type(mod).__name__}) has no eager-mode static int8 kernel; "
-                "use 'torch-dynamic' for RNN/attention models or 'torch-fx' for graph-mode quantization")
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:
-        return  # untraceable: torch's own convert/forward will report what fails
-    for node in gm.graph.nodes:
-        bad = ((node.op == "call_function" and node.target in _FUNCTIONAL_ARITH)
-               or (node.op == "call_method" and node.target in _METHOD_ARITH))
-        if bad and sum(isinstance(a, torch.fx.Node) for a in node.args) >= 2:
-            raise UnsupportedError(
-                f"{method}: forward() computes {getattr(node.target, '__name__', node.target)!r} between two "
-                f"tensors (node {node.name!r}, e.g. a residual add); eager mode needs the model edited to use "
-                "FloatFunctional. Use 'torch-fx' (graph mode), which quantizes such ops without edits")

@@ -73,9 +73,11 @@ def test_static_prepared_model_is_fused_and_converted_to_int8_modules():
 
 
 # -- eager vs FX ------------------------------------------------------------------------------------------
-def test_eager_rejects_residual_add_and_points_to_fx():
-    with pytest.raises(UnsupportedError, match="torch-fx"):
-        TorchStaticQuantizer().prepare(ResNetTiny((1, 8, 8), 10))
+def test_eager_quantizes_residual_adds_without_edits():
+    """ResNetTiny writes its residual as a plain ``+``; eager mode runs it as an int8 QFunctional add."""
+    conv = _run(TorchStaticQuantizer(), ResNetTiny((1, 8, 8), 10).eval(), torch.rand(8, 1, 8, 8))
+    adds = [m for m in conv.modules() if isinstance(m, nnq.QFunctional)]
+    assert len(adds) == 3 and conv._quantzoo_float_layers == {}
 
 
 def test_fx_converts_resnet_tiny_to_int8():
