@@ -14,6 +14,9 @@ exactly those edits on the graph:
   torchvision's quantizable ResNet writes it);
 * functional ``relu``/``relu6`` become ``nn.ReLU``/``nn.ReLU6`` modules, and a parameterless module called
   more than once (torchvision's shared ``self.relu``) gets one copy per call, so that fusion finds them;
+* ``nn.TransformerEncoder``/``nn.TransformerEncoderLayer`` run their standard path as traceable modules
+  (:mod:`.transformer_layers`), so attention, Linear and LayerNorm inside them are quantized too, and a
+  batch-first ``MultiheadAttention`` runs sequence-first (torch.ao's quantizable one is wrong batch-first);
 * every value is tracked as float, int8 or neither (shapes, token ids): a ``QuantStub`` goes on each edge
   where a float tensor meets an int8 consumer and a ``DeQuantStub`` where an int8 tensor meets a float one
   (a layer or op with no eager int8 kernel, or the output). Such float layers run in float and are listed
@@ -37,6 +40,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .fusion import find_fusion_groups
+from .transformer_layers import use_sequence_first_attention, use_standard_encoders
 
 FLOAT, INT8, OTHER = "float", "int8", "other"  # what a graph value is: float tensor, quantized tensor, neither
 
@@ -135,6 +139,8 @@ def prepare_eager_model(model: nn.Module, qconfig, qat: bool, fuse: bool = True)
     import torch.ao.quantization as tq
 
     model.qconfig = qconfig  # before QuantWrapper, which hands it to its QuantStub
+    use_standard_encoders(model)  # traceable, and its attention, Linear and LayerNorm layers quantizable
+    use_sequence_first_attention(model)  # torch.ao's quantizable attention is wrong batch-first (#67651)
     has_stubs = any(isinstance(m, tq.QuantStub) for m in model.modules())
     try:
         graph = _Tracer().trace(model)

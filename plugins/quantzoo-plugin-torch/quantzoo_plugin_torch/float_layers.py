@@ -14,7 +14,6 @@ LAYER_TYPES = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
     nn.RNNBase, nn.RNNCellBase, nn.MultiheadAttention, nn.Embedding, nn.EmbeddingBag, nn.LayerNorm,
     nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
-    nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
 )
 _QUANTIZED_PACKAGES = ("torch.ao.nn.quantized", "torch.ao.nn.quantizable", "torch.ao.nn.intrinsic.quantized")
 

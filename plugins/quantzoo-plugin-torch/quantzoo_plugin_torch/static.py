@@ -180,22 +180,45 @@ class TorchFXQuantizer(PluginQuantizer):
     def _prepare(self, model: nn.Module) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx
 
-        require_layers(model, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d), self.name, "Linear/Conv layer")
+        require_layers(model, _CONV_LINEAR, self.name, "Linear/Conv layer")
         model.eval()
-        with engine_scope(self.config.engine), torch_ao_calls():
-            try:
-                # example_inputs only feed standalone-module configs, which this method does not use.
-                return prepare_fx(model, self._qconfig_mapping(), example_inputs=(),
-                                  backend_config=self._backend_config())
-            except Exception as exc:  # symbolic tracing failed (data-dependent control flow, ...)
-                if "symbolically traced" in str(exc) or isinstance(exc, (TypeError, NotImplementedError)):
-                    raise UnsupportedError(f"{self.name}: torch.fx cannot trace the model ({exc}); use "
-                                           "'torch-static' (eager) or 'torchao-pt2e' (torch.export)") from exc
-                raise
+        try:  # symbolic tracing first, so that a failure names the construct in forward()
+            torch.fx.symbolic_trace(model)
+        except Exception as exc:
+            raise UnsupportedError(f"{self.name}: torch.fx cannot trace the model: {describe_trace_failure(exc)}; "
+                                   "use 'torch-static' (eager), 'torch-dynamic' or 'torchao-pt2e' "
+                                   "(torch.export)") from exc
+        with engine_scope(self.config.engine), torch_ao_calls(), \
+                translated(self.name, "prepare_fx", "use 'torch-static' (eager) or 'torch-dynamic'"):
+            # example_inputs only feed standalone-module configs, which this method does not use.
+            return prepare_fx(model, self._qconfig_mapping(), example_inputs=(),
+                              backend_config=self._backend_config())
 
     def _convert(self, model: nn.Module) -> nn.Module:
         from torch.ao.quantization.quantize_fx import convert_fx
 
-        with engine_scope(self.config.engine), torch_ao_calls():
+        with engine_scope(self.config.engine), torch_ao_calls(), \
+                translated(self.name, "convert_fx", "use 'torch-static' (eager) or 'torch-dynamic'"):
             out = convert_fx(model, backend_config=self._backend_config())
+        leaves = {name: (f"torch.fx does not trace into {type(mod).__name__} (a torch.nn leaf module), so FX mode "
+                         "leaves all of it float; use 'torch-static' (eager), which quantizes its attention, "
+                         "Linear and LayerNorm layers, or 'torch-dynamic'")
+                  for name, mod in out.named_modules() if type(mod) in _FX_OPAQUE}
+        leaves = {n: r for n, r in leaves.items() if not any(n.startswith(o + ".") for o in leaves)}
+        record_float_layers(out, out, _fx_float_reason, leaves)
         return _finish(out, self.name, self.config.engine)
+
+
+#: torch.nn modules that hold quantizable layers but that torch.fx keeps as leaves (their forward is opaque).
+_FX_OPAQUE = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.TransformerDecoder, nn.TransformerDecoderLayer,
+              nn.Transformer)
+
+
+def _fx_float_reason(mod: nn.Module) -> str:
+    if isinstance(mod, nn.LSTM):
+        return ("torch.ao's FX mode quantizes LSTM only as a custom module called with explicit (h0, c0) "
+                "(prepare_custom_config), not with the default QConfigMapping; use 'torch-static' or 'torch-dynamic'")
+    if isinstance(mod, nn.MultiheadAttention):
+        return ("torch.ao's FX mode has no MultiheadAttention pattern (its custom-module path fails on the "
+                "attention's tuple output); use 'torch-static' (eager) or 'torch-dynamic'")
+    return f"torch.ao's FX mode has no int8 pattern for {type(mod).__name__} in the engine's BackendConfig"
