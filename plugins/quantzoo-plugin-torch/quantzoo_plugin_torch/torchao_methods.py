@@ -379,13 +379,14 @@ class FrozenInductor(nn.Module):
     def __init__(self, module: nn.Module):
         super().__init__()
         self.module = module
-        self.compiled = torch.compile(module)
+        # not a submodule: torch.compile's wrapper would list the same tensors again in the state_dict
+        object.__setattr__(self, "_compiled", torch.compile(module))
 
     def forward(self, *args):
         import torch._inductor.config as inductor_config
 
         with torch.no_grad(), inductor_config.patch(freezing=True):
-            return self.compiled(*args)
+            return self._compiled(*args)
 
 
 class TorchAOCPUBackend(Backend):
