@@ -374,13 +374,16 @@ TORCHAO_QUANTIZERS = [TorchAOInt8DynamicQuantizer, TorchAOInt8WeightOnlyQuantize
 class FrozenInductor(nn.Module):
     """``torch.compile`` as torchao's pt2e X86 recipe runs it: inductor with ``freezing`` (weights folded into
     constants, so the Q/DQ + conv/linear patterns become oneDNN int8 kernels with prepacked weights) and
-    without autograd. Compilation happens at the first call, so both settings hold around every call."""
+    without autograd. Compilation happens at the first call, so both settings hold around every call.
+    Shapes are static (one compilation per batch size): with freezing, the dynamic-shape recompilation that
+    a second batch size triggers emits an int8 conv whose output strides fail inductor's own
+    ``assert_size_stride`` (torch 2.13, measured on ResNet-8: batch 16 then 360)."""
 
     def __init__(self, module: nn.Module):
         super().__init__()
         self.module = module
         # not a submodule: torch.compile's wrapper would list the same tensors again in the state_dict
-        object.__setattr__(self, "_compiled", torch.compile(module))
+        object.__setattr__(self, "_compiled", torch.compile(module, dynamic=False))
 
     def forward(self, *args):
         import torch._inductor.config as inductor_config

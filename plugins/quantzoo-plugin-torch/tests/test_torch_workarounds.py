@@ -115,6 +115,19 @@ def test_pt2e_lowering_compiles_with_inductor_freezing_and_no_autograd():
     assert seen == {"freezing": True, "grad": False}
 
 
+@pytest.mark.slow
+def test_pt2e_lowered_model_matches_at_several_batch_sizes():
+    """Compiles for real (tens of seconds): batch 16, then 64, then 16 again, each close to the Q/DQ model."""
+    import quantzoo
+
+    torch.manual_seed(0)
+    conv = quantzoo.quantize(ResNet8((1, 8, 8), 4).eval(), "torchao-pt2e", calibration=[torch.rand(32, 1, 8, 8)])
+    lowered = quantzoo.get_backend("torchao-cpu").lower(conv)
+    for batch in (16, 64, 16):
+        x = torch.rand(batch, 1, 8, 8)
+        assert (lowered(x) - conv(x)).abs().max() < 0.05
+
+
 def _returns_tuple(forward):  # the shape of transformers' @can_return_tuple
     @functools.wraps(forward)
     def wrapper(self, *args, **kwargs):
