@@ -30,7 +30,8 @@ from torch import nn
 
 import quantzoo
 from quantzoo.bench import get_baseline
-from quantzoo.bench.cell import accuracy, load_splits
+from quantzoo.bench.data import load_splits
+from quantzoo.metrics import accuracy
 from quantzoo.nn import fold_batch_norms
 
 from bench_int8_latency import cpu_int8_features  # this directory is on sys.path when run as a script

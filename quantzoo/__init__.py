@@ -14,6 +14,7 @@ from .errors import (
     ConfigError,
     DataError,
     DuplicateNameError,
+    NonFiniteOutputError,
     NotCalibratedError,
     PluginError,
     QuantzooError,
@@ -25,18 +26,21 @@ from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-#: public name -> the submodule that defines it (imported when the name is first read)
+#: public name -> "submodule" or "submodule:attribute" that defines it (imported when the name is first read)
 _LAZY = {
     "get_backend": "api", "get_observer": "api", "get_quantizer": "api", "list_quantizers": "api",
     "load_config": "api", "quantize": "api", "Backend": "backends", "DatasetDef": "catalog", "ModelDef": "catalog",
-    "Observer": "observers", "Capabilities": "quantizer", "LayerPolicyConfig": "quantizer", "Quantizer": "quantizer",
-    "QuantizerConfig": "quantizer", "get_registry": "registry", "QuantSpec": "spec",
+    "QuantizerConfig": "config", "Observer": "observers", "LayerPlan": "policy", "LayerPolicyConfig": "policy",
+    "Capabilities": "quantizer", "Quantizer": "quantizer", "get_registry": "registry",
+    "report": "layer_report:quantization_report", "load_quantized": "saving", "save_quantized": "saving",
+    "QuantSpec": "spec",
 }
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module, _, attr = _LAZY[name].partition(":")
+        value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     elif importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule: quantzoo.nn, ...
         value = importlib.import_module(f".{name}", __name__)
     else:
@@ -56,8 +60,10 @@ __all__ = [
     "DataError",
     "DatasetDef",
     "DuplicateNameError",
+    "LayerPlan",
     "LayerPolicyConfig",
     "ModelDef",
+    "NonFiniteOutputError",
     "NotCalibratedError",
     "Observer",
     "PluginError",
@@ -74,7 +80,10 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "list_quantizers",
+    "load_quantized",
     "load_config",
     "quantize",
+    "report",
+    "save_quantized",
     "__version__",
 ]

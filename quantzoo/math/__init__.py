@@ -1,7 +1,18 @@
 """The quantization math every method calls: one implementation, cited, tested against torch and by hand."""
 
 from .packing import PACKABLE_BITS, pack_bits, pack_signed, unpack_bits, unpack_signed
-from .ste import grad_scale, lsq_fake_quantize, lsq_grad_factor, round_ste, stochastic_round_ste
+from .binary import binarize, sign, ternary_codes
+from .logarithmic import log_dequantize, log_quantize, log_quantize_codes
+from .lowbit import dequantize_codes, dorefa_codes, dorefa_weight, grad_transform, quantize_unit, tanh_unit
+from .straight_through import (
+    grad_scale,
+    lsq_fake_quantize,
+    lsq_grad_factor,
+    round_clamp_fake_quantize,
+    round_ste,
+    ste,
+    stochastic_round_ste,
+)
 from .uniform import (
     compute_qparams,
     dequantize,
@@ -14,16 +25,13 @@ from .uniform import (
     uses_fused_kernel,
 )
 
-# imported last: the submodule quantzoo.math.ste must not shadow the function ste
-from .binary import binarize, sign, ste, ternary_codes  # noqa: E402
-from .lowbit import dequantize_codes, grad_transform, quantize_unit, tanh_unit  # noqa: E402
-from .logarithmic import log_dequantize, log_quantize, log_quantize_codes  # noqa: E402
-
 __all__ = [
     "PACKABLE_BITS",
     "binarize",
     "compute_qparams",
     "dequantize",
+    "dorefa_codes",
+    "dorefa_weight",
     "dequantize_codes",
     "expand_qparam",
     "fake_quantize",
@@ -41,6 +49,7 @@ __all__ = [
     "tanh_unit",
     "reduce_min_max",
     "reduction_rows",
+    "round_clamp_fake_quantize",
     "round_ste",
     "round_to_power_of_two",
     "sign",

@@ -64,7 +64,7 @@ class TorchDynamicQuantizer(PluginQuantizer):
     def _types(self) -> tuple[type, ...]:
         return tuple(_TYPES[t] for t in self.config.module_types)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         require_layers(model, self._types(), self.name, "/".join(self.config.module_types))
         return model.eval()
 
@@ -91,7 +91,6 @@ class TorchDynamicQuantizer(PluginQuantizer):
             from quantzoo.errors import UnsupportedError
 
             raise UnsupportedError(f"{self.name}: no layer was quantized")
-        disable_encoder_fast_path(model)
         model._quantzoo_engine = cfg.engine
         return record_float_layers(model, model, self._float_reason)
 
@@ -103,20 +102,3 @@ class TorchDynamicQuantizer(PluginQuantizer):
             return f"{type(mod).__name__} is not in this config's module_types {self.config.module_types}"
         return (f"dynamic quantization covers {'/'.join(self.config.module_types)} weights; "
                 f"{type(mod).__name__} stays float")
-
-
-def disable_encoder_fast_path(model: nn.Module) -> int:
-    """Switch off the fused inference path of every ``nn.TransformerEncoderLayer`` (and the nested-tensor path of
-    ``nn.TransformerEncoder``) in ``model``; returns how many layers. That path hands ``linear1.weight`` etc.
-    to one fused kernel, and after dynamic quantization ``weight`` is a method of the int8 Linear, so the
-    layer's first eval call failed (``'function' object has no attribute 'device'``). The layer's own check
-    ``not self.activation_relu_or_gelu`` takes the standard path, which calls the int8 Linear modules; the
-    activation itself is ``self.activation`` there, so the arithmetic is unchanged."""
-    n = 0
-    for mod in model.modules():
-        if isinstance(mod, nn.TransformerEncoderLayer):
-            mod.activation_relu_or_gelu = 0
-            n += 1
-        elif isinstance(mod, nn.TransformerEncoder):
-            mod.use_nested_tensor = False
-    return n

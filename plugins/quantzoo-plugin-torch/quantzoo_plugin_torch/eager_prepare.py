@@ -147,7 +147,7 @@ def prepare_eager_model(model: nn.Module, qconfig, qat: bool, fuse: bool = True)
     except Exception as exc:  # untraceable: torch's plain eager flow; a failure is explained at convert
         groups = _fuse(model, qat) if fuse else []
         return EagerPlan(model if has_stubs else tq.QuantWrapper(model), groups=groups, trace_error=exc)
-    gm = fx.GraphModule(model, graph, model.__class__.__name__)
+    gm = fx.GraphModule(model, graph, model.__class__.__name__).train(model.training)
     rewriter = _Rewriter(gm, qat)
     rewriter.rewrite()
     gm.recompile()
@@ -241,7 +241,7 @@ class _Rewriter:
         while name in self.modules or hasattr(self.gm, name):
             i += 1
             name = f"{base}_{i}"
-        self.gm.add_module(name, module)
+        self.gm.add_module(name, module.train(self.gm.training))  # fusion wants one mode in a chain
         self.modules[name] = module
         return name
 

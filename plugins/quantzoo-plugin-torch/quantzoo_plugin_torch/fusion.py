@@ -1,6 +1,6 @@
 """Find the module groups torch.ao's ``fuse_modules`` can fuse.
 
-The user never edits the model: the graph is traced with ``torch.fx.symbolic_trace`` to see which module
+The user never edits the model: the dataflow between modules (:mod:`quantzoo.nn.graph`) shows which module
 feeds which (Conv→BN→ReLU, Conv→BN, Conv→ReLU, Linear→BN1d, Linear→ReLU), and the module names of each
 chain are handed to ``fuse_modules`` / ``fuse_modules_qat``. A link is only taken when the producer's
 output has that single consumer (fusing a tensor someone else also reads would change their input).
@@ -12,33 +12,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from quantzoo.nn.graph import ModuleGraph, trace_modules
+
 _BN_FOR = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
            nn.Linear: nn.BatchNorm1d}
 
 
-def _next_in_chain(node: torch.fx.Node, mods: dict[str, nn.Module], types) -> torch.fx.Node | None:
+def _next_in_chain(graph: ModuleGraph, node: torch.fx.Node, types) -> torch.fx.Node | None:
     """The single user of ``node`` if it is a call of a module of ``types`` taking ``node`` as only input."""
-    if len(node.users) != 1:
-        return None
-    user = next(iter(node.users))
-    if user.op != "call_module" or not isinstance(mods.get(user.target), types):
-        return None
-    if len(user.args) != 1 or user.kwargs:
+    user = graph.single_user(node)
+    if user is None or not isinstance(graph.module_of(user), types) or len(user.args) != 1 or user.kwargs:
         return None
     return user
 
 
-def _chain(start: torch.fx.Node, mods: dict[str, nn.Module]) -> list[str]:
+def _chain(graph: ModuleGraph, start: torch.fx.Node) -> list[str]:
     """The fusable chain starting at a Conv/Linear call node (module names), or ``[]``."""
-    layer = mods[start.target]
+    layer = graph.module_of(start)
     names = [start.target]
     node = start
-    bn = _next_in_chain(node, mods, _BN_FOR[type(layer)])
+    bn = _next_in_chain(graph, node, _BN_FOR[type(layer)])
     if bn is not None:
         names.append(bn.target)
         node = bn
-    relu = _next_in_chain(node, mods, nn.ReLU)
+    relu = _next_in_chain(graph, node, nn.ReLU)
     if relu is not None and not (isinstance(layer, nn.Linear) and bn is not None):  # no Linear-BN-ReLU fuser
         names.append(relu.target)
     return names if len(names) > 1 else []
@@ -46,20 +43,14 @@ def _chain(start: torch.fx.Node, mods: dict[str, nn.Module]) -> list[str]:
 
 def find_fusion_groups(model: nn.Module) -> list[list[str]]:
     """Module-name groups for ``fuse_modules``, e.g. ``[['features.0', 'features.1', 'features.2']]``."""
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:
+    graph = trace_modules(model)
+    if graph is None:
         return _sequential_groups(model)
-    mods = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
     groups = []
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and type(mods.get(node.target)) in _BN_FOR:
-            chain = _chain(node, mods)
-            if chain and all(calls[n] == 1 for n in chain):  # a module reused twice cannot be fused
+    for node in graph.graph.nodes:
+        if type(graph.module_of(node)) in _BN_FOR:
+            chain = _chain(graph, node)
+            if chain and all(len(graph.calls[n]) == 1 for n in chain):  # a module reused twice cannot be fused
                 groups.append(chain)
     return groups
 

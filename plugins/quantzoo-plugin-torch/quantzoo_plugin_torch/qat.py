@@ -58,7 +58,7 @@ class TorchQATQuantizer(PluginQuantizer):
             wt = tq.default_fused_wt_fake_quant if version else tq.default_weight_fake_quant
         return tq.QConfig(activation=act, weight=wt)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         return prepare_eager(self.name, model, self._qconfig(), self.config.engine, qat=True)
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:

@@ -133,7 +133,7 @@ class TorchStaticQuantizer(PluginQuantizer):
     def availability(cls):
         return torch_ao_api("eager")
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         cfg = self.config
         return prepare_eager(self.name, model, cfg.qconfig(), cfg.engine, qat=False, fuse=cfg.fuse)
 
@@ -177,7 +177,7 @@ class TorchFXQuantizer(PluginQuantizer):
             return bc.get_qnnpack_backend_config()
         return bc.get_native_backend_config()
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx
 
         require_layers(model, _CONV_LINEAR, self.name, "Linear/Conv layer")

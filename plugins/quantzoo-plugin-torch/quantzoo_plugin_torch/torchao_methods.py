@@ -16,8 +16,7 @@ from torch import nn
 
 from quantzoo.backends import Backend
 from quantzoo.errors import UnsupportedError
-from quantzoo.quantizer import Capabilities, QuantizerConfig
-from quantzoo.spec import QuantSpec
+from quantzoo import Capabilities, QuantizerConfig
 
 from ._compat import _quiet_loggers, import_torchao, torchao_api, torchao_installed
 from .base import PluginQuantizer, require_layers
@@ -28,9 +27,9 @@ from .float_layers import record_float_layers
 class TorchAOInt8Linear(nn.Linear):
     """An ``nn.Linear`` whose weight torchao's ``quantize_`` replaced by an int8 tensor subclass
     (``Int8Tensor``: int8 ``qdata`` with per-row ``scale``). The class only adds what quantzoo reads:
-    ``packed_weight_bits`` and :meth:`dequantized_weight` (the values the kernel multiplies with)."""
+    ``weight_bits`` and :meth:`dequantized_weight` (the values the kernel multiplies with)."""
 
-    packed_weight_bits: ClassVar[int] = 8
+    weight_bits: ClassVar[int] = 8
 
     def dequantized_weight(self) -> torch.Tensor:
         return self.weight.dequantize()
@@ -90,7 +89,7 @@ class _TorchAOQuantizeMethod(PluginQuantizer):
 
         return PerRow() if self.config.granularity == "per_row" else PerTensor()
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         require_layers(model, (nn.Linear,), self.name, "nn.Linear")
         return model.eval()
 
@@ -130,8 +129,7 @@ class TorchAOInt8WeightOnlyQuantizer(_TorchAOQuantizeMethod):
     aliases = ("torchao-int8-weight-only",)
     paper = "torchao quantize_ (Int8WeightOnlyConfig)"
     description = "torchao int8 weight-only Linear (quantize_), float activations."
-    capabilities = Capabilities(ptq=True, weight_bits=(8,), activation_bits=(32,), module_types=("Linear",))
-    a_bits_supported = (None,)
+    capabilities = Capabilities(ptq=True, weight_bits=(8,), activation_bits=(None,), module_types=("Linear",))
     feature = "int8-weight"
 
     def _ao_config(self):
@@ -222,7 +220,7 @@ class PT2EWeightView(nn.Module):
     """Read-only view of one int8 weight of a pt2e graph (for :func:`quantzoo.testing.find_quantized_weights`
     and size accounting); holds no tensors itself."""
 
-    packed_weight_bits: ClassVar[int] = 8
+    weight_bits: ClassVar[int] = 8
 
     def __init__(self, graph: nn.Module, qweight: str, scale: str, zero_point: str, axis: int):
         super().__init__()
@@ -303,7 +301,7 @@ class TorchAOPT2EQuantizer(PluginQuantizer):
     def registration_availability(cls):
         return torchao_installed()
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         import_torchao()
         require_layers(model, (nn.Linear, nn.Conv2d), self.name, "Linear/Conv2d layer")
         return PT2EPrepared(model.eval(), self.config.reduce_range)
@@ -406,14 +404,6 @@ class TorchAOCPUBackend(Backend):
 
     def is_available(self):
         return torchao_api("quantize_")
-
-    def check_spec(self, weight: QuantSpec | None, activation: QuantSpec | None) -> list[str]:
-        problems = []
-        if weight is None or weight.dtype != "int" or weight.bits != 8 or not weight.signed:
-            problems.append("weights must be int8")
-        if activation is not None and (activation.dtype != "int" or activation.bits != 8):
-            problems.append("activations float or 8-bit")
-        return problems
 
     def lower(self, model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
         ok, why = self.is_available()

@@ -11,6 +11,7 @@ import torch.ao.quantization as tq
 import torch.nn.functional as F
 from torch import nn
 
+import quantzoo
 from quantzoo.errors import UnsupportedError
 from quantzoo_plugin_torch import TorchStaticQuantizer
 from quantzoo_plugin_torch.eager_prepare import (
@@ -122,6 +123,8 @@ def test_layers_without_eager_kernels_stay_float_and_are_listed():
     assert "GRU has no int8 module" in conv._quantzoo_float_layers["gru"]
     assert isinstance(conv.module.gru, nn.GRU) and isinstance(conv.module.fc1, torch.ao.nn.quantized.Linear)
     assert torch.isfinite(conv(x)).all() and (conv(x) - model(x)).abs().max() < 0.1
+    report = quantzoo.report(conv)  # the report gives the reason under the wrapped name
+    assert report.float_layers() == {"module.gru": conv._quantzoo_float_layers["gru"]}
 
 
 class _Tokens(nn.Module):
