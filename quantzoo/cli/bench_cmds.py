@@ -79,7 +79,7 @@ def bench_cmd(suite_name, db_path, methods, models, executor, address, jobs, for
     summary = run_plan(plan, db, executor=executor, jobs=jobs, address=address, force=force,
                        retry_failed=retry_failed, cache_dir=cache_dir, progress=not no_progress)
     records = _records(db, [c.key for c in plan.cells])
-    _emit(records, fmt, markdown_out, plot_dir, suite)
+    _emit(records, fmt, markdown_out, plot_dir, suite, plan.notes)
     for line in summary.lines():
         click.echo(line, err=True)
 
@@ -104,16 +104,16 @@ def _records(db, keys):
     return aggregate(db.rows(keys))
 
 
-def _emit(records, fmt, markdown_out, plot_dir, suite=None) -> None:
+def _emit(records, fmt, markdown_out, plot_dir, suite=None, said=None) -> None:
     from ..bench.leaderboard import notes, render
     from ..bench.suite import rank_targets
 
     ranks = rank_targets(suite) if suite else None
-    click.echo(render(records, fmt, ranks))
+    click.echo(render(records, fmt, ranks, said))
     if markdown_out:
         title = f"# quantzoo leaderboard{f' — suite `{suite.name}`' if suite else ''}\n\n"
         desc = f"{suite.description}\n\n" if suite and suite.description else ""
-        body = render(records, "markdown", ranks)
+        body = render(records, "markdown", ranks, said)
         foot = "\n".join(f"- {n}" for n in notes(records))
         Path(markdown_out).write_text(f"{title}{desc}{body}\n\n{foot}\n")
         click.echo(f"wrote {markdown_out}", err=True)
@@ -138,12 +138,13 @@ def leaderboard_cmd(db_path, suite_name, fmt, plot_dir, output):
     from ..bench.suite import load_suite, plan_suite, rank_targets
 
     db = ResultsDB(db_path, readonly=True)
-    keys = ranks = None
+    keys = ranks = said = None
     if suite_name:
         suite = load_suite(suite_name)
-        keys, ranks = [c.key for c in plan_suite(suite).cells], rank_targets(suite)
+        plan = plan_suite(suite)
+        keys, ranks, said = [c.key for c in plan.cells], rank_targets(suite), plan.notes
     records = aggregate(db.rows(keys))
-    text = render(records, fmt, ranks)
+    text = render(records, fmt, ranks, said)
     if output:
         Path(output).write_text(text + "\n")
     else:
