@@ -71,3 +71,20 @@ def test_listing_from_the_snapshot_imports_no_torch(tmp_path, monkeypatch, capsy
                          env={**__import__("os").environ, registry.SNAPSHOT_ENV: str(path)})
     assert out.returncode == 0 and out.stderr.strip().endswith("no torch"), out.stderr[-2000:]
     assert out.stdout == expected
+
+
+def test_public_names_are_imported_on_first_use():
+    """``import quantzoo`` imports no torch; every name of ``__all__`` resolves, and none is also the name of a
+    submodule (importing that submodule would rebind the package attribute: ``quantzoo.report`` must stay the
+    function)."""
+    import importlib.util
+
+    import quantzoo
+    from quantzoo.layer_report import quantization_report
+
+    code = "import sys, quantzoo; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+    assert all(getattr(quantzoo, n) is not None for n in quantzoo.__all__)
+    assert quantzoo.report is quantization_report
+    assert [n for n in quantzoo._LAZY if importlib.util.find_spec(f"quantzoo.{n}") is not None] == []
