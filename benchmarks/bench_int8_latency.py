@@ -27,7 +27,7 @@ from torch import nn
 
 import quantzoo
 from quantzoo.backends.base import state_dict_bytes
-from quantzoo.models import build_model
+from quantzoo.bench.data import build_model
 from quantzoo.nn import fold_batch_norms
 from quantzoo.testing import find_quantized_weights
 

@@ -11,11 +11,16 @@ listed as broken and the others still load. Environment switches:
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import inspect
+import json
 import os
 import re
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from importlib import metadata
@@ -138,14 +143,59 @@ def natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-class Registry:
+class _Lookup:
+    """Lookup of named entries of every kind: case-insensitive, by alias or by fnmatch pattern (shared by
+    :class:`Registry` and the listing commands' :class:`RegistrySnapshot`)."""
+
+    plugins: list[PluginInfo]
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        self._aliases: dict[str, dict[str, str]] = {k: {} for k in KINDS}
+
+    def _add(self, entry: Entry) -> None:
+        self._entries[entry.kind][entry.name] = entry
+        for a in entry.aliases:
+            self._aliases[entry.kind][a] = entry.name
+
+    def _owner(self, kind: str, key: str) -> Entry | None:
+        if key in self._entries[kind]:
+            return self._entries[kind][key]
+        target = self._aliases[kind].get(key)
+        return self._entries[kind][target] if target else None
+
+    def entry(self, kind: str, name: str) -> Entry:
+        """The entry called ``name`` (case-insensitive, aliases allowed); :class:`UnknownNameError` if none."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+        found = self._owner(kind, str(name).lower())
+        if found is None:
+            raise UnknownNameError(kind, name, self.names(kind))
+        return found
+
+    def get(self, kind: str, name: str) -> Any:
+        """The registered object (class or descriptor) called ``name``."""
+        return self.entry(kind, name).obj
+
+    def names(self, kind: str, pattern: str | None = None) -> list[str]:
+        """Canonical names of ``kind`` matching the fnmatch ``pattern``, naturally sorted."""
+        names = self._entries[kind]
+        pat = pattern.lower() if pattern else None
+        return sorted((n for n in names if pat is None or fnmatchcase(n, pat)), key=natural_key)
+
+    def entries(self, kind: str | None = None, pattern: str | None = None) -> list[Entry]:
+        """Entries of one kind (or all kinds), filtered by pattern, in kind then natural order."""
+        kinds = [kind] if kind else list(KINDS)
+        return [self._entries[k][n] for k in kinds for n in self.names(k, pattern)]
+
+
+class Registry(_Lookup):
     """Named components of every kind, looked up case-insensitively, by alias or by fnmatch pattern."""
 
     def __init__(self, pm: pluggy.PluginManager, plugins: list[PluginInfo]):
+        super().__init__()
         self.pm = pm
         self.plugins = plugins
-        self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
-        self._aliases: dict[str, dict[str, str]] = {k: {} for k in KINDS}
         infos = {p.name: p for p in plugins}
         # The hooks are called one implementation at a time (so one failure is attributed to its plugin),
         # which bypasses pluggy's own tracing: QUANTZOO_TRACE_PLUGINS is honoured here.
@@ -183,17 +233,9 @@ class Registry:
                     f"{kind} name {key!r} is provided twice: by plugin {other.provider!r} ({other.name}) and by "
                     f"plugin {provider!r} ({name}); uninstall one or block it with QUANTZOO_BLOCK_PLUGINS"
                 )
-        self._entries[kind][name] = Entry(kind, name, obj, provider, aliases)
+        self._add(Entry(kind, name, obj, provider, aliases))
         if self._trace:
             sys.stderr.write(f"quantzoo trace:   registered {kind} {name!r}\n")
-        for a in aliases:
-            self._aliases[kind][a] = name
-
-    def _owner(self, kind: str, key: str) -> Entry | None:
-        if key in self._entries[kind]:
-            return self._entries[kind][key]
-        target = self._aliases[kind].get(key)
-        return self._entries[kind][target] if target else None
 
     # -- lookup ------------------------------------------------------------------------------------------
     def code_versions(self, kind: str, name: str) -> dict[str, str | None]:
@@ -205,30 +247,6 @@ class Registry:
         if info is not None and info.distribution:
             out[info.distribution] = info.version
         return out
-
-    def entry(self, kind: str, name: str) -> Entry:
-        """The entry called ``name`` (case-insensitive, aliases allowed); :class:`UnknownNameError` if none."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
-        found = self._owner(kind, str(name).lower())
-        if found is None:
-            raise UnknownNameError(kind, name, self.names(kind))
-        return found
-
-    def get(self, kind: str, name: str) -> Any:
-        """The registered object (class or descriptor) called ``name``."""
-        return self.entry(kind, name).obj
-
-    def names(self, kind: str, pattern: str | None = None) -> list[str]:
-        """Canonical names of ``kind`` matching the fnmatch ``pattern``, naturally sorted."""
-        names = self._entries[kind]
-        pat = pattern.lower() if pattern else None
-        return sorted((n for n in names if pat is None or fnmatchcase(n, pat)), key=natural_key)
-
-    def entries(self, kind: str | None = None, pattern: str | None = None) -> list[Entry]:
-        """Entries of one kind (or all kinds), filtered by pattern, in kind then natural order."""
-        kinds = [kind] if kind else list(KINDS)
-        return [self._entries[k][n] for k in kinds for n in self.names(k, pattern)]
 
 
 def _check_type(kind: str, obj: Any, provider: str) -> None:
@@ -268,3 +286,122 @@ def reset_registry(registry: Registry | None = None) -> None:
     """Drop (or replace) the cached registry, e.g. after installing a plugin or in tests."""
     global _REGISTRY
     _REGISTRY = registry
+
+
+# -- the listing commands' snapshot ------------------------------------------------------------------------
+# `quantzoo list`, `info` and `plugins` show names, descriptions and config schemas; building the registry for
+# that imports every plugin and torch (seconds). They read a snapshot instead: a JSON file written the first
+# time and rebuilt whenever anything it was built from changes (see environment_fingerprint).
+
+#: ``QUANTZOO_REGISTRY_CACHE=0`` switches the snapshot off; any other value is the file to use.
+SNAPSHOT_ENV = "QUANTZOO_REGISTRY_CACHE"
+_SNAPSHOT_FORMAT = 1
+
+
+class Described:
+    """A registered object as a snapshot holds it: its one-line ``description`` and what ``info`` shows."""
+
+    def __init__(self, description: str, info: dict | None):
+        self.description, self.info = description, info
+
+
+class RegistrySnapshot(_Lookup):
+    """The names, plugins and ``info`` pages of a registry, without the objects (``Entry.obj`` is a
+    :class:`Described`); built by :func:`listing_registry`."""
+
+    def __init__(self, data: dict):
+        super().__init__()
+        self.plugins = [PluginInfo(**p) for p in data["plugins"]]
+        for e in data["entries"]:
+            self._add(Entry(e["kind"], e["name"], Described(e["description"], e["info"]), e["provider"],
+                            tuple(e["aliases"])))
+
+
+def _source_files(module: str) -> list[Path]:
+    """The ``.py`` files of the top-level package or module ``module``, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(module.partition(".")[0])
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:
+        return sorted(f for d in spec.submodule_search_locations for f in Path(d).rglob("*.py"))
+    return [Path(spec.origin)] if spec.origin and spec.origin.endswith(".py") else []
+
+
+def environment_fingerprint() -> str:
+    """A hash of what a listing depends on: the interpreter, the QUANTZOO_PLUGINS/BLOCK switches, the
+    distributions installed on sys.path (their ``*.dist-info`` names carry the versions), the quantzoo entry
+    points, and the size and mtime of every source file of quantzoo and of the plugin modules (an editable
+    install changes code without changing a version)."""
+    h = hashlib.sha256()
+    h.update(f"{_SNAPSHOT_FORMAT}|{sys.executable}|{sys.version}|".encode())
+    for var in ("QUANTZOO_PLUGINS", "QUANTZOO_BLOCK_PLUGINS"):
+        h.update(f"{var}={os.environ.get(var)}|".encode())
+    for entry in sys.path:
+        try:
+            names = sorted(n for n in os.listdir(entry or ".") if n.endswith((".dist-info", ".egg-info", ".pth")))
+        except OSError:
+            continue
+        h.update(f"{entry}:{','.join(names)}|".encode())
+    modules = ["quantzoo"]
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+        h.update(f"{ep.name}={ep.value}|".encode())
+        modules.append(ep.value.partition(":")[0])
+    for module in modules:
+        for f in _source_files(module):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}|".encode())
+    return h.hexdigest()
+
+
+def _snapshot_path() -> Path | None:
+    explicit = os.environ.get(SNAPSHOT_ENV)
+    if explicit == "0" or os.environ.get("QUANTZOO_TRACE_PLUGINS"):
+        return None  # tracing must see the hooks run
+    if explicit:
+        return Path(explicit)
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "quantzoo"
+    # one file per environment and plugin selection, so that switching QUANTZOO_PLUGINS does not evict it
+    key = "|".join([sys.prefix, *(f"{v}={os.environ.get(v)}" for v in ("QUANTZOO_PLUGINS", "QUANTZOO_BLOCK_PLUGINS"))])
+    return root / f"registry-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def listing_registry(describe: Callable[[Entry], dict]) -> _Lookup:
+    """What the listing commands read: the process's registry when one is already built (or installed by
+    :func:`reset_registry`), else the snapshot file when its fingerprint matches, else the registry, built
+    and saved as a snapshot (``describe(entry)`` is each entry's ``info`` page; an entry it fails on gets
+    none, and ``info`` then builds the registry to show the real error)."""
+    path = _snapshot_path()
+    if _REGISTRY is not None or path is None:
+        return get_registry()
+    fingerprint = environment_fingerprint()
+    try:
+        data = json.loads(path.read_text())
+        if data.get("fingerprint") == fingerprint:
+            return RegistrySnapshot(data)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    reg = get_registry()
+    entries = []
+    for e in reg.entries():
+        try:
+            info = json.loads(json.dumps(describe(e), default=str))
+        except Exception:  # noqa: BLE001 - shown by `info`, from the real registry
+            info = None
+        entries.append({"kind": e.kind, "name": e.name, "provider": e.provider, "aliases": list(e.aliases),
+                        "description": e.description, "info": info})
+    data = {"fingerprint": fingerprint, "plugins": [p.as_dict() for p in reg.plugins], "entries": entries}
+    try:  # atomic: two processes may write at once
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: list from the registry every time
+    return reg

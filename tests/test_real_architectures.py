@@ -135,6 +135,8 @@ def _finite_everywhere(model: nn.Module, x) -> None:
 
 
 REG = quantzoo.get_registry()
+#: Eager int8 must run residual CNNs unedited (the plugin's automatic FloatFunctional/stub preparation).
+MUST_SUCCEED = {(m, a) for m in ("torch-static", "torch-qat") for a in ("resnet-style", "mobilenetv2-style")}
 
 
 @pytest.mark.parametrize("arch", list(_models()))
@@ -155,6 +157,7 @@ def test_method_on_a_real_architecture_succeeds_or_refuses_clearly(method, arch)
             result = run_pipeline(quantizer, model, mode=mode, calibration=[data() for _ in range(2)],
                                   train=_train_step(x) if mode == "qat" else None, example_input=x)
     except QuantzooError as e:
+        assert (method, arch) not in MUST_SUCCEED, f"{method} must run {arch}: {e}"
         assert str(e) and "\n" not in str(e).strip(), f"a refusal is one line naming the problem: {e!r}"
         return
     converted = result.model

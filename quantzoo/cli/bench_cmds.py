@@ -233,7 +233,7 @@ def quantize_cmd(method, model, dataset, bits, mode, sets, config_file, epochs, 
             config = config.model_dump()
         cell = make_cell(cls.name, model, dataset, w, a, seed, config, mode=mode, protocol=proto,
                          data_root=_data_root(data_dir))
-    from ..report import quantization_report
+    from ..layer_report import quantization_report
     from ..saving import save_quantized
 
     metrics, converted = quantize_cell(cell, cache_dir=cache_dir)

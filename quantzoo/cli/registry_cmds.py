@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import UnknownNameError
-from ..registry import KINDS, Entry, Registry, get_registry
+from ..registry import KINDS, Described, Entry, Registry, get_registry, listing_registry
 from . import cli
 
 
@@ -32,7 +32,7 @@ def _echo_json(data) -> None:
               help="Print a JSON list of {name, distribution, version, hooks, status, error}.")
 def plugins_cmd(as_json):
     """List the plugin distributions quantzoo found, their hooks and whether they loaded."""
-    reg = get_registry()
+    reg = listing_registry(describe_entry)
     rows = [p.as_dict() for p in reg.plugins]
     if as_json:
         _echo_json(rows)
@@ -50,7 +50,7 @@ def plugins_cmd(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {name, kind, provider, ...}.")
 def list_cmd(pattern, kind, as_json):
     """List registered components, optionally filtered by an fnmatch PATTERN (e.g. 'dorefa*')."""
-    reg = get_registry()
+    reg = listing_registry(describe_entry)
     warn_broken(reg)
     rows = [{"name": e.name, "kind": e.kind, "provider": e.provider, "aliases": list(e.aliases),
              "description": e.description} for e in reg.entries(kind, pattern)]
@@ -92,6 +92,8 @@ def find_entry(reg: Registry, name: str, kind: str | None) -> Entry:
 
 def describe_entry(entry: Entry) -> dict:
     """What ``quantzoo info`` shows: common fields plus what applies to the entry's kind."""
+    if isinstance(entry.obj, Described):  # from the listing snapshot; without a page: the real registry's
+        return entry.obj.info or describe_entry(get_registry().entry(entry.kind, entry.name))
     obj = entry.obj
     # Descriptors (ModelDef/DatasetDef instances) carry their text in `description`; their class docstring
     # would describe the descriptor type, not the model.
@@ -134,7 +136,7 @@ def describe_entry(entry: Entry) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object {name, kind, provider, config_schema, ...}.")
 def info_cmd(name, kind, as_json):
     """Show one component: description, paper, capabilities and the JSON Schema of its config."""
-    reg = get_registry()
+    reg = listing_registry(describe_entry)
     info = describe_entry(find_entry(reg, name, kind))
     if as_json:
         _echo_json(info)

@@ -7,7 +7,9 @@ from ..catalog import ModelDef
 from .cnn import SmallCNN
 from .lenet import LeNet5
 from .mlp import MLP
+from .mobilenetv2 import MobileNetV2Tiny
 from .resnet import ResNetTiny
+from .resnet8 import ResNet8
 from .sequence import CNN1d, GRU1d
 from .transformer import TinyTransformer
 from .yolo import TinyYOLO, yolo_decode, yolo_loss
@@ -30,8 +32,12 @@ CORE_MODELS = [
     ModelDef("yolo-tiny", TinyYOLO, datasets=("shapes",), loss=yolo_loss, decode=yolo_decode,
              description="single-scale YOLOv3-style detector: Conv-BN-LeakyReLU, Darknet residuals, upsample + "
                          "concat, one-anchor head on a stride-4 grid"),
+    ModelDef("mobilenetv2-tiny", MobileNetV2Tiny, datasets=("digits", "mnist1d"), aliases=("mobilenetv2",),
+             description="MobileNetV2 (depthwise convs, ReLU6, inverted residuals as functional adds), 1-D or 2-D"),
+    ModelDef("resnet8", ResNet8, datasets=("digits", "mnist1d"),
+             description="ResNet-8 in torchvision's BasicBlock idiom (shared in-place ReLU, out += identity), 1-D or 2-D"),
 ]
 
 
-__all__ = ["CORE_MODELS", "CNN1d", "GRU1d", "LeNet5", "MLP", "ResNetTiny", "SmallCNN", "TinyTransformer",
-           "TinyYOLO"]
+__all__ = ["CORE_MODELS", "CNN1d", "GRU1d", "LeNet5", "MLP", "MobileNetV2Tiny", "ResNet8", "ResNetTiny", "SmallCNN",
+           "TinyTransformer", "TinyYOLO"]

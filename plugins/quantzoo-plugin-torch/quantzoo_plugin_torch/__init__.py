@@ -27,8 +27,9 @@ __all__ = ["BACKENDS", "QUANTIZERS", "SUPPORTED_TORCH", "TorchDynamicQuantizer",
 
 
 def _mark_unavailable(cls):
-    """Registered either way; an unavailable method says why in the description ``quantzoo list`` shows."""
-    ok, why = cls.is_available()
+    """Registered either way; an unavailable method says why in the description ``quantzoo list`` shows
+    (a cheap check: torchao's API is probed when a torchao method is used, not when names are listed)."""
+    ok, why = cls.registration_availability()
     if not ok and not cls.description.startswith("[unavailable"):
         cls.description = f"[unavailable: {why}] {cls.description}"
     return cls

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import logging
 import re
 import warnings
@@ -128,11 +129,24 @@ def import_torchao():
             return None
 
 
+def torchao_installed() -> tuple[bool, str]:
+    """Whether torchao can be imported, found without importing it (importing torchao pulls in torch's
+    compiler stack, seconds of start-up); what registration, and so ``quantzoo list``, shows."""
+    try:
+        found = importlib.util.find_spec("torchao") is not None
+    except (ImportError, ValueError):  # a broken install, or ``sys.modules['torchao'] = None``
+        found = False
+    return (True, "") if found else (False, _TORCHAO_MISSING)
+
+
+_TORCHAO_MISSING = "torchao is not installed (pip install 'quantzoo-plugin-torch[torchao]')"
+
+
 @functools.cache
 def torchao_api(feature: str) -> tuple[bool, str]:
     """``(True, "")`` if torchao is installed and provides ``feature``, else the reason (for ``quantzoo list``)."""
     if import_torchao() is None:
-        return False, "torchao is not installed (pip install 'quantzoo-plugin-torch[torchao]')"
+        return False, _TORCHAO_MISSING
     with _quiet_loggers("torchao", "torch.utils._pytree"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         problems = [p for p in map(_probe, _TORCHAO_NEEDS["quantize_"] + _TORCHAO_NEEDS[feature]) if p]

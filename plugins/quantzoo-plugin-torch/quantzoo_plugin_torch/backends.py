@@ -18,7 +18,6 @@ from torch import nn
 
 from quantzoo.backends import Backend
 from quantzoo.errors import UnsupportedError
-from quantzoo.spec import QuantSpec
 
 from ._compat import engine_available, engine_scope, torch_ao_calls
 from .base import count_quantized
@@ -72,29 +71,9 @@ class TorchEngineBackend(Backend):
 
     real_integer = True
     engine: ClassVar[str] = ""
-    symmetric_weights_only: ClassVar[bool] = False
 
     def is_available(self):
         return engine_available(self.engine)
-
-    def check_spec(self, weight: QuantSpec | None, activation: QuantSpec | None) -> list[str]:
-        problems = []
-        if weight is None or weight.dtype != "int" or weight.bits != 8 or not weight.signed:
-            problems.append("weights must be signed int8 (qint8)")
-        elif weight.granularity == "per_group":
-            problems.append("weights per_tensor or per_channel (axis 0), not per_group")
-        elif weight.granularity == "per_channel" and weight.axis != 0:
-            problems.append("per-channel weights along axis 0 (output channels) only")
-        elif self.symmetric_weights_only and not weight.symmetric:
-            problems.append(f"{self.engine} needs symmetric weights (zero-point 0)")
-        if activation is None:
-            problems.append("float activations (weight-only int8) have no kernel; activations are quantized "
-                            "statically (quint8) or dynamically per batch")
-        elif activation.dtype != "int" or activation.bits not in (7, 8) or activation.signed:
-            problems.append("activations must be unsigned 8-bit affine (quint8; 7-bit with reduce_range)")
-        elif activation.granularity != "per_tensor":
-            problems.append("activations per_tensor only")
-        return problems
 
     def lower(self, model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
         ok, why = self.is_available()
@@ -123,7 +102,6 @@ class TorchX86Backend(TorchEngineBackend):
 class TorchOneDNNBackend(TorchEngineBackend):
     name = "torch-onednn"
     engine = "onednn"
-    symmetric_weights_only = True
     description = ("torch.ao int8 on oneDNN (VNNI/AMX GEMM): qint8 symmetric weights (zero-point 0), "
                    "per-tensor or per-channel; quint8 per-tensor activations, full 8-bit range.")
 

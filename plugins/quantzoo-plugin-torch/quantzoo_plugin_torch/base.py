@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
@@ -52,6 +53,12 @@ class PluginQuantizer(Quantizer):
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
         """``(True, "")`` or ``(False, reason)``: the torch/torchao API or the engine is missing."""
+        return cls.availability()
+
+    @classmethod
+    def registration_availability(cls) -> tuple[bool, str]:
+        """The check made when the plugin registers (what ``quantzoo list`` shows): must be cheap, never
+        import a heavy optional dependency; :meth:`is_available` (called on use) probes the full API."""
         return cls.availability()
 
     @classmethod
@@ -106,3 +113,24 @@ def count_quantized(model: nn.Module) -> int:
     kinds = (nnq.Linear, nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nnqd.Linear, nnqd.LSTM, nnqd.GRU,
              nnqd.LSTMCell, nnqd.GRUCell, nnqd.RNNCell)
     return sum(isinstance(m, kinds) for m in model.modules())
+
+
+def remember_example(model: nn.Module) -> None:
+    """Keep the first rows of the first batch ``model`` sees (calibration or training) as
+    ``model._quantzoo_example``: ``prepare`` gets no input, and ``convert`` runs the int8 model once on it so
+    that a model which cannot run is refused there, with the layer named, instead of being returned."""
+    model._quantzoo_example_hook = model.register_forward_pre_hook(_remember_first_batch).id
+
+
+def _remember_first_batch(module: nn.Module, args: tuple) -> None:
+    if module.__dict__.get("_quantzoo_example") is None:
+        module._quantzoo_example = tuple(
+            a[:2].detach().clone() if torch.is_tensor(a) and a.dim() > 0 else a for a in args)
+
+
+def take_example(model: nn.Module) -> tuple | None:
+    """The remembered example (or None), with the hook removed from ``model``."""
+    hook = model.__dict__.pop("_quantzoo_example_hook", None)
+    if hook is not None:
+        model._forward_pre_hooks.pop(hook, None)
+    return model.__dict__.pop("_quantzoo_example", None)

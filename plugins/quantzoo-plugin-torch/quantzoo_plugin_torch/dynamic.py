@@ -12,6 +12,8 @@ from quantzoo.quantizer import Capabilities
 
 from ._compat import engine_scope, torch_ao_api, torch_ao_calls
 from .base import EngineConfig, PluginQuantizer, count_quantized, require_layers
+from .errors import translated
+from .float_layers import record_float_layers
 
 DynamicModule = Literal["Linear", "LSTM", "GRU", "LSTMCell", "GRUCell", "RNNCell"]
 _TYPES = {"Linear": nn.Linear, "LSTM": nn.LSTM, "GRU": nn.GRU, "LSTMCell": nn.LSTMCell,
@@ -93,11 +95,21 @@ class TorchDynamicQuantizer(PluginQuantizer):
             if cfg.weight_granularity == "per_channel" and nn.Linear in spec:
                 spec[nn.Linear] = per_channel_dynamic_qconfig
         dtype = torch.float16 if cfg.dtype == "float16" else torch.qint8
-        with engine_scope(cfg.engine), torch_ao_calls():
+        with engine_scope(cfg.engine), torch_ao_calls(), \
+                translated(self.name, "torch.ao.quantization.quantize_dynamic", "use 'torchao-int8-dynamic'"):
             quantize_dynamic(model, qconfig_spec=spec, dtype=dtype, inplace=True)
         if count_quantized(model) == 0:  # never hand back a float model labelled as quantized
             from quantzoo.errors import UnsupportedError
 
             raise UnsupportedError(f"{self.name}: no layer was quantized")
         model._quantzoo_engine = cfg.engine
-        return model
+        return record_float_layers(model, model, self._float_reason)
+
+    def _float_reason(self, mod: nn.Module) -> str:
+        if isinstance(mod, nn.MultiheadAttention):
+            return ("torch.ao's dynamic quantization leaves attention float (MultiheadAttention's in_proj is a bare "
+                    "parameter, its out_proj a NonDynamicallyQuantizableLinear); use torch-static for int8 attention")
+        if type(mod) in _TYPES.values():
+            return f"{type(mod).__name__} is not in this config's module_types {self.config.module_types}"
+        return (f"dynamic quantization covers {'/'.join(self.config.module_types)} weights; "
+                f"{type(mod).__name__} stays float")

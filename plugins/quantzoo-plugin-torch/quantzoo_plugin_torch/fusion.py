@@ -1,6 +1,6 @@
-"""Find the module groups torch.ao's ``fuse_modules`` can fuse, and the ops eager mode cannot quantize.
+"""Find the module groups torch.ao's ``fuse_modules`` can fuse.
 
-The user never edits the model: the graph is traced with ``torch.fx.symbolic_trace`` to see which module
+The user never edits the model: the dataflow between modules (:mod:`quantzoo.nn.graph`) shows which module
 feeds which (Conv→BN→ReLU, Conv→BN, Conv→ReLU, Linear→BN1d, Linear→ReLU), and the module names of each
 chain are handed to ``fuse_modules`` / ``fuse_modules_qat``. A link is only taken when the producer's
 output has that single consumer (fusing a tensor someone else also reads would change their input).
@@ -9,40 +9,33 @@ Models that do not trace fall back to adjacent children of ``nn.Sequential`` con
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import nn
 
-from quantzoo.errors import UnsupportedError
+from quantzoo.nn.graph import ModuleGraph, trace_modules
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN_FOR = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
            nn.Linear: nn.BatchNorm1d}
 
 
-def _next_in_chain(node: torch.fx.Node, mods: dict[str, nn.Module], types) -> torch.fx.Node | None:
+def _next_in_chain(graph: ModuleGraph, node: torch.fx.Node, types) -> torch.fx.Node | None:
     """The single user of ``node`` if it is a call of a module of ``types`` taking ``node`` as only input."""
-    if len(node.users) != 1:
-        return None
-    user = next(iter(node.users))
-    if user.op != "call_module" or not isinstance(mods.get(user.target), types):
-        return None
-    if len(user.args) != 1 or user.kwargs:
+    user = graph.single_user(node)
+    if user is None or not isinstance(graph.module_of(user), types) or len(user.args) != 1 or user.kwargs:
         return None
     return user
 
 
-def _chain(start: torch.fx.Node, mods: dict[str, nn.Module]) -> list[str]:
+def _chain(graph: ModuleGraph, start: torch.fx.Node) -> list[str]:
     """The fusable chain starting at a Conv/Linear call node (module names), or ``[]``."""
-    layer = mods[start.target]
+    layer = graph.module_of(start)
     names = [start.target]
     node = start
-    bn = _next_in_chain(node, mods, _BN_FOR[type(layer)])
+    bn = _next_in_chain(graph, node, _BN_FOR[type(layer)])
     if bn is not None:
         names.append(bn.target)
         node = bn
-    relu = _next_in_chain(node, mods, nn.ReLU)
+    relu = _next_in_chain(graph, node, nn.ReLU)
     if relu is not None and not (isinstance(layer, nn.Linear) and bn is not None):  # no Linear-BN-ReLU fuser
         names.append(relu.target)
     return names if len(names) > 1 else []
@@ -50,20 +43,14 @@ def _chain(start: torch.fx.Node, mods: dict[str, nn.Module]) -> list[str]:
 
 def find_fusion_groups(model: nn.Module) -> list[list[str]]:
     """Module-name groups for ``fuse_modules``, e.g. ``[['features.0', 'features.1', 'features.2']]``."""
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:
+    graph = trace_modules(model)
+    if graph is None:
         return _sequential_groups(model)
-    mods = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
     groups = []
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and type(mods.get(node.target)) in _BN_FOR:
-            chain = _chain(node, mods)
-            if chain and all(calls[n] == 1 for n in chain):  # a module reused twice cannot be fused
+    for node in graph.graph.nodes:
+        if type(graph.module_of(node)) in _BN_FOR:
+            chain = _chain(graph, node)
+            if chain and all(len(graph.calls[n]) == 1 for n in chain):  # a module reused twice cannot be fused
                 groups.append(chain)
     return groups
 
@@ -89,35 +76,3 @@ def _sequential_groups(model: nn.Module) -> list[list[str]]:
                 groups.append([f"{prefix}.{c}" if prefix else c for c in chain])
             i += len(chain)
     return groups
-
-
-# Ops between two activations need FloatFunctional/QFunctional in eager mode (the user would have to edit
-# the model); FX graph mode rewrites them itself.
-_FUNCTIONAL_ARITH = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, torch.add,
-                     torch.mul, torch.cat, torch.stack, torch.matmul, torch.bmm, operator.matmul}
-_METHOD_ARITH = {"add", "add_", "mul", "mul_", "matmul", "bmm"}
-# Leaf modules torch.ao's eager convert cannot run on quantized tensors.
-_EAGER_UNSUPPORTED = (nn.RNNBase, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
-                      nn.Embedding, nn.Softmax, nn.LogSoftmax, nn.GELU)
-
-
-def check_eager_static(model: nn.Module, method: str) -> None:
-    """Raise :class:`UnsupportedError` (before calibration) if eager static quantization cannot handle
-    ``model``: tensor-tensor arithmetic in ``forward`` or modules without a quantized eager kernel."""
-    for name, mod in model.named_modules():
-        if isinstance(mod, _EAGER_UNSUPPORTED):
-            raise UnsupportedError(
-                f"{method}: module {name!r} ({type(mod).__name__}) has no eager-mode static int8 kernel; "
-                "use 'torch-dynamic' for RNN/attention models or 'torch-fx' for graph-mode quantization")
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:
-        return  # untraceable: torch's own convert/forward will report what fails
-    for node in gm.graph.nodes:
-        bad = ((node.op == "call_function" and node.target in _FUNCTIONAL_ARITH)
-               or (node.op == "call_method" and node.target in _METHOD_ARITH))
-        if bad and sum(isinstance(a, torch.fx.Node) for a in node.args) >= 2:
-            raise UnsupportedError(
-                f"{method}: forward() computes {getattr(node.target, '__name__', node.target)!r} between two "
-                f"tensors (node {node.name!r}, e.g. a residual add); eager mode needs the model edited to use "
-                "FloatFunctional. Use 'torch-fx' (graph mode), which quantizes such ops without edits")

@@ -9,11 +9,10 @@ from torch import nn
 
 from quantzoo.quantizer import Capabilities
 
-from ._compat import engine_scope, torch_ao_api, torch_ao_calls
-from .base import (ActivationQScheme, EngineConfig, PluginQuantizer, count_quantized, qconfig_scheme_fields,
-                   require_layers)
-from .fusion import check_eager_static, find_fusion_groups
+from ._compat import torch_ao_api
+from .base import (ActivationQScheme, EngineConfig, PluginQuantizer, qconfig_scheme_fields)
 from .observers import REDUCE_RANGE_ENGINES, symmetric_activation_args
+from .static import convert_eager, prepare_eager
 
 
 class TorchQATConfig(EngineConfig):
@@ -69,20 +68,7 @@ class TorchQATQuantizer(PluginQuantizer):
         return tq.QConfig(activation=act, weight=wt)
 
     def _prepare(self, model: nn.Module, plan) -> nn.Module:
-        from torch.ao.quantization import QuantWrapper, fuse_modules_qat, prepare_qat
-
-        require_layers(model, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d), self.name, "Linear/Conv layer")
-        check_eager_static(model, self.name)
-        model.train()  # QAT fusion keeps BN as a trainable part of ConvBn modules (needs train mode)
-        groups = find_fusion_groups(model)
-        with engine_scope(self.config.engine), torch_ao_calls():
-            if groups:
-                model = fuse_modules_qat(model, groups, inplace=True)
-            model.qconfig = self._qconfig()
-            wrapped = QuantWrapper(model)
-            prepare_qat(wrapped, inplace=True)
-        wrapped._quantzoo_fused = groups
-        return wrapped
+        return prepare_eager(self.name, model, self._qconfig(), self.config.engine, qat=True)
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
         """Freeze observers / BN statistics once ``epoch`` epochs are complete (torch's QAT tutorial)."""
@@ -96,14 +82,4 @@ class TorchQATQuantizer(PluginQuantizer):
             model.apply(nniqat.freeze_bn_stats)
 
     def _convert(self, model: nn.Module) -> nn.Module:
-        from torch.ao.quantization import convert
-
-        model.eval()
-        with engine_scope(self.config.engine), torch_ao_calls():
-            convert(model, inplace=True)
-        if count_quantized(model) == 0:
-            from quantzoo.errors import UnsupportedError
-
-            raise UnsupportedError(f"{self.name}: convert produced no int8 layer")
-        model._quantzoo_engine = self.config.engine
-        return model
+        return convert_eager(self.name, model, self.config.engine, qat=True)

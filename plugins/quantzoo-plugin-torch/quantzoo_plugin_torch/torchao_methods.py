@@ -17,10 +17,11 @@ from torch import nn
 from quantzoo.backends import Backend
 from quantzoo.errors import UnsupportedError
 from quantzoo import Capabilities, QuantizerConfig
-from quantzoo.spec import QuantSpec
 
-from ._compat import _quiet_loggers, import_torchao, torchao_api
+from ._compat import _quiet_loggers, import_torchao, torchao_api, torchao_installed
 from .base import PluginQuantizer, require_layers
+from .errors import translated
+from .float_layers import record_float_layers
 
 
 class TorchAOInt8Linear(nn.Linear):
@@ -45,6 +46,13 @@ def _mark_int8_linears(model: nn.Module) -> int:
     return n
 
 
+def _quantize_float_reason(mod: nn.Module) -> str:
+    if isinstance(mod, nn.MultiheadAttention):
+        return ("torchao quantize_ swaps nn.Linear weights only: MultiheadAttention's in_proj is a bare parameter "
+                "and stays float")
+    return f"torchao quantize_ covers nn.Linear only; {type(mod).__name__} stays float"
+
+
 class TorchAOLinearConfig(QuantizerConfig):
     """``granularity``: weight scales per output row (torchao's default ``PerRow``) or one per tensor."""
 
@@ -62,6 +70,10 @@ class _TorchAOQuantizeMethod(PluginQuantizer):
     @classmethod
     def availability(cls):
         return torchao_api(cls.feature)
+
+    @classmethod
+    def registration_availability(cls):
+        return torchao_installed()
 
     @classmethod
     def conformance_model(cls):
@@ -85,10 +97,11 @@ class _TorchAOQuantizeMethod(PluginQuantizer):
         import_torchao()
         from torchao.quantization import quantize_
 
-        with _quiet_loggers("torchao", "torch.utils._pytree"):
+        with _quiet_loggers("torchao", "torch.utils._pytree"), \
+                translated(self.name, "torchao quantize_", "use 'torch-dynamic'"):
             quantize_(model, self._ao_config())
         _mark_int8_linears(model)
-        return model
+        return record_float_layers(model, model, _quantize_float_reason)
 
 
 class TorchAOInt8DynamicQuantizer(_TorchAOQuantizeMethod):
@@ -194,13 +207,33 @@ def _export_and_prepare(model: nn.Module, x: torch.Tensor, reduce_range: bool) -
     with _quiet_loggers("torchao", "torch.utils._pytree", "torch._export", "torch.export"), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        try:
+        with translated("torchao-pt2e", "torch.export", "use 'torch-fx' or 'torch-static'"):
             gm = torch.export.export(model, (x,), dynamic_shapes=dims).module()
-        except Exception as exc:
-            raise UnsupportedError(f"torchao-pt2e: torch.export failed on this model ({type(exc).__name__}: "
-                                   f"{exc}); use 'torch-fx' or 'torch-static'") from exc
+        separate_repeated_calls(gm)
         cfg = get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
-        return prepare_pt2e(gm, X86InductorQuantizer().set_global(cfg))
+        with translated("torchao-pt2e", "prepare_pt2e (X86InductorQuantizer)", "use 'torch-fx' or 'torch-static'"):
+            return prepare_pt2e(gm, X86InductorQuantizer().set_global(cfg))
+
+
+def separate_repeated_calls(gm: torch.fx.GraphModule) -> int:
+    """Give each call of a module that ``forward`` calls more than once its own name in the exported graph's
+    ``nn_module_stack`` metadata; returns how many nodes were renamed.
+
+    torch.export records the k-th call of a module under the key ``'<name>@k'`` but the same qualified name, and
+    ``get_source_partitions`` (which X86InductorQuantizer uses to find Conv-Add-ReLU patterns) groups nodes by
+    that name, so a torchvision-style shared ``self.relu`` became one partition with two outputs and
+    ``prepare_pt2e`` raised "Input partition has more than one output node". The key's ``@k`` is appended to
+    the name; nothing else reads it."""
+    n = 0
+    for node in gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            continue
+        key, (fqn, cls) = next(reversed(stack.items()))
+        if "@" in key and "@" not in fqn:
+            stack[key] = (f"{fqn}@{key.rpartition('@')[2]}", cls)
+            n += 1
+    return n
 
 
 class PT2EWeightView(nn.Module):
@@ -294,6 +327,10 @@ class TorchAOPT2EQuantizer(PluginQuantizer):
     def availability(cls):
         return torchao_api("pt2e")
 
+    @classmethod
+    def registration_availability(cls):
+        return torchao_installed()
+
     def _prepare(self, model: nn.Module, plan) -> nn.Module:
         import_torchao()
         require_layers(model, (nn.Linear, nn.Conv2d), self.name, "Linear/Conv2d layer")
@@ -304,14 +341,48 @@ class TorchAOPT2EQuantizer(PluginQuantizer):
 
         if model.observed is None:  # base class already checked calibration; this is belt and braces
             raise UnsupportedError("torchao-pt2e: the prepared model never saw a batch")
-        with _quiet_loggers("torchao", "torch.utils._pytree"), warnings.catch_warnings():
+        with _quiet_loggers("torchao", "torch.utils._pytree"), warnings.catch_warnings(), \
+                translated(self.name, "convert_pt2e", "use 'torch-fx' or 'torch-static'"):
             warnings.simplefilter("ignore", UserWarning)
             graph = convert_pt2e(model.observed)
         _drop_unused_tensors(graph)
         out = PT2EQuantized(graph)
         if not out.weights:
             raise UnsupportedError("torchao-pt2e: convert_pt2e quantized no weight; the model would run in float")
+        out._quantzoo_float_layers = pt2e_float_layers(graph)
         return out
+
+
+#: aten ops of layers; linear/conv are int8 when their weight comes from a dequantize node, the others always
+#: run in float (X86InductorQuantizer annotates no int8 pattern for them).
+_WEIGHT_ARG = {"linear": 1, "conv1d": 1, "conv2d": 1, "conv3d": 1, "conv_transpose1d": 1, "conv_transpose2d": 1,
+               "conv_transpose3d": 1}
+_FLOAT_OPS = ("embedding", "lstm", "gru", "rnn_tanh", "rnn_relu", "layer_norm", "group_norm", "batch_norm",
+              "_native_batch_norm_legit_no_training", "scaled_dot_product_attention", "_native_multi_head_attention",
+              "bmm", "matmul")
+
+
+def pt2e_float_layers(graph: torch.fx.GraphModule) -> dict[str, str]:
+    """``{module name: reason}`` of the layers a converted pt2e graph runs in float, named by the module that
+    called them (``nn_module_stack``)."""
+    found: dict[str, list[str]] = {}
+    for node in graph.graph.nodes:
+        if node.op != "call_function":
+            continue
+        op = str(node.target).split(".")[-2] if "." in str(node.target) else str(node.target)
+        if op in _WEIGHT_ARG:
+            w = node.args[_WEIGHT_ARG[op]] if len(node.args) > _WEIGHT_ARG[op] else None
+            if "dequantize" in str(getattr(w, "target", "")):
+                continue
+        elif op not in _FLOAT_OPS:
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        name = next(reversed(stack.values()))[0].partition("@")[0] if stack else node.name
+        found.setdefault(name, [])
+        if op not in found[name]:
+            found[name].append(op)
+    return {name: f"aten {', '.join(ops)} ran in float: X86InductorQuantizer annotates no int8 pattern for it"
+            for name, ops in found.items()}
 
 
 def _drop_unused_tensors(graph) -> None:
@@ -328,11 +399,33 @@ def _drop_unused_tensors(graph) -> None:
 TORCHAO_QUANTIZERS = [TorchAOInt8DynamicQuantizer, TorchAOInt8WeightOnlyQuantizer, TorchAOPT2EQuantizer]
 
 
+class FrozenInductor(nn.Module):
+    """``torch.compile`` as torchao's pt2e X86 recipe runs it: inductor with ``freezing`` (weights folded into
+    constants, so the Q/DQ + conv/linear patterns become oneDNN int8 kernels with prepacked weights) and
+    without autograd. Compilation happens at the first call, so both settings hold around every call.
+    Shapes are static (one compilation per batch size): with freezing, the dynamic-shape recompilation that
+    a second batch size triggers emits an int8 conv whose output strides fail inductor's own
+    ``assert_size_stride`` (torch 2.13, measured on ResNet-8: batch 16 then 360)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        # not a submodule: torch.compile's wrapper would list the same tensors again in the state_dict
+        object.__setattr__(self, "_compiled", torch.compile(module, dynamic=False))
+
+    def forward(self, *args):
+        import torch._inductor.config as inductor_config
+
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            return self._compiled(*args)
+
+
 class TorchAOCPUBackend(Backend):
     """torchao models on CPU: ``quantize_`` models run as they are (torchao's int8 tensor subclasses
     dispatch to int8 matmul for dynamic activations, ``_weight_int8pack_mm`` for weight-only); pt2e models
-    are compiled with inductor (``torch.compile``), which pattern-matches Q/DQ + conv/linear into oneDNN
-    int8 kernels. Without compilation a pt2e model is a float Q/DQ reference, so ``lower`` compiles it."""
+    are compiled with inductor and freezing (:class:`FrozenInductor`, torchao's recipe), which
+    pattern-matches Q/DQ + conv/linear into oneDNN int8 kernels. Without compilation a pt2e model is a float
+    Q/DQ reference, so ``lower`` compiles it."""
 
     name = "torchao-cpu"
     real_integer = True
@@ -342,21 +435,13 @@ class TorchAOCPUBackend(Backend):
     def is_available(self):
         return torchao_api("quantize_")
 
-    def check_spec(self, weight: QuantSpec | None, activation: QuantSpec | None) -> list[str]:
-        problems = []
-        if weight is None or weight.dtype != "int" or weight.bits != 8 or not weight.signed:
-            problems.append("weights must be int8")
-        if activation is not None and (activation.dtype != "int" or activation.bits != 8):
-            problems.append("activations float or 8-bit")
-        return problems
-
     def lower(self, model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
         ok, why = self.is_available()
         if not ok:
             raise UnsupportedError(f"{self.name}: {why}")
         if isinstance(model, PT2EQuantized):
             lowered = copy.deepcopy(model)
-            lowered.graph = torch.compile(lowered.graph)
+            lowered.graph = FrozenInductor(lowered.graph)
             return lowered.eval()
         if not any(isinstance(m, TorchAOInt8Linear) for m in model.modules()):
             raise UnsupportedError(f"{self.name} runs models from torchao-int8-dynamic, torchao-int8-weight or "

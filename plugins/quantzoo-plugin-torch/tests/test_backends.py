@@ -11,7 +11,6 @@ from quantzoo.backends.base import state_dict_bytes
 from quantzoo.errors import UnsupportedError
 from quantzoo.models import LeNet5
 from quantzoo.nn import fold_batch_norms
-from quantzoo.spec import QuantSpec
 from quantzoo_plugin_torch import TorchDynamicQuantizer, TorchStaticQuantizer
 from quantzoo_plugin_torch.backends import EngineModule
 
@@ -73,15 +72,3 @@ def test_dynamic_gru_lowers_on_every_engine():
     x = torch.randn(4, 1, 40)
     for name in ("torch-x86", "torch-onednn", "torch-qnnpack"):
         assert (quantzoo.get_backend(name).lower(conv)(x) - conv(x)).abs().max() < 0.05
-
-
-def test_check_spec_describes_each_engine():
-    int8_w = QuantSpec(bits=8, granularity="per_channel")
-    u8_a = QuantSpec(bits=8, signed=False, symmetric=False)
-    for name in ("torch-x86", "torch-onednn", "torch-qnnpack"):
-        assert quantzoo.get_backend(name).check_spec(int8_w, u8_a) == []
-        assert quantzoo.get_backend(name).check_spec(QuantSpec(bits=4), u8_a)  # no int4 kernels
-        assert quantzoo.get_backend(name).check_spec(int8_w, None)  # no weight-only int8
-    asym = QuantSpec(bits=8, symmetric=False)
-    assert quantzoo.get_backend("torch-onednn").check_spec(asym, u8_a)
-    assert quantzoo.get_backend("torch-x86").check_spec(asym, u8_a) == []

@@ -73,9 +73,11 @@ def test_static_prepared_model_is_fused_and_converted_to_int8_modules():
 
 
 # -- eager vs FX ------------------------------------------------------------------------------------------
-def test_eager_rejects_residual_add_and_points_to_fx():
-    with pytest.raises(UnsupportedError, match="torch-fx"):
-        TorchStaticQuantizer().prepare(ResNetTiny((1, 8, 8), 10))
+def test_eager_quantizes_residual_adds_without_edits():
+    """ResNetTiny writes its residual as a plain ``+``; eager mode runs it as an int8 QFunctional add."""
+    conv = _run(TorchStaticQuantizer(), ResNetTiny((1, 8, 8), 10).eval(), torch.rand(8, 1, 8, 8))
+    adds = [m for m in conv.modules() if isinstance(m, nnq.QFunctional)]
+    assert len(adds) == 3 and conv._quantzoo_float_layers == {}
 
 
 def test_fx_converts_resnet_tiny_to_int8():
@@ -248,6 +250,7 @@ def test_missing_api_reports_unavailable(monkeypatch):
         return False, "torchao is not installed (pip install 'quantzoo-plugin-torch[torchao]')"
 
     monkeypatch.setattr(TorchAOPT2EQuantizer, "availability", classmethod(gone))
+    monkeypatch.setattr(TorchAOPT2EQuantizer, "registration_availability", classmethod(gone))
     with pytest.raises(UnsupportedError, match="unavailable: torchao is not installed"):
         TorchAOPT2EQuantizer.config_for_bits(8, 8)
     with pytest.raises(UnsupportedError, match="unavailable"):
@@ -314,6 +317,7 @@ def test_torch_without_quantize_dynamic_reports_it_unavailable(monkeypatch):
 def test_without_torchao_only_torchao_methods_are_unavailable():
     """A fresh interpreter where ``import torchao`` fails: the plugin loads, torch.ao methods work, torchao
     methods are listed as unavailable with the reason."""
+    import os
     import subprocess
     import sys
 
@@ -332,5 +336,27 @@ for n in ('torchao-int8-dynamic', 'torchao-int8-weight', 'torchao-pt2e'):
 m = quantzoo.quantize(torch.nn.Sequential(torch.nn.Linear(4, 4)), 'torch-dynamic')
 print('OK', type(m[0]).__module__)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "QUANTZOO_PLUGINS": "torch"})  # the other plugins are not checked
     assert out.returncode == 0 and "OK torch.ao.nn.quantized.dynamic" in out.stdout, out.stderr[-2000:]
+
+
+def test_listing_names_does_not_import_torchao():
+    """Registration (what ``quantzoo list`` runs) finds torchao without importing it: the import pulls in
+    torch's compiler stack (seconds); a torchao method imports it when it is used."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys, quantzoo
+reg = quantzoo.get_registry()
+assert 'torchao-pt2e' in reg.names('quantizer')
+assert 'torchao' not in sys.modules, 'registration imported torchao'
+print('OK')
+"""
+    # only this plugin (the others' imports are not what is checked); importing torchao when a torchao
+    # method is used is what every torchao test in this directory does
+    env = {**os.environ, "QUANTZOO_PLUGINS": "torch", "QUANTZOO_REGISTRY_CACHE": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]

@@ -71,6 +71,19 @@ def _is_quantizer_layer(mod: nn.Module) -> bool:
         getattr(mod, "weight_bits", None), int)
 
 
+def _listed_reason(listed: dict[str, str], name: str) -> str | None:
+    """The reason a converter listed for layer ``name`` or for a module containing it (torch.fx leaves a whole
+    ``nn.TransformerEncoder`` float). Converters list names as in the user's model; torch.ao's eager
+    ``QuantWrapper`` holds that model as ``module``."""
+    for full in dict.fromkeys((name, name.removeprefix("module."))):
+        parts = full.split(".")
+        for i in range(len(parts), 0, -1):
+            why = listed.get(".".join(parts[:i]))
+            if why:
+                return why
+    return None
+
+
 def quantization_report(model: nn.Module) -> Report:
     """The report of a prepared or converted model (see the module doc)."""
     method = getattr(model, "_quantzoo_method", None)
@@ -90,15 +103,17 @@ def quantization_report(model: nn.Module) -> Report:
                                              _describe(getattr(mod, "output_quantizer", None))))
             covered.add(name)
         elif type(mod).__module__.startswith(_TORCH_QUANTIZED):
+            # a container of int8 layers (torch.ao's quantized MultiheadAttention) is read through its children
             if _torch_quantized_weights(mod):
                 dynamic = ".dynamic" in type(mod).__module__
                 report.layers.append(LayerReport(name, kind, True, "int8 (torch.ao)",
                                                  "int8 per batch (dynamic)" if dynamic else "quint8"))
+                covered.add(name)
             elif kind == "Quantize":
-                report.layers.append(LayerReport(name, kind, True, output="quint8 (model input)"))
-            covered.add(name)
+                report.layers.append(LayerReport(name, kind, True, output="quint8 (QuantStub)"))
+                covered.add(name)
         elif isinstance(mod, _WEIGHTED):
-            why = extra.get(name) or (plan.reasons.get(name) if plan is not None else None) or (
+            why = _listed_reason(extra, name) or (plan.reasons.get(name) if plan is not None else None) or (
                 f"{method or 'the method'} does not quantize {kind} layers")
             report.layers.append(LayerReport(name, kind, False, reason=why))
             covered.add(name)
