@@ -146,9 +146,10 @@ def _converted(quantizer: Quantizer, build: Callable, seed: int = _SEED):
 
 
 def _fresh(quantizer: Quantizer | type[Quantizer]) -> Quantizer:
-    """A new instance with the same config (checks never share state such as schedules)."""
+    """A new instance with the same config (checks never share state such as schedules); a class gets its
+    defaults with its ``conformance_overrides()``."""
     if isinstance(quantizer, type):
-        return quantizer()
+        return quantizer(**quantizer.conformance_overrides())
     return type(quantizer)(quantizer.config)
 
 
