@@ -66,13 +66,17 @@ class UniformQuantizer(Quantizer):
     @classmethod
     def config_for_bits(cls, w_bits, a_bits):
         if not 2 <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
-            raise UnsupportedError(f"uniform supports integer widths 2..16, not W{w_bits}A{a_bits}")
+            raise UnsupportedError(f"{cls.name} supports integer widths 2..16, not W{w_bits}A{a_bits}")
         act = None if a_bits is None else QuantSpec(bits=a_bits, signed=False, symmetric=False)
         return cls.Config(weight=QuantSpec(bits=w_bits, granularity="per_channel"), activation=act)
 
     def _fake_quant(self, spec: QuantSpec, observer: str, per_sample: bool = False) -> FakeQuant:
         return FakeQuant(spec, make_observer(observer, spec), learnable=self.config.learnable_scale,
                          per_sample=per_sample)
+
+    def _weight_quantizer(self, layer: nn.Module, spec: QuantSpec) -> nn.Module:
+        """The quantizer of ``layer``'s weight (methods on uniform's grid with another rounding override it)."""
+        return self._fake_quant(spec, self.config.weight_observer)
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.config
@@ -83,8 +87,7 @@ class UniformQuantizer(Quantizer):
             w_spec, a_spec = (int8_w, int8_a) if role in ("first", "last") else (cfg.weight, cfg.activation)
             # Layer inputs carry a batch dimension: LSQ's N counts one sample's features.
             act = self._fake_quant(a_spec, cfg.activation_observer, per_sample=True) if a_spec else None
-            return to_quant_layer(mod, weight_quantizer=self._fake_quant(w_spec, cfg.weight_observer),
-                                  input_quantizer=act)
+            return to_quant_layer(mod, weight_quantizer=self._weight_quantizer(mod, w_spec), input_quantizer=act)
 
         replace_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer)
         return model
