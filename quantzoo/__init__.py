@@ -7,6 +7,7 @@ from .errors import (
     ConfigError,
     DataError,
     DuplicateNameError,
+    NonFiniteOutputError,
     NotCalibratedError,
     PluginError,
     QuantzooError,
@@ -16,8 +17,12 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .observers import Observer
-from .quantizer import Capabilities, LayerPolicyConfig, Quantizer, QuantizerConfig
+from .config import QuantizerConfig
+from .policy import LayerPlan, LayerPolicyConfig
+from .quantizer import Capabilities, Quantizer
 from .registry import get_registry
+from .report import quantization_report as report
+from .saving import load_quantized, save_quantized
 from .spec import QuantSpec
 
 __version__ = "0.1.0"
@@ -29,8 +34,10 @@ __all__ = [
     "DataError",
     "DatasetDef",
     "DuplicateNameError",
+    "LayerPlan",
     "LayerPolicyConfig",
     "ModelDef",
+    "NonFiniteOutputError",
     "NotCalibratedError",
     "Observer",
     "PluginError",
@@ -47,7 +54,10 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "list_quantizers",
+    "load_quantized",
     "load_config",
     "quantize",
+    "report",
+    "save_quantized",
     "__version__",
 ]

@@ -8,7 +8,8 @@ from typing import Any
 from torch import nn
 
 from .errors import ConfigError
-from .quantizer import Quantizer, QuantizerConfig
+from .config import QuantizerConfig
+from .quantizer import Quantizer
 from .registry import get_registry
 
 
@@ -54,17 +55,19 @@ def quantize(
     *,
     calibration: Iterable | None = None,
     train: Callable[[nn.Module, Quantizer], Any] | None = None,
+    backend: str | None = None,
     **overrides: Any,
 ) -> nn.Module:
-    """Quantize ``model`` with ``method`` in one call: prepare, calibrate and/or train, convert.
+    """Quantize ``model`` with ``method`` in one call: prepare, calibrate and/or train, convert (and lower).
 
     ``calibration`` is an iterable of batches (tensors or ``(x, y)`` pairs); ``train`` is a callable
-    ``train(prepared_model, quantizer)``, e.g. ``lambda m, q: quantzoo.training.fit(q, m, loader, epochs=2)``.
+    ``train(prepared_model, quantizer)``, e.g. ``lambda m, q: quantzoo.training.fit(q, m, loader, epochs=2)``,
+    which makes it QAT. ``backend`` (a registered backend name) returns the model lowered onto it instead of
+    the converted fake-quant model. The steps and when to calibrate are :func:`quantzoo.pipeline.run_pipeline`'s.
     """
-    quantizer = get_quantizer(method)(config, **overrides)
-    prepared = quantizer.prepare(model)
-    if calibration is not None:
-        quantizer.calibrate(prepared, calibration)
-    if train is not None:
-        train(prepared, quantizer)
-    return quantizer.convert(prepared)
+    from .pipeline import run_pipeline
+
+    quantizer = get_quantizer(method)(config, registry=get_registry(), **overrides)
+    result = run_pipeline(quantizer, model, calibration=calibration, train=train, backend=backend)
+    result.model._quantzoo_config = quantizer.to_json()  # what quantzoo.save_quantized records
+    return result.lowered if backend is not None else result.model

@@ -11,7 +11,11 @@ from torch import nn
 
 @dataclass(frozen=True)
 class DatasetDef:
-    """A data set: ``load(root, seed)`` returns a :class:`quantzoo.datasets.Splits`-like object."""
+    """A data set: ``load(root, seed)`` returns a :class:`quantzoo.datasets.Splits`-like object.
+
+    ``metric`` names what the harness scores it by (:func:`quantzoo.metrics.evaluate`): ``"top1"`` (accuracy
+    in percent) or ``"map50"`` (detection, COCO mAP@0.5; needs a model with a ``decode``).
+    """
 
     name: str
     load: Callable[..., Any]
@@ -19,14 +23,22 @@ class DatasetDef:
     input_shape: tuple[int, ...] = ()
     num_classes: int = 0
     aliases: tuple[str, ...] = ()
+    metric: str = "top1"
 
 
 @dataclass(frozen=True)
 class ModelDef:
-    """A model family: ``build(input_shape, num_classes)`` returns a fresh ``nn.Module``."""
+    """A model family: ``build(input_shape, num_classes)`` returns a fresh ``nn.Module``.
+
+    ``loss(output, target)`` is its training loss (``None``: cross-entropy on class labels);
+    ``decode(output)`` turns a batch of raw outputs into per-image
+    :class:`quantzoo.metrics.Detections` (detectors only).
+    """
 
     name: str
     build: Callable[..., nn.Module]
     datasets: tuple[str, ...]
     description: str = ""
     aliases: tuple[str, ...] = field(default=())
+    loss: Callable[..., Any] | None = None
+    decode: Callable[..., Any] | None = None

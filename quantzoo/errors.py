@@ -22,6 +22,11 @@ class UnknownNameError(QuantzooError, KeyError):
     def __str__(self) -> str:  # KeyError would add quotes around the message
         return self.args[0]
 
+    def with_hint(self, hint: str) -> "UnknownNameError":
+        """The same error with a sentence of advice appended."""
+        self.args = (f"{self.args[0]}; {hint}",)
+        return self
+
 
 class DuplicateNameError(QuantzooError):
     """Two providers registered the same name for one kind of component."""
@@ -49,3 +54,7 @@ class DataError(QuantzooError, ValueError):
 
 class QuantzooWarning(UserWarning):
     """Something worth knowing that does not stop the work (e.g. convert without training)."""
+
+
+class NonFiniteOutputError(QuantzooError, RuntimeError):
+    """A (quantized) model produced NaN or Inf outputs, or training produced non-finite values."""

@@ -107,7 +107,7 @@ def make_plugin_manager(
                 pm.unregister(name=ep.name)
                 raise
             info.hooks = _hooks(pm, module)
-        except Exception as exc:  # a broken plugin never stops the others
+        except Exception as exc:  # noqa: BLE001 - a broken plugin never stops the others
             info.status, info.error = "broken", f"{type(exc).__name__}: {exc}"
     # A name asked for but not installed (a typo in QUANTZOO_PLUGINS) is shown, not silently ignored.
     for name in sorted(set(only or ()) - set(seen) - {"quantzoo"}):

@@ -12,18 +12,9 @@ Each check is a small function ``check_<what>(quantizer)`` with tiny synthetic d
 an :class:`AssertionError` whose message names the method, what went wrong and the fix. The method's
 :class:`~quantzoo.Capabilities` decide which checks apply (e.g. gradients only for QAT methods).
 
-How the kit finds quantized weights in a converted model (a method whose converted model has none is a
-defect: it silently runs in full precision):
-
-* quantzoo layers (:class:`~quantzoo.nn.layers.QuantLayerMixin`) and any module with an integer attribute
-  ``weight_bits`` and a tensor ``weight``; an optional integer ``weight_group_size`` says the weight is
-  quantized per group of that many input elements;
-* torch.ao quantized modules, whose ``weight()`` (or ``get_weight()`` for RNNs) returns quantized tensors
-  (8 bits);
-* modules with an integer ``packed_weight_bits`` (bit-packed storage) and a ``dequantized_weight()`` method
-  or a tensor ``weight``.
-
-Each must hold at most ``2**bits`` distinct values per output channel (dim 0), or per group.
+How the kit finds quantized weights in a converted model is :func:`quantzoo.quantized_weights.find_quantized_weights`
+(a method whose converted model has none is a defect: it silently runs in full precision). Each must hold at
+most ``2**bits`` distinct values per output channel (dim 0), or per group.
 A method whose layers the standard models do not contain overrides
 :meth:`quantzoo.Quantizer.conformance_model`.
 """
@@ -39,10 +30,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .errors import ConfigError, NotCalibratedError, QuantzooWarning, UnsupportedError
-from .quantizer import Quantizer, QuantizerConfig
+from .config import QuantizerConfig
+from .pipeline import finish_model, prepare_model
+from .quantized_weights import find_quantized_weights, max_distinct
+from .quantizer import Quantizer
 
 __all__ = [
     "ALL_CHECKS",
@@ -109,30 +105,36 @@ def _loss(out: Any) -> torch.Tensor:
     return (out - target).square().mean()
 
 
-def _train_step(quantizer: Quantizer, prepared: nn.Module, x: torch.Tensor) -> None:
-    """One optimizer step through the quantizer's training hooks (as :func:`quantzoo.training.fit` does)."""
-    prepared.train()
-    groups = quantizer.param_groups(prepared, 0.01, 0.0)
-    opt = torch.optim.SGD(groups, lr=0.01)
-    quantizer.on_epoch_start(prepared, 0, 1)
-    opt.zero_grad()
-    _loss(prepared(x)).backward()
-    quantizer.before_optimizer_step(prepared)
-    opt.step()
-    quantizer.after_optimizer_step(prepared)
-    prepared.eval()
-    prepared._quantzoo_trained = True
+def _train_step(x: torch.Tensor):
+    """A training function for the pipeline: one SGD step through the quantizer's hooks (as
+    :func:`quantzoo.training.fit` does)."""
+
+    def train(prepared: nn.Module, quantizer: Quantizer) -> None:
+        prepared.train()
+        groups = quantizer.param_groups(prepared, 0.01, 0.0)
+        opt = torch.optim.SGD(groups, lr=0.01)
+        quantizer.on_epoch_start(prepared, 0, 1)
+        opt.zero_grad()
+        _loss(prepared(x)).backward()
+        quantizer.before_optimizer_step(prepared)
+        opt.step()
+        quantizer.after_optimizer_step(prepared)
+        prepared.eval()
+
+    return train
+
+
+def _mode(quantizer: Quantizer, train: bool) -> str:
+    return "qat" if train or not quantizer.capabilities.ptq else "ptq"
 
 
 def _prepared(quantizer: Quantizer, build: Callable, seed: int = _SEED, *, train: bool | None = None):
-    """Prepare, calibrate (where the method needs it) and train one step (where it needs training)."""
-    caps = quantizer.capabilities
+    """The pipeline's first half (:func:`quantzoo.pipeline.prepare_model`): prepare, calibrate where the
+    pipeline's rule says so, and train one step where the method needs training (or ``train=True``)."""
     model, x = _build(build, seed)
-    prepared = quantizer.prepare(model)
-    if caps.needs_calibration or (caps.ptq and not caps.qat):
-        quantizer.calibrate(prepared, _calibration_batches(x, seed))
-    if caps.needs_training if train is None else train:
-        _train_step(quantizer, prepared, x)
+    train = quantizer.capabilities.needs_training if train is None else train
+    prepared, _, _ = prepare_model(quantizer, model, mode=_mode(quantizer, train),
+                                   calibration=_calibration_batches(x, seed), train=_train_step(x) if train else None)
     prepared.eval()
     return prepared, x
 
@@ -141,7 +143,7 @@ def _converted(quantizer: Quantizer, build: Callable, seed: int = _SEED):
     prepared, x = _prepared(quantizer, build, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", QuantzooWarning)
-        converted = quantizer.convert(prepared)
+        converted, _ = finish_model(quantizer, prepared)
     return converted, x
 
 
@@ -164,63 +166,6 @@ def _outputs(out: Any) -> list[torch.Tensor]:
 @torch.no_grad()
 def _run(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return [t.detach().clone() for t in _outputs(model(x))]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# finding quantized weights
-# ---------------------------------------------------------------------------------------------------------
-def find_quantized_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor, int, int | None]]:
-    """``(module name, float weight values, bits, group size or None)`` of every quantized weight in ``model``.
-
-    See the module docstring for the three ways a module declares a quantized weight.
-    """
-    for name, mod in model.named_modules():
-        bits = getattr(mod, "weight_bits", None)
-        if isinstance(bits, int) and not isinstance(bits, bool) and isinstance(getattr(mod, "weight", None), torch.Tensor):
-            yield name, mod.weight.detach(), bits, getattr(mod, "weight_group_size", None)
-            continue
-        bits = getattr(mod, "packed_weight_bits", None)
-        if isinstance(bits, int) and not isinstance(bits, bool):
-            getter = getattr(mod, "dequantized_weight", None)
-            w = getter() if callable(getter) else getattr(mod, "weight", None)
-            if isinstance(w, torch.Tensor):
-                yield name, w.detach(), bits, getattr(mod, "weight_group_size", None)
-                continue
-        for label, w in _torch_quantized_weights(mod):
-            yield f"{name}.{label}" if label else name, w.dequantize(), 8, None
-
-
-def _torch_quantized_weights(mod: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    if not type(mod).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized",
-                                            "torch.nn.quantized")):
-        return []
-    found = []
-    getter = getattr(mod, "get_weight", None)  # dynamic RNNs: {name: weight}
-    if callable(getter):
-        try:
-            weights = getter()
-        except Exception:  # noqa: BLE001 - a module without weights of that kind
-            weights = {}
-        if isinstance(weights, dict):
-            found += [(k, w) for k, w in weights.items() if isinstance(w, torch.Tensor) and w.is_quantized]
-    weight = getattr(mod, "weight", None)
-    if callable(weight) and not found:
-        try:
-            w = weight()
-        except Exception:  # noqa: BLE001
-            w = None
-        if isinstance(w, torch.Tensor) and w.is_quantized:
-            found.append(("", w))
-    return found
-
-
-def _max_distinct(w: torch.Tensor, group_size: int | None) -> int:
-    rows = w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(1, -1)
-    if group_size:
-        if rows.shape[1] % group_size:
-            raise AssertionError(f"weight_group_size {group_size} does not divide {rows.shape[1]}")
-        rows = rows.reshape(-1, group_size)
-    return max(int(torch.unique(r).numel()) for r in rows)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -265,8 +210,9 @@ def check_capabilities(quantizer: Quantizer) -> None:
     who = _who(quantizer)
     assert caps.ptq or caps.qat, f"{who}: capabilities say neither ptq nor qat; set at least one"
     assert caps.weight_bits, f"{who}: capabilities.weight_bits is empty; list the weight widths it supports"
-    for b in (*caps.weight_bits, *caps.activation_bits):
-        assert isinstance(b, int) and 1 <= b <= 32, f"{who}: bit width {b!r} in capabilities is not in 1..32"
+    for b in (*caps.weight_bits, *(b for b in caps.activation_bits if b is not None)):
+        assert isinstance(b, int) and 1 <= b <= 16, (
+            f"{who}: bit width {b!r} in capabilities is not in 1..16 (None in activation_bits: float activations)")
     assert not (caps.needs_training and not caps.qat), (
         f"{who}: capabilities.needs_training=True but qat=False; a method that needs training is a QAT method")
 
@@ -278,7 +224,7 @@ def check_config_defaults(quantizer: Quantizer) -> None:
         f"{who}: Config must subclass quantzoo.QuantizerConfig (or LayerPolicyConfig)")
     try:
         cfg = cls.Config()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"{who}: Config() failed ({exc}); give every config field a default") from exc
     assert isinstance(cfg.version, int) and cfg.version >= 1, f"{who}: Config.version must be an int >= 1"
     assert cls.make_config() == cfg, f"{who}: make_config() differs from Config(); do not override defaults there"
@@ -305,7 +251,7 @@ def check_config_forbids_extra(quantizer: Quantizer) -> None:
         assert "no_such_field_quantzoo" in str(exc), (
             f"{_who(quantizer)}: the ConfigError for an unknown key must name it (got: {exc})")
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"{_who(quantizer)}: make_config raised {type(exc).__name__} for an unknown key; "
                              "it must raise quantzoo.ConfigError (do not override make_config)") from exc
     raise AssertionError(f"{_who(quantizer)}: Config accepted an unknown key; keep extra='forbid'")
@@ -339,7 +285,7 @@ def check_config_schema(quantizer: Quantizer) -> None:
     """Config.model_json_schema() works and is JSON (``quantzoo info`` shows it)."""
     try:
         json.dumps(type(quantizer).Config.model_json_schema())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"{_who(quantizer)}: Config.model_json_schema() failed ({type(exc).__name__}: {exc}); "
                              "use field types pydantic can describe (or give them a json_schema)") from exc
 
@@ -354,7 +300,7 @@ def check_config_for_bits(quantizer: Quantizer) -> None:
             cfg = cls.config_for_bits(w, a)
         except UnsupportedError:
             continue
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise AssertionError(f"{who}: config_for_bits({w}, {a}) raised {type(exc).__name__}: {exc}; "
                                  "raise quantzoo.UnsupportedError for settings the method lacks") from exc
         assert isinstance(cfg, cls.Config), (
@@ -391,10 +337,10 @@ def check_weights_on_grid(quantizer: Quantizer) -> None:
         found = list(find_quantized_weights(converted))
         assert found, (
             f"{who}: convert() on the {label} left no quantized weight (no module with weight_bits, "
-            "packed_weight_bits or a torch.ao quantized weight); the model silently stays in full precision. "
+            "or a torch.ao quantized weight); the model silently stays in full precision. "
             "Bake the weights (QuantLayerMixin.bake() sets weight_bits) or override conformance_model()")
         for name, w, bits, group in found:
-            distinct = _max_distinct(w, group)
+            distinct = max_distinct(w, group)
             assert distinct <= 2 ** bits, (
                 f"{who}: on the {label}, weight of {name!r} has {distinct} distinct values in one "
                 f"{'group' if group else 'output channel'} but claims {bits} bits (at most {2 ** bits}); "
@@ -402,23 +348,104 @@ def check_weights_on_grid(quantizer: Quantizer) -> None:
 
 
 def check_layers_quantized(quantizer: Quantizer) -> None:
-    """Every layer of a capabilities.module_types type is quantized, bar a first/last layer kept float."""
-    types = set(quantizer.capabilities.module_types)
-    cfg = quantizer.config
+    """Every compute layer that the layer plan does not keep float is quantized after convert."""
     for label, build in _conformance_models(quantizer):
         model, _ = _build(build, _SEED)
-        layers = [n for n, m in model.named_modules() if n and type(m).__name__ in types]
-        # Without a first/last-layer policy in the config, the first and last layer may stay float.
-        keep_first = getattr(cfg, "first_layer", "fp") == "fp"
-        keep_last = getattr(cfg, "last_layer", "fp") == "fp"
-        required = layers[int(keep_first): len(layers) - int(keep_last)] if len(layers) > 1 else layers
+        plan = quantizer.plan(model)
+        required = [n for n in plan.layers if plan.role(n) != "fp"]
         converted, _ = _converted(quantizer, build)
         # Converted models may rename or regroup modules (wrappers, graph modules), so count, not match names.
         found = list(find_quantized_weights(converted))
         assert len(found) >= len(required), (
             f"{_who(quantizer)}: on the {label}, convert() left {len(found)} quantized weight(s) for the "
             f"{len(required)} layer(s) {required} that must be quantized (capabilities.module_types lists "
-            f"{sorted(types)}); quantize every such layer, or narrow module_types to what the method quantizes")
+            f"{sorted(quantizer.capabilities.module_types)}); quantize every layer of plan.method_layers(), or "
+            "narrow module_types to what the method quantizes")
+
+
+class _MatmulInputs(TorchFunctionMode):
+    """Records ``(input, weight)`` of every F.linear/F.conv* call: the tensors that really reach a matmul."""
+
+    FUNCS = (F.linear, F.conv1d, F.conv2d, F.conv3d)
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.FUNCS and len(args) >= 2 and torch.is_tensor(args[0]) and torch.is_tensor(args[1]):
+            self.calls.append((args[0].detach().clone(), args[1].detach().clone()))
+        return func(*args, **(kwargs or {}))
+
+
+def _policy_setting(cls: type[Quantizer]) -> tuple[int, int] | None:
+    for w, a in ((4, 4), (2, 2), (1, 1), (8, 8)):
+        try:
+            cls.config_for_bits(w, a)
+            return w, a
+        except UnsupportedError:
+            continue
+    return None
+
+
+def check_layer_policy(quantizer: Quantizer) -> None:
+    """The first/last-layer policy governs whole layers, checked on the tensors that reach the first and the
+    last matmul of the converted model: with ``int8`` each layer's matmul input takes at most 256 values and
+    its weight at most 256 per channel, and the tensor arriving at the layer was not quantized at the body's
+    width on its way; with ``fp`` the first layer sees the raw model input and the last layer's input is not
+    quantized: more levels than the body's width and, for bodies of 2 bits or more, more than 256 (binary
+    nets' float pre-activations take few values)."""
+    cls, who = type(quantizer), _who(quantizer)
+    setting = _policy_setting(cls)
+    if setting is None:
+        return
+    w_bits, a_bits = setting
+    base = {**cls.config_for_bits(w_bits, a_bits).model_dump(), **cls.conformance_overrides()}
+    for policy in ("int8", "fp"):
+        q = cls(cls.make_config({**base, "first_layer": policy, "last_layer": policy}))
+        converted, _ = _converted(q, _conv_model)
+        plan = q.plan(_build(_conv_model, _SEED)[0])
+        last = plan.layers[-1]
+        torch.manual_seed(_SEED + 7)
+        x = torch.randn(64, 1, 8, 8)
+        rec, entering = _MatmulInputs(), []
+        modules = dict(converted.named_modules())
+        hook = None
+        if last in modules:
+            hook = modules[last].register_forward_pre_hook(lambda m, a, out=entering: out.append(a[0].detach()))
+        with rec, torch.no_grad():
+            converted(x)
+        if hook is not None:
+            hook.remove()
+        assert len(rec.calls) >= 3, f"{who}: expected 3 matmuls in the conv model, saw {len(rec.calls)}"
+        for where, (inp, weight) in (("first", rec.calls[0]), ("last", rec.calls[-1])):
+            levels = int(torch.unique(inp).numel())
+            ctx = (f"{who} at W{w_bits}A{a_bits} with first_layer=last_layer={policy!r}: the {where} layer's "
+                   f"input has {levels} distinct values")
+            if policy == "int8":
+                # What upstream delivers must not be quantized at the body's width: the tensor entering the
+                # last layer (before the layer's own 8-bit quantizer), or the raw input for the first.
+                arriving = x if where == "first" else (entering[0] if entering else inp)
+                arrived = int(torch.unique(arriving).numel())
+                coarse = a_bits < 8 and arrived <= 2 ** a_bits
+                if coarse and where == "last":
+                    # few values can also come from a saturated upstream (a method's tiny initial scale): no
+                    # breach when no quantizer of the body's width feeds the layer
+                    coarse = any(n in modules and isinstance(getattr(modules[n], "bits", None), int)
+                                 and modules[n].bits <= a_bits for n in plan.modules_feeding([last]))
+                assert levels <= 256 and not coarse, (
+                    f"{ctx} and receives {arrived}; an 8-bit layer takes at most 256, from a tensor not quantized "
+                    f"at the body's A{a_bits} on its way. The policy must govern the whole layer: leave "
+                    "plan.method_layers() to the method and skip output quantizers whose "
+                    "plan.activation_role(name) is not 'method'")
+                assert max_distinct(weight, None) <= 256, f"{who}: the {where} layer's weight is not 8-bit"
+            elif where == "first":
+                assert inp.shape == x.shape and torch.equal(inp, x), (
+                    f"{ctx}; with first_layer='fp' the first layer must see the raw model input")
+            else:
+                floor = 2 ** a_bits if a_bits < 2 else max(2 ** a_bits, 256)
+                assert levels > floor, (f"{ctx}; with last_layer='fp' it must be float (more than {floor} "
+                                        "values): skip quantizers whose plan.activation_role(name) is 'fp'")
 
 
 def check_forward_deterministic(quantizer: Quantizer) -> None:
@@ -529,8 +556,8 @@ def check_state_dict_roundtrip_converted(quantizer: Quantizer) -> None:
 ALL_CHECKS = (
     check_name, check_registered, check_capabilities, check_config_defaults, check_config_frozen,
     check_config_forbids_extra, check_config_json_roundtrip, check_config_schema, check_config_for_bits,
-    check_prepare_convert_shapes, check_weights_on_grid, check_layers_quantized, check_forward_deterministic,
-    check_gradients_flow,
+    check_prepare_convert_shapes, check_weights_on_grid, check_layers_quantized, check_layer_policy,
+    check_forward_deterministic, check_gradients_flow,
     check_uncalibrated_convert_raises, check_convert_warns_untrained, check_outputs_finite,
     check_state_dict_roundtrip_prepared, check_state_dict_roundtrip_converted,
 )
@@ -552,7 +579,10 @@ def yield_checks(quantizer: Quantizer | type[Quantizer], *, allow_unregistered: 
     yield from (check_capabilities, check_config_defaults, check_config_frozen, check_config_forbids_extra)
     yield check_config_json_roundtrip_unregistered if allow_unregistered else check_config_json_roundtrip
     yield from (check_config_schema, check_config_for_bits, check_prepare_convert_shapes, check_weights_on_grid,
-                check_layers_quantized, check_forward_deterministic)
+                check_layers_quantized)
+    if "first_layer" in quantizer.Config.model_fields and "last_layer" in quantizer.Config.model_fields:
+        yield check_layer_policy
+    yield check_forward_deterministic
     if caps.qat:
         yield check_gradients_flow
     if caps.needs_calibration:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from .errors import DataError
+from .errors import DataError, NonFiniteOutputError
 from .quantizer import Quantizer
 
 
@@ -38,7 +38,9 @@ def fit(
     """Train ``model`` (a prepared model when ``quantizer`` is given, else a float model) in place.
 
     The quantizer's hooks run at their points: parameter groups, ``on_epoch_start``,
-    ``before_optimizer_step`` and ``after_optimizer_step``. Raises :class:`DataError` on a NaN loss.
+    ``before_optimizer_step`` and ``after_optimizer_step``. Stops at the first step with a non-finite loss
+    (:class:`DataError`), gradient or parameter (:class:`NonFiniteOutputError`), naming the step and tensor:
+    a finite loss can hide a gradient of 1e36 that leaves the model NaN one step later.
     """
     cfg = config or TrainConfig()
     lr, wd = cfg.lr, cfg.weight_decay
@@ -52,7 +54,9 @@ def fit(
     total = max(cfg.epochs * steps_per_epoch, 1)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if cfg.schedule == "cosine"
              else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     model.train()
+    step = 0
     for epoch in range(cfg.epochs):
         if quantizer:
             quantizer.on_epoch_start(model, epoch, cfg.epochs)
@@ -61,16 +65,19 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             if not torch.isfinite(loss):
-                raise DataError(f"training diverged: loss is {loss.item()} at epoch {epoch}; "
+                raise DataError(f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step}; "
                                 "lower the learning rate or check the method")
             loss.backward()
+            _check_finite(named, step, "gradient", lambda p: p.grad)
             if quantizer:
                 quantizer.before_optimizer_step(model)
             opt.step()
             if quantizer:
                 quantizer.after_optimizer_step(model)
+            _check_finite(named, step, "parameter", lambda p: p)
             sched.step()
             last = loss.item()
+            step += 1
         if progress:
             progress(epoch + 1, cfg.epochs, last)
     if quantizer is not None:
@@ -79,14 +86,10 @@ def fit(
     return model
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable) -> float:
-    """Top-1 accuracy in percent."""
-    model.eval()
-    correct = total = 0
-    for x, y in loader:
-        correct += (model(x).argmax(dim=1) == y).sum().item()
-        total += y.numel()
-    if total == 0:
-        raise DataError("evaluate: the evaluation set is empty")
-    return 100.0 * correct / total
+def _check_finite(named: list, step: int, what: str, get) -> None:
+    for name, p in named:
+        t = get(p)
+        if t is not None and not torch.isfinite(t).all():
+            worst = t.detach().abs().nan_to_num(nan=float("inf")).max().item()
+            raise NonFiniteOutputError(f"training diverged at step {step}: the {what} of {name!r} is not finite "
+                                       f"(max |value| {worst:.3g}); lower the learning rate or check the method")

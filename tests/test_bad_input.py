@@ -155,15 +155,15 @@ CLI_CASES: list[Bad] = [
     Bad("quantize-unknown-dataset", Q(dataset="cifar10"), "Unknown dataset 'cifar10'"),
     Bad("quantize-model-misfit", Q(model="lenet5"), "does not fit"),
     Bad("quantize-bits-eight", Q("--bits", "eight"), "W<n>A<m>"),
-    Bad("quantize-bits-0", Q("--bits", "W0A8"), "1..32"),
-    Bad("quantize-bits-33", Q("--bits", "W33A8"), "1..32"),
+    Bad("quantize-bits-0", Q("--bits", "W0A8"), "weight widths lie in 1..16"),
+    Bad("quantize-bits-33", Q("--bits", "W33A8"), "weight widths lie in 1..16"),
     Bad("quantize-bits-negative", Q("--bits", "W-1A8"), "W<n>A<m>"),
     Bad("quantize-bits-unsupported", Q("--bits", "W1A1"), "uniform supports"),
     Bad("quantize-bits-unsupported-binary", Q("--bits", "W4A4", method="bnn"), "W1A1"),
-    Bad("quantize-xnor-w4a4", Q("--bits", "W4A4", method="xnor"), "binary weights"),
-    Bad("quantize-twn-w8a8", Q("--bits", "W8A8", method="twn"), "ternary weights"),
-    Bad("quantize-int8-only-w4a4", Q("--bits", "W4A4", method="torch-dynamic"), "int8 kernels only"),
-    Bad("quantize-brevitas-w1", Q("--bits", "W1A1", method="brevitas-ptq"), "weight widths"),
+    Bad("quantize-xnor-w4a4", Q("--bits", "W4A4", method="xnor"), "xnor supports W1A1 or W1A32"),
+    Bad("quantize-twn-w8a8", Q("--bits", "W8A8", method="twn"), "twn supports W2A8 or W2A32"),
+    Bad("quantize-int8-only-w4a4", Q("--bits", "W4A4", method="torch-dynamic"), "torch-dynamic supports W8A8"),
+    Bad("quantize-brevitas-w1", Q("--bits", "W1A1", method="brevitas-ptq"), "weights 2..8 bits"),
     Bad("quantize-mode", Q("--mode", "train"), "train"),
     Bad("quantize-mode-unsupported", Q("--mode", "qat", method="torch-dynamic"), "QAT"),
     Bad("quantize-epochs-negative", Q("--epochs", "-1"), "--epochs"),
@@ -282,14 +282,14 @@ def _write_files(tmp_path: Path, files: dict) -> None:
 @pytest.fixture
 def no_long_work(monkeypatch, tmp_path):
     """The FP baseline (cached or trained) is the first long step of `bench` and `quantize`."""
-    import quantzoo.bench.cell as cell
-    import quantzoo.bench.execute as execute
+    import quantzoo.bench.data as data
+    import quantzoo.bench.run as run
 
     def refuse(*a, **k):
         raise LongWorkStarted("the bad input was not rejected before the FP baseline")
 
-    monkeypatch.setattr(cell, "get_baseline", refuse)
-    monkeypatch.setattr(execute, "get_baseline", refuse)
+    monkeypatch.setattr(data, "get_baseline", refuse)
+    monkeypatch.setattr(run, "get_baseline", refuse)
     monkeypatch.setenv("QUANTZOO_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)  # a default .quantzoo/ db lands here, never in the checkout
 
@@ -350,7 +350,7 @@ def _run_cell(**kw):
 
 
 def _load_dataset(name, root):
-    from quantzoo.datasets import load_dataset
+    from quantzoo.bench.data import load_dataset
 
     return lambda: load_dataset(name, root)
 
@@ -438,7 +438,7 @@ def test_suite_method_typo_is_reported_with_a_suggestion(tmp_path):
 # -- the real `quantzoo` process: exit status 2 and no traceback on stderr; --debug shows it ----------------
 SUBPROCESS_CASES = [
     (("quantize", "--method", "uniform", "--model", "mlp", "--dataset", "digits", "--bits", "W33A8", "--out", "x.pt"),
-     "1..32"),
+     "weight widths lie in 1..16"),
     (("leaderboard", "--db", "junk.sqlite"), "not a quantzoo results database"),
 ]
 

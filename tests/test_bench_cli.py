@@ -32,10 +32,11 @@ def test_bench_then_leaderboard_then_plots(tmp_path, env):
     assert md.read_text().startswith("# quantzoo leaderboard") and "| fp32" in md.read_text()
     assert len(list((tmp_path / "plots").glob("*.png"))) == 2
     r = invoke(["leaderboard", "--db", str(db), "--suite", str(suite), "--format", "json"], env)
-    recs = json.loads(r.output)
-    assert {(x["method"], x["w_bits"], x["a_bits"]) for x in recs} == {("fp32", 32, 32), ("uniform", 8, 8),
-                                                                     ("uniform", 4, 4)}
-    assert all(x["backend"] and x["fp_accuracy"] for x in recs)
+    board = json.loads(r.output)
+    assert [sec["setting"] for sec in board["sections"]] == ["FP32", "W8A8", "W4A4"]
+    rows = [row for sec in board["sections"] for row in sec["rows"]]
+    assert {row["method"] for row in rows} == {"fp32", "uniform"}
+    assert all(t["backend"] and t["fp_accuracy"] for row in rows for t in row["targets"].values())
 
 
 def test_quantize_command_saves_a_loadable_model(tmp_path, env):

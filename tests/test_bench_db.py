@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from quantzoo.bench.db import ResultsDB, ResultsDBError, owner_alive, owner_id
-from quantzoo.bench.execute import make_cell
+from quantzoo.bench.run import make_cell
 
 FAST = {"epochs": 2}
 

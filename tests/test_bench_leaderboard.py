@@ -1,4 +1,4 @@
-"""Leaderboard aggregation, formats and plots, on hand-made rows (numbers checked by hand)."""
+"""Leaderboard sections, statistics, ranks and formats, on hand-made rows (numbers worked by hand)."""
 
 import csv
 import io
@@ -6,74 +6,144 @@ import json
 
 import pytest
 
-from quantzoo.bench.leaderboard import FORMATS, aggregate, render, table
-from quantzoo.bench.plots import make_plots, pareto_front
+from quantzoo.bench.leaderboard import FORMATS, aggregate, build_board, render, section_table, setting_of
+from quantzoo.bench.plots import family, make_plots, pareto_front
+from quantzoo.bench.stats import Summary, paired_better
 from quantzoo.errors import ConfigError
 
+FP = {0: 99.0, 1: 98.0, 2: 97.0}
 
-def _row(method, mode, w, a, seed, acc, *, model="cnn", dataset="digits", status="ok", fp=99.0, backend="fakequant",
-         error=None, paper=None, comp=1.0, ideal=4.0, speed=None):
+
+def _row(method, mode, w, a, seed, acc, *, model="cnn", dataset="digits", status="ok", degenerate=None,
+         error=None, paper=None, speed=None, config=None):
+    metrics = {"degenerate": degenerate, "threads": 1, "isa": "AVX2"}
+    if speed is not None:
+        metrics["latency"] = {"64": {"ms": 1.0, "fp_ms": speed, "speedup": speed, "spread": 0.05, "runs": 9,
+                                     "noisy": False}}
     return {"cell_key": f"{method}{mode}{w}{a}{seed}{model}", "method": method, "mode": mode, "w_bits": w,
             "a_bits": a, "seed": seed, "model": model, "dataset": dataset, "status": status,
-            "accuracy": acc if status == "ok" else None, "fakequant_accuracy": acc, "real_accuracy": None,
-            "fp_accuracy": fp, "backend": backend, "size_bytes": 1000 / comp, "ideal_size_bytes": 1000 / ideal,
-            "compression": comp, "ideal_compression": ideal, "speedup_b1": None, "speedup_b64": speed,
-            "latency_b1_ms": None, "latency_b64_ms": None, "fp_latency_b64_ms": None, "train_s": 0.0,
-            "calib_s": 0.1, "threads": 1, "bn_fold": "method", "first_layer": "int8", "last_layer": "int8",
-            "error": error, "metrics": {}, "paper": paper}
+            "accuracy": acc if status == "ok" else None, "fp_accuracy": FP[seed], "backend": "fakequant",
+            "size_bytes": 1000.0, "ideal_size_bytes": 250.0, "compression": 1.0, "ideal_compression": 4.0,
+            "bn_fold": "method", "first_layer": "int8", "last_layer": "int8", "error": error, "metrics": metrics,
+            "paper": paper, "config": config or {}, "config_hash": json.dumps(config or {}), "protocol_json": "p"}
+
+
+def _seeds(method, mode, w, a, accs, **kw):
+    return [_row(method, mode, w, a, s, acc, **kw) for s, acc in enumerate(accs)]
 
 
 ROWS = [
-    _row("fp32", "fp", 32, 32, 0, 99.0, ideal=1.0), _row("fp32", "fp", 32, 32, 1, 98.0, ideal=1.0),
-    _row("uniform", "ptq", 8, 8, 0, 98.0), _row("uniform", "ptq", 8, 8, 1, 96.0),
-    _row("torch-static", "ptq", 8, 8, 0, 97.0, backend="torch-x86", comp=3.5, speed=2.5),
-    _row("torch-static", "ptq", 8, 8, 1, 97.0, backend="torch-x86", comp=3.5, speed=2.7),
-    _row("boom", "qat", 4, 4, 0, None, status="failed", error="RuntimeError: x"),
-    _row("twn", "qat", 2, 32, 0, 95.0, paper={"accuracy": 99.35, "source": "TWN"}),
+    *_seeds("fp32", "fp", None, None, [99.0, 98.0, 97.0]),
+    # Δ per seed: a = (-0.5, -0.4, -0.6), b = (-2, -2, -2), c = (-0.6, -0.3, -0.7)
+    *_seeds("a", "ptq", 4, 4, [98.5, 97.6, 96.4]),
+    *_seeds("b", "qat", 4, 4, [97.0, 96.0, 95.0]),
+    *_seeds("c", "ptq", 4, 4, [98.4, 97.7, 96.3]),
+    *_seeds("d", "qat", 4, 4, [10.0, 10.0, 10.0], degenerate="every weight of quantized layer '3' is 0"),
+    _row("e", "ptq", 4, 4, 0, None, status="unsupported", error="UnsupportedError: no such layer"),
+    *_seeds("torch-static", "ptq", 8, 8, [99.0, 98.0, 97.0], speed=2.5),
+    *_seeds("twn", "qat", 2, None, [98.0, 97.0, 96.0], paper={"accuracy": 99.35, "source": "TWN"}),
+    *_seeds("boom", "qat", 1, 1, [None, None, None], status="failed", error="RuntimeError: x"),
 ]
 
 
-def test_aggregate_mean_sd_delta_and_failures():
-    recs = {(r["method"], r["bits"]): r for r in aggregate(ROWS)}
-    u = recs[("uniform", "W8A8")]
-    # mean(98, 96) = 97, sample sd = sqrt((1^2 + 1^2) / 1) = 1.414; Δ against the rows' own FP (99.0) = -2.0
-    assert u["accuracy"] == 97.0 and u["accuracy_sd"] == pytest.approx(2 ** 0.5) and u["delta"] == -2.0
-    assert recs[("boom", "W4A4")]["status"] == "failed" and recs[("boom", "W4A4")]["accuracy"] is None
-    assert recs[("twn", "W2A32")]["paper"]["accuracy"] == 99.35
+def _section(setting, rows=ROWS):
+    return next(s for s in build_board(aggregate(rows)) if s.setting == setting)
 
 
-def test_table_fp_first_rank_and_marks():
-    header, rows = table(aggregate(ROWS))
-    assert header[:4] == ["#", "method", "W/A", "backend"] and "cnn/digits" in header
-    assert rows[0][1] == "fp32" and rows[0][0] == "FP"
+def test_summary_mean_sd_and_t_interval_by_hand():
+    s = Summary.of([98.5, 97.6, 96.4])
+    # mean 97.5; sd = sqrt((1.0² + 0.1² + 1.1²)/2) = sqrt(1.11); ci = t(0.975, 2)·sd/√3 = 4.3027·1.0536/1.7321
+    assert s.mean == pytest.approx(97.5) and s.sd == pytest.approx(1.11 ** 0.5)
+    assert s.ci95 == pytest.approx(4.302653 * 1.11 ** 0.5 / 3 ** 0.5, rel=1e-5)
+    assert Summary.of([1.0]).ci95 is None
+
+
+def test_paired_comparison_uses_the_per_seed_differences():
+    a = {("t", 0): -0.5, ("t", 1): -0.4, ("t", 2): -0.6}
+    b = {("t", 0): -2.0, ("t", 1): -2.0, ("t", 2): -2.0}
+    c = {("t", 0): -0.6, ("t", 1): -0.3, ("t", 2): -0.7}
+    # a − b = (1.5, 1.6, 1.4): mean 1.5, ci = 4.3027·0.1/√3 = 0.248 → interval (1.25, 1.75) above 0
+    assert paired_better(a, b) is True and paired_better(b, a) is False
+    # a − c = (0.1, −0.1, 0.1): mean 0.033, ci 0.287 → within noise either way
+    assert paired_better(a, c) is False and paired_better(c, a) is False
+    assert paired_better({("t", 0): 1.0}, {("t", 0): 0.0}) is None  # one pair cannot be tested
+
+
+def test_sections_follow_the_settings_and_rank_only_within():
+    assert setting_of(2, None, "qat") == "W2 weight-only (ternary / 2-bit)"
+    assert setting_of(1, 1, "qat") == "W1A1 binary" and setting_of(8, None, "ptq") == "W8 weight-only"
+    settings = [s.setting for s in build_board(aggregate(ROWS))]
+    assert settings == ["FP32", "W8A8", "W4A4", "W2 weight-only (ternary / 2-bit)", "W1A1 binary"]
+
+
+def test_ranks_share_the_top_within_noise_and_skip_degenerate_and_refused_rows():
+    s = _section("W4A4")
+    ranks = {r.method: r.rank for r in s.rows}
+    # a and c are within noise of each other (rank 1 both); both are significantly better than b: 1 + 2 = 3
+    assert ranks == {"a": 1, "c": 1, "b": 3, "d": None, "e": None}
+    by = {r.method: r for r in s.rows}
+    assert by["d"].not_ranked.startswith("degenerate: every weight")
+    assert by["e"].not_ranked == "unsupported on cnn/digits"
+    assert by["a"].delta == pytest.approx(-0.5) and s.ranking_targets == ["cnn/digits"]
+    assert [r.method for r in s.rows][:3] == ["a", "c", "b"]  # rank, then mean Δ
+
+
+def test_ranking_targets_are_those_most_rows_cover_and_smoke_targets_do_not_rank():
+    rows = [*ROWS, *_seeds("a", "ptq", 4, 4, [90.0, 89.0, 88.0], model="cnn1d", dataset="mnist1d"),
+            *_seeds("fp32", "fp", None, None, [91.0, 90.0, 89.0], model="cnn1d", dataset="mnist1d")]
+    s = next(s for s in build_board(aggregate(rows)) if s.setting == "W4A4")
+    assert s.ranking_targets == ["cnn/digits"]  # only `a` has cnn1d: the shared target ranks
+    s = next(s for s in build_board(aggregate(rows), rank_targets={"cnn1d/mnist1d"}) if s.setting == "W4A4")
+    ranks = {r.method: r.rank for r in s.rows}
+    assert s.ranking_targets == ["cnn1d/mnist1d"] and ranks["a"] == 1 and ranks["b"] is None
+    assert {r.method: r.not_ranked for r in s.rows}["b"] == "no result on cnn1d/mnist1d"
+
+
+def test_table_cells_show_mean_interval_paper_and_failures():
+    header, rows = section_table(_section("W4A4"))
+    assert header[:3] == ["#", "method", "cnn/digits"]
     by = {r[1]: r for r in rows}
-    # ranks among quantized rows on the one target: torch-static 97.0 (1), uniform 97.0 (2 by stable order)...
-    assert by["torch-static (ptq)"][0] in ("1.0", "2.0") and by["twn (qat)"][0] == "3.0"
-    assert by["torch-static (ptq)"][3] == "torch-x86" and by["torch-static (ptq)"][header.index("speedup b64")] == "2.60"
-    assert by["boom (qat)"][header.index("cnn/digits")].startswith("FAILED")
-    assert "[paper 99.35]" in by["twn (qat)"][header.index("cnn/digits")]
-    assert by["uniform (ptq)"][header.index("cnn/digits")] == "97.00 ± 1.41"
+    assert by["a (ptq)"][2] == f"97.50 ±{4.302653 * 1.11 ** 0.5 / 3 ** 0.5:.2f}"
+    assert by["e (ptq)"][2] == "n/a (refused)"
+    _, rows = section_table(_section("W2 weight-only (ternary / 2-bit)"))
+    assert "[paper 99.35]" in rows[0][2]
+    _, rows = section_table(_section("W1A1 binary"))
+    assert rows[0][2] == "FAILED (3)"
+    header, rows = section_table(_section("W8A8"))
+    assert rows[0][header.index("speedup")] == "2.50"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_renders(fmt):
     out = render(aggregate(ROWS), fmt)
-    assert "uniform" in out
+    assert "c (ptq)" in out or fmt in ("json", "csv")
     if fmt == "json":
-        recs = json.loads(out)
-        assert {"method", "model", "dataset", "w_bits", "a_bits", "accuracy", "fp_accuracy", "backend"} <= set(recs[0])
+        board = json.loads(out)
+        w4 = next(s for s in board["sections"] if s["setting"] == "W4A4")
+        row = next(r for r in w4["rows"] if r["method"] == "a")
+        t = row["targets"]["cnn/digits"]
+        assert row["rank"] == 1 and t["seeds"] == [0, 1, 2] and {"accuracy_sd", "accuracy_ci95"} <= set(t)
+        assert next(r for r in w4["rows"] if r["method"] == "d")["degenerate"] is True
+        assert "rank" in board["rank_rule"]
     if fmt == "csv":
-        rows = list(csv.reader(io.StringIO(out)))
-        assert rows[0][1] == "method" and rows[1][1] == "fp32"
-    if fmt == "html":
-        assert "<table>" in out
-    if fmt == "latex":
-        assert "\\toprule" in out
+        lines = list(csv.reader(io.StringIO(out)))
+        assert lines[0][:3] == ["section", "rank", "method"] and any(r[2] == "c" for r in lines)
+    if fmt == "markdown":
+        assert "### W4A4" in out and "_ranked on: cnn/digits_" in out
 
 
 def test_unknown_format():
     with pytest.raises(ConfigError, match="github"):
         render([], "xml")
+
+
+def test_variant_rows_are_labelled_by_the_config_entries_that_differ():
+    common = {"bits_weights": 4, "bits_activations": 4}
+    a = _seeds("distiller-pact", "qat", 4, 4, [98.0, 97.0, 96.0], config={**common, "act_clip_init_val": "mse"})
+    b = _seeds("distiller-pact", "qat", 4, 4, [97.0, 96.0, 95.0], config={**common, "act_clip_init_val": 8.0})
+    labels = sorted(r.label for r in _section("W4A4", a + b).rows)
+    assert labels == ["distiller-pact (qat) act_clip_init_val=8.0", "distiller-pact (qat) act_clip_init_val=mse"]
+    assert [r.label for r in _section("W4A4", a).rows] == ["distiller-pact (qat)"]
 
 
 def test_pareto_front_by_hand():
@@ -82,29 +152,10 @@ def test_pareto_front_by_hand():
     assert pareto_front(pts) == [(50, 80.0), (100, 90.0), (200, 95.0)]
 
 
-def test_plots_are_written(tmp_path):
+def test_plots_are_small_multiples_by_family(tmp_path):
+    assert family("distiller-pact") == "distiller" and family("torchao-pt2e") == "torch"
+    assert family("dorefa") == "papers and baseline"
     paths = make_plots(aggregate(ROWS), tmp_path)
     names = sorted(p.name for p in paths)
     assert names == ["accuracy_vs_bits_cnn_digits.png", "accuracy_vs_size_cnn_digits.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
-
-
-def test_rows_of_different_configs_are_not_averaged_together():
-    a = dict(_row("uniform", "ptq", 8, 8, 0, 90.0), config_hash="aaa", protocol_json="p")
-    b = dict(_row("uniform", "ptq", 8, 8, 0, 50.0), config_hash="bbb", protocol_json="p", cell_key="other")
-    recs = aggregate([a, b])
-    assert sorted(r["accuracy"] for r in recs) == [50.0, 90.0]
-    _, rows = table(recs)
-    assert len({r[1] for r in rows}) == 2 and all("#" in r[1] for r in rows)
-
-
-def test_variant_rows_are_labelled_by_the_config_entries_that_differ():
-    common = {"bits_weights": 4, "bits_activations": 4}
-    a = dict(_row("distiller-pact", "qat", 4, 4, 0, 94.0), config_hash="aaa", protocol_json="p",
-             config={**common, "act_clip_init_val": "mse"})
-    b = dict(_row("distiller-pact", "qat", 4, 4, 0, 93.0), config_hash="bbb", protocol_json="p", cell_key="other",
-             config={**common, "act_clip_init_val": 8.0})
-    labels = sorted(r[1] for r in table(aggregate([a, b]))[1])
-    assert labels == ["distiller-pact (qat) act_clip_init_val=8.0", "distiller-pact (qat) act_clip_init_val=mse"]
-    # one variant alone keeps the plain name
-    assert [r[1] for r in table(aggregate([a]))[1]] == ["distiller-pact (qat)"]

@@ -3,12 +3,14 @@
 import json
 import pickle
 
+import copy
+
 import pytest
 import torch
 
 from quantzoo.bench import BaselineCache, Protocol, bits_config, get_baseline, load_method_config, run_cell
-from quantzoo.bench.cell import ideal_size_bytes
-from quantzoo.bench.execute import make_cell
+from quantzoo.quantized_weights import ideal_size_bytes
+from quantzoo.bench.run import make_cell
 from quantzoo.errors import ConfigError, QuantzooWarning, UnknownNameError, UnsupportedError
 from quantzoo.quantizers.uniform import UniformQuantizer
 
@@ -84,7 +86,7 @@ def test_bits_config_merges_overrides_and_layer_policy():
     cfg = bits_config(UniformQuantizer, 4, 4, {"weight": {"granularity": "per_tensor"}}, proto)
     assert cfg.weight.bits == 4 and cfg.weight.granularity == "per_tensor" and cfg.activation.bits == 4
     assert (cfg.first_layer, cfg.last_layer) == ("fp", "int8")
-    cfg = bits_config(UniformQuantizer, 4, 32, {"last_layer": "same"}, proto)  # explicit override wins
+    cfg = bits_config(UniformQuantizer, 4, None, {"last_layer": "same"}, proto)  # explicit override wins
     assert cfg.activation is None and cfg.last_layer == "same"
     with pytest.raises(UnsupportedError):
         bits_config(UniformQuantizer, 1, 1)
@@ -144,11 +146,17 @@ def test_load_method_config_malformed_file_names_the_file(tmp_path, ext, text):
         load_method_config(p, "uniform")
 
 
-def test_ideal_size_counts_baked_weights_at_their_width():
-    lin = torch.nn.Linear(10, 4)  # 40 weights + 4 biases
-    assert ideal_size_bytes(lin) == 44 * 4
-    lin.weight_bits = 2
-    assert ideal_size_bytes(lin) == 40 * 2 / 8 + 4 * 4
+def test_ideal_size_counts_every_quantized_weight_at_its_width():
+    from torch.ao.quantization import quantize_dynamic
+
+    fp = torch.nn.Sequential(torch.nn.Linear(10, 4))  # 40 weights + 4 biases
+    assert ideal_size_bytes(fp, fp) == 44 * 4
+    baked = copy.deepcopy(fp)
+    baked[0].weight_bits = 2
+    assert ideal_size_bytes(baked, fp) == 40 * 2 / 8 + 4 * 4
+    # torch's int8 Linear keeps its weight outside parameters(): still 8 bits a weight, not 0 or 32
+    dyn = quantize_dynamic(fp, {torch.nn.Linear}, dtype=torch.qint8)
+    assert ideal_size_bytes(dyn, fp) == 40 * 1 + 4 * 4
 
 
 def test_lr_grid_gives_every_method_the_same_trials_on_a_holdout(cache):

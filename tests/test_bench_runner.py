@@ -7,10 +7,8 @@ import subprocess
 import time
 
 import pytest
-import torch
 from torch import nn
 
-import quantzoo
 from quantzoo import hookimpl
 from quantzoo.bench.db import ResultsDB
 from quantzoo.bench.leaderboard import aggregate, render
@@ -42,7 +40,7 @@ def test_tiny_suite_end_to_end(tmp_path, cache_dir):
     forced = run_plan(plan_suite(suite, methods="uniform"), db, cache_dir=cache_dir, progress=False, force=True)
     assert forced.ran == 5 and len(db.rows()) == 5
     text = render(aggregate(db.rows()), "github")
-    assert text.splitlines()[2].split("|")[2].strip() == "fp32"  # FP row first
+    assert text.startswith("### FP32") and text.splitlines()[4].split("|")[2].strip() == "fp32"  # FP first
 
 
 # -- a method that fails, and one that produces NaN ---------------------------------------------------------
@@ -50,7 +48,7 @@ class ExplodingQuantizer(UniformQuantizer):
     name = "test-exploding"
     description = "raises in prepare (test only)"
 
-    def _prepare(self, model):
+    def _prepare(self, model, plan):
         raise RuntimeError("boom in prepare")
 
 
@@ -132,7 +130,8 @@ def test_sigkill_then_rerun_runs_only_the_missing_cells(tmp_path, cache_dir):
                   env={"QUANTZOO_CACHE": cache_dir, "QUANTZOO_PLUGINS": ""})
     assert res.returncode == 0, res.stderr
     missing = total - len(ok_before)
-    assert f"ran {missing} ({missing} ok, 0 failed), {len(ok_before)} already in the database" in res.stderr
+    assert f"ran {missing} ({missing} ok, 0 failed), 0 refused by their method, {len(ok_before)} already in the " \
+           "database" in res.stderr
     with sqlite3.connect(db_path) as c:
         rows = c.execute("SELECT cell_key, status, finished_at FROM cells").fetchall()
     assert len(rows) == len({k for k, _, _ in rows}) == total  # each cell exactly once
@@ -142,7 +141,7 @@ def test_sigkill_then_rerun_runs_only_the_missing_cells(tmp_path, cache_dir):
             assert fin == before[k][1]
 
 
-# -- Ray executor (and a local process pool) give the same numbers as the in-process one --------------------------------------------------
+# -- Ray executor (and a local process pool) give the same numbers as the in-process one ----------------------
 def test_ray_and_local_executors_agree(tmp_path, cache_dir):
     ray = pytest.importorskip("ray")
     suite = load_suite(write_suite(tmp_path, bits=("W8A8", "W4A4"), modes=("ptq", "qat")))
@@ -190,7 +189,7 @@ def test_cell_key_covers_the_code_versions():
     import dataclasses
     from importlib import metadata
 
-    from quantzoo.bench.execute import make_cell
+    from quantzoo.bench.run import make_cell
 
     cell = make_cell("uniform", "mlp", "digits", 8, 8)
     assert cell.code == {"quantzoo": metadata.version("quantzoo")}  # a core method: quantzoo alone

@@ -10,7 +10,7 @@ from quantzoo.bench.testing import write_suite
 
 def test_parse_bits():
     assert parse_bits("W8A8") == (8, 8)
-    assert parse_bits("w2") == (2, 32) and parse_bits("W2A32") == (2, 32)
+    assert parse_bits("w2") == (2, None) and parse_bits("W2A32") == (2, None)
     assert parse_bits("default") == (None, None)
     for bad in ("8/8", "W0A8", "W33A8", "eight", "WA"):
         with pytest.raises(ValueError):
@@ -89,7 +89,7 @@ def test_entry_config_file_relative_to_the_suite(tmp_path):
     cells = [c for c in plan_suite(load_suite(p)).cells if c.mode != "fp"]
     assert len(cells) == 1
     c = cells[0]
-    assert (c.w_bits, c.a_bits) == (5, 32) and c.config["weight_observer"] == "minmax"
+    assert (c.w_bits, c.a_bits) == (5, None) and c.config["weight_observer"] == "minmax"
     assert c.config["first_layer"] == "fp"
     p.write_text(p.read_text() + 'bits = ["W4A4"]\n')
     with pytest.raises(ConfigError, match="config_file"):

@@ -30,7 +30,7 @@ from torch import nn  # noqa: E402
 from quantzoo import Capabilities, QuantSpec  # noqa: E402
 from quantzoo import testing as kit  # noqa: E402
 from quantzoo.math import compute_qparams, fake_quantize, reduce_min_max  # noqa: E402
-from quantzoo.nn import replace_layers, to_quant_layer  # noqa: E402
+from quantzoo.nn import swap_layers, to_quant_layer  # noqa: E402
 from quantzoo.nn.layers import QuantLayerMixin  # noqa: E402
 from quantzoo.quantizers import UniformConfig, UniformQuantizer  # noqa: E402
 
@@ -67,7 +67,7 @@ def test_parametrize_rejects_non_quantizers():
 class StaysFloat(UniformQuantizer):
     name = "stays-float"
 
-    def _prepare(self, model):
+    def _prepare(self, model, plan):
         return model
 
     def _convert(self, model):
@@ -92,9 +92,9 @@ class SkipsConvs(UniformQuantizer):
 
     name = "skips-convs"
 
-    def _prepare(self, model):
-        replace_layers(model, lambda n, m, r: to_quant_layer(m, weight_quantizer=_DetachedWeightQuant()),
-                       types=(nn.Linear,))
+    def _prepare(self, model, plan):
+        linears = [n for n in plan.method_layers() if isinstance(model.get_submodule(n), nn.Linear)]
+        swap_layers(model, linears, lambda n, m: to_quant_layer(m, weight_quantizer=_DetachedWeightQuant()))
         return model
 
 
@@ -159,8 +159,9 @@ class _DetachedWeightQuant(nn.Module):
 class Detached(UniformQuantizer):
     name = "detached"
 
-    def _prepare(self, model):
-        replace_layers(model, lambda n, m, r: to_quant_layer(m, weight_quantizer=_DetachedWeightQuant()))
+    def _prepare(self, model, plan):
+        swap_layers(model, plan.method_layers(),
+                    lambda n, m: to_quant_layer(m, weight_quantizer=_DetachedWeightQuant()))
         return model
 
 
@@ -182,8 +183,9 @@ class _AttributeScaleQuant(nn.Module):
 class LosesState(UniformQuantizer):
     name = "loses-state"
 
-    def _prepare(self, model):
-        replace_layers(model, lambda n, m, r: to_quant_layer(m, weight_quantizer=_AttributeScaleQuant()))
+    def _prepare(self, model, plan):
+        swap_layers(model, plan.method_layers(),
+                    lambda n, m: to_quant_layer(m, weight_quantizer=_AttributeScaleQuant()))
         return model
 
 
@@ -210,8 +212,34 @@ class NoBits(UniformQuantizer):
     name = "no-bits"
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
+    def _config_for_bits(cls, w_bits, a_bits):
         raise KeyError(w_bits)
+
+
+class _ReluQuant(nn.Module):
+    """4-bit unsigned fake-quantization of a ReLU output, range [0, 4]."""
+
+    bits = 4
+
+    def forward(self, x):
+        spec = QuantSpec(bits=4, signed=False, symmetric=False)
+        return fake_quantize(torch.relu(x), torch.tensor(4 / 15), torch.tensor(0, dtype=torch.int32), spec)
+
+
+class WeightOnlyPolicy(UniformQuantizer):
+    """Quantizes every ReLU output at 4 bits whatever the plan says: the first/last-layer policy then
+    governs weights only, and the last layer's input has 16 levels (the defect the audit found)."""
+
+    name = "weight-only-policy"
+
+    def _prepare(self, model, plan):
+        model = super()._prepare(model, plan)
+        for name, mod in list(model.named_modules()):
+            if isinstance(mod, nn.ReLU):
+                from quantzoo.nn import set_submodule
+
+                set_submodule(model, name, _ReluQuant())
+        return model
 
 
 @pytest.mark.parametrize("double, check, message", [
@@ -230,6 +258,7 @@ class NoBits(UniformQuantizer):
     (Untrained, kit.check_convert_warns_untrained, "QuantzooWarning"),
     (NaNs, kit.check_outputs_finite, "NaN/Inf"),
     (NoBits, kit.check_config_for_bits, "raise quantzoo.UnsupportedError"),
+    (WeightOnlyPolicy, kit.check_layer_policy, r"last layer's input has \d+ distinct values and receives \d+"),
 ], ids=lambda v: getattr(v, "__name__", None) if not isinstance(v, str) else "")
 def test_kit_catches_defect(double, check, message):
     with pytest.raises(AssertionError, match=message) as info:
@@ -278,13 +307,13 @@ def test_find_quantized_weights_reads_torch_ao_modules():
 
 def test_find_quantized_weights_reads_packed_modules():
     class Packed(nn.Module):
-        packed_weight_bits = 1
+        weight_bits = 1
 
         def dequantized_weight(self):
             return torch.tensor([[0.5, -0.5, 0.5], [1.0, 1.0, -1.0]])
 
     [(name, w, bits, group)] = list(kit.find_quantized_weights(nn.Sequential(Packed())))
     assert (name, bits, group) == ("0", 1, None)
-    assert kit._max_distinct(w, group) == 2
+    assert kit.max_distinct(w, group) == 2
     # per group of 2 input elements: rows [0.5,-0.5], [0.5,1.0]... at most 2 distinct each
-    assert kit._max_distinct(torch.tensor([[1.0, 2.0, 3.0, 3.0]]), 2) == 2
+    assert kit.max_distinct(torch.tensor([[1.0, 2.0, 3.0, 3.0]]), 2) == 2

@@ -1,14 +1,14 @@
 """Data sets: shapes, fixed splits, the seed-fixed calibration subset, clear errors for missing/corrupt MNIST."""
 
 import gzip
-import shutil
 import struct
 from pathlib import Path
 
 import pytest
 import torch
 
-from quantzoo.datasets import Batches, load_dataset, load_mnist_splits, resolve_data_root
+from quantzoo.bench.data import load_dataset
+from quantzoo.datasets import Batches, load_mnist_splits, resolve_data_root
 from quantzoo.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -43,7 +43,7 @@ PTQ_BITS = ("W8A8", "W7A7", "W6A6", "W5A5", "W4A4", "W3A3")
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     """A baseline cache that already holds the tiny suite's FP mlp/digits model (trained once, ~1 s)."""
-    from quantzoo.bench.cell import get_baseline
+    from quantzoo.bench.data import get_baseline
 
     d = tmp_path_factory.mktemp("faults-cache")
     get_baseline("mlp", "digits", 0, BASELINE, cache_dir=d)
@@ -113,7 +113,7 @@ def test_two_bench_processes_on_one_database(tmp_path, cache_dir):
                               env=_env(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
         assert "Traceback" not in err
     rows = _rows(db)
@@ -284,7 +284,7 @@ class Crashes(UniformQuantizer):
     name = "qzf-crash"
     description = "its worker process dies during prepare (fault-injection test)"
 
-    def _prepare(self, model):
+    def _prepare(self, model, plan):
         os._exit(9)
 
 
@@ -336,7 +336,8 @@ def test_failing_methods_and_a_broken_plugin_end_to_end(tmp_path, cache_dir, wit
     board = {line.split("|")[2].strip(): line for line in out.splitlines() if line.count("|") > 3}
     assert "FAILED" in board["qzf-raises (ptq)"] and "FAILED" in board["qzf-nan (ptq)"]  # marked, not hidden
     code, out, err = run_main("leaderboard", "--db", db, "--format", "json")
-    recs = {r["method"]: r for r in json.loads(out)}
+    recs = {row["method"]: next(iter(row["targets"].values()))
+            for sec in json.loads(out)["sections"] for row in sec["rows"]}
     assert recs["qzf-raises"]["status"] == "failed" and recs["qzf-raises"]["accuracy"] is None
     assert any("calibration exploded" in e for e in recs["qzf-raises"]["errors"])
     assert recs["uniform"]["status"] == "ok" and recs["uniform"]["accuracy"] > 80

@@ -1,5 +1,5 @@
 """Quantized modules: FakeQuant modes and LSQ training, Quant layers vs float layers, bake(), state_dict round
-trips of prepared and converted models, BN folding, first/last-layer policies."""
+trips of prepared and converted models, BN folding."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from quantzoo.nn import (
     QuantLayerMixin,
     QuantLinear,
     fold_batch_norms,
-    replace_layers,
     to_quant_layer,
 )
 from quantzoo.observers import MinMaxObserver, MovingAverageMinMaxObserver
@@ -267,41 +266,9 @@ def test_fold_batch_norms_equals_the_unfolded_eval_model():
     assert isinstance(seq_folded[1], nn.Identity) and isinstance(seq_folded[5], nn.Identity)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# replace_layers policies
-# ---------------------------------------------------------------------------------------------------------
 def _mlp():
     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
                          nn.Linear(8, 2))
-
-
-def _recording_make(calls):
-    def make(name, mod, role):
-        calls.append((name, role))
-        return to_quant_layer(mod)
-    return make
-
-
-@pytest.mark.parametrize(("first", "last", "want"), [
-    ("same", "same", [("0", "body"), ("2", "body"), ("4", "body"), ("6", "body")]),
-    ("fp", "fp", [("2", "body"), ("4", "body")]),
-    ("int8", "fp", [("0", "first"), ("2", "body"), ("4", "body")]),
-    ("fp", "int8", [("2", "body"), ("4", "body"), ("6", "last")]),
-])
-def test_replace_layers_first_last_policies(first, last, want):
-    model, calls = _mlp(), []
-    done = replace_layers(model, _recording_make(calls), first_layer=first, last_layer=last)
-    assert calls == want and done == [n for n, _ in want]
-    for name in ("0", "2", "4", "6"):
-        assert isinstance(model.get_submodule(name), QuantLinear) == (name in done)
-
-
-def test_replace_layers_include_exclude_and_keep():
-    model, calls = _mlp(), []
-    replace_layers(model, _recording_make(calls), include=["[0-4]"], exclude=["2"])
-    assert [n for n, _ in calls] == ["0", "4"]
-    model = _mlp()
-    assert replace_layers(model, lambda name, mod, role: None) == []  # None keeps every layer
 
 
 def test_uniform_int8_policy_builds_8bit_first_and_last_layers():

@@ -24,7 +24,8 @@ from quantzoo import (
 from quantzoo import hookspecs
 from quantzoo.observers import MinMaxObserver
 from quantzoo.quantizers import UniformQuantizer
-from quantzoo.registry import KINDS, PluginInfo, Registry, get_registry, make_plugin_manager, natural_key, reset_registry
+from quantzoo.registry import (KINDS, PluginInfo, Registry, get_registry, make_plugin_manager, natural_key,
+                               reset_registry)
 
 CONTRIBUTING = Path(__file__).resolve().parents[1] / "CONTRIBUTING.md"
 

@@ -15,7 +15,8 @@ import quantzoo
 from quantzoo.math import compute_qparams, fake_quantize, reduce_min_max
 from quantzoo.nn import QuantLayerMixin
 from quantzoo.spec import QuantSpec
-from quantzoo.training import TrainConfig, evaluate, fit
+from quantzoo.metrics import accuracy as evaluate
+from quantzoo.training import TrainConfig, fit
 
 torch.set_num_threads(1)
 

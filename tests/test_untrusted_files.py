@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pytest
 import torch
 
 from quantzoo.bench.cache import BaselineCache, sha256_bytes
-from quantzoo.bench.cell import get_baseline
+from quantzoo.bench.data import get_baseline
 from quantzoo.errors import QuantzooError, QuantzooWarning
 
 FAST = {"epochs": 2, "lr": 3e-3}  # the tiny suite's FP recipe (quantzoo.bench.testing.TINY_SUITE)

@@ -8,15 +8,15 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..spec import QuantSpec
 
 
 class Backend:
     """A target that executes converted models.
 
-    Subclasses set ``name`` and ``description``, say which specs they execute (:meth:`check_spec`), lower a
-    converted model (:meth:`lower`) and measure its real size (:meth:`model_size_bytes`). ``real_integer``
-    is True where the arithmetic really runs on integers (so its latency is meaningful to compare).
+    Subclasses set ``name`` and ``description``, lower a converted model (:meth:`lower`, which raises
+    :class:`~quantzoo.errors.UnsupportedError` naming what it cannot run) and measure its real size
+    (:meth:`model_size_bytes`). ``real_integer`` is True where the arithmetic really runs on integers (so its
+    latency is meaningful to compare).
     """
 
     name: ClassVar[str] = ""
@@ -27,10 +27,6 @@ class Backend:
     def is_available(self) -> tuple[bool, str]:
         """``(True, "")`` or ``(False, reason)`` where a dependency or CPU feature is missing."""
         return True, ""
-
-    def check_spec(self, weight: QuantSpec | None, activation: QuantSpec | None) -> list[str]:
-        """Problems that stop this backend from executing the given specs (empty list: supported)."""
-        return []
 
     def lower(self, model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
         """A module that runs ``model`` on this backend (raise :class:`~quantzoo.errors.UnsupportedError`)."""

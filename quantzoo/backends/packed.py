@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedError
-from ..nn.packed import is_packable, pack_model, packed_layers
-from ..spec import QuantSpec
+from ..nn.layers import is_packable
+from ..nn.packed import pack_model, packed_layers
 from .base import Backend, state_dict_bytes
 
 
@@ -22,11 +22,6 @@ class PackedBackend(Backend):
     name = "packed"
     description = "Bit-packed 1/2/4/8-bit weight storage with scales; computes by unpacking (storage, not speed)."
     real_integer = False
-
-    def check_spec(self, weight: QuantSpec | None, activation: QuantSpec | None) -> list[str]:
-        if weight is not None and weight.bits > 8:
-            return [f"packed stores weights of at most 8 bits, not {weight.bits}"]
-        return []
 
     def lower(self, model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
         if not any(is_packable(m) for m in model.modules()):

@@ -75,7 +75,7 @@ class BaselineCache:
             return self._reject(key, "its sha256 does not match the recorded one (corrupt or tampered)")
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as e:  # UnpicklingError for pickled code, RuntimeError for a damaged archive
+        except Exception as e:  # noqa: BLE001 - UnpicklingError for pickled code, RuntimeError for a damaged archive
             return self._reject(key, f"torch.load(weights_only=True) refused it ({type(e).__name__}: {e})")
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             return self._reject(key, "it is not a state_dict of tensors")

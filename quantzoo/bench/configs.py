@@ -14,9 +14,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..quantizer import Quantizer, QuantizerConfig
-from .cell import FLOAT_BITS
+from ..config import QuantizerConfig
+from ..errors import ConfigError, UnsupportedError
+from ..quantizer import Quantizer
+from ..schemes import get_scheme
 from .protocol import Protocol
 
 LAYER_POLICY_FIELDS = ("first_layer", "last_layer")
@@ -32,25 +33,43 @@ def deep_merge(base: dict, overrides: dict) -> dict:
 
 def bits_config(cls: type[Quantizer], w_bits: int | None, a_bits: int | None, overrides: dict | None = None,
                 protocol: Protocol | None = None) -> QuantizerConfig:
-    """The validated config of ``cls`` at W``w_bits``/A``a_bits`` (``a_bits`` None or 32: float activations).
+    """The validated config of ``cls`` at W``w_bits``/A``a_bits`` (``a_bits`` None: float activations).
 
-    ``w_bits=None`` starts from the method's defaults. Suite overrides are merged on top; the protocol's
-    first/last-layer policy is applied where the config has those fields and the overrides leave them unset.
-    Raises :class:`~quantzoo.errors.UnsupportedError` when the method has no such setting.
+    ``w_bits=None`` starts from the method's defaults. The protocol's scheme is applied where the method
+    follows it (:func:`scheme_followed`), then suite overrides are merged on top; the protocol's layer policy
+    is applied where the config has those fields and the overrides leave them unset. Raises
+    :class:`~quantzoo.errors.UnsupportedError` when the method has no such setting.
     """
     overrides = dict(overrides or {})
-    if w_bits is None:
-        base = cls.Config()
-    else:
-        a = None if a_bits in (None, FLOAT_BITS) else a_bits
-        base = cls.config_for_bits(int(w_bits), a)
+    base = cls.Config() if w_bits is None else cls.config_for_bits(int(w_bits), a_bits)
+    if protocol is not None and protocol.scheme != "method" and w_bits is not None:
+        try:
+            base = cls.apply_scheme(base, get_scheme(protocol.scheme))
+        except UnsupportedError:
+            pass  # the method runs its own scheme; scheme_followed() says so in the row
     data = deep_merge(base.model_dump(), overrides)
     if protocol is not None:
         for f in LAYER_POLICY_FIELDS:
             policy = getattr(protocol, f)
             if policy != "method" and f in cls.Config.model_fields and f not in overrides:
                 data[f] = policy
+        if protocol.scheme != "method" and "int8_scheme" in cls.Config.model_fields:
+            data["int8_scheme"] = protocol.scheme  # the policy's 8-bit layers follow the suite's scheme always
     return cls.make_config(data)
+
+
+def scheme_followed(cls: type[Quantizer], w_bits: int | None, a_bits: int | None, protocol: Protocol) -> str | None:
+    """The protocol's scheme name where the method follows it, ``"own: <why>"`` where it cannot, None where the
+    protocol leaves each method its own (``scheme = "method"``)."""
+    if protocol.scheme == "method":
+        return None
+    if w_bits is None:
+        return "own: the row runs a config file"
+    try:
+        cls.apply_scheme(cls.config_for_bits(int(w_bits), a_bits), get_scheme(protocol.scheme))
+    except UnsupportedError as e:
+        return f"own: {e}"
+    return protocol.scheme
 
 
 def read_config_file(path: str | os.PathLike) -> Any:
@@ -73,7 +92,7 @@ def read_config_file(path: str | os.PathLike) -> Any:
             return yaml.safe_load(text)
         if ext == ".toml":
             return tomllib.loads(text)
-    except Exception as e:  # json/yaml/toml parse errors differ; all mean "fix the file"
+    except Exception as e:  # noqa: BLE001 - json/yaml/toml parse errors differ; all mean "fix the file"
         raise ConfigError(f"config file {p}: cannot parse it as {ext[1:].upper()}: {e}") from None
     raise ConfigError(f"config file {p}: unknown extension {ext!r}; use .json, .yaml/.yml or .toml")
 

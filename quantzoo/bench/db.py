@@ -21,18 +21,20 @@ from typing import Any
 from ..errors import QuantzooError
 from .cell import Cell
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: latency per batch size in metrics_json, float widths NULL, status 'unsupported'
 DEFAULT_DB = Path(".quantzoo") / "results.sqlite"
 
-#: Metrics stored in their own columns (everything is also in metrics_json).
+#: Metrics stored in their own columns, for SQL queries (everything, latency per batch size included, is in
+#: metrics_json as a :class:`~quantzoo.bench.metrics.CellMetrics`).
 METRIC_COLUMNS = {
     "accuracy": "REAL", "fakequant_accuracy": "REAL", "real_accuracy": "REAL", "fp_accuracy": "REAL",
     "delta": "REAL", "backend": "TEXT", "size_bytes": "REAL", "fp_size_bytes": "REAL", "compression": "REAL",
-    "ideal_size_bytes": "REAL", "ideal_compression": "REAL", "latency_b1_ms": "REAL", "latency_b64_ms": "REAL",
-    "fp_latency_b1_ms": "REAL", "fp_latency_b64_ms": "REAL", "speedup_b1": "REAL", "speedup_b64": "REAL",
-    "threads": "INTEGER", "calib_s": "REAL", "train_s": "REAL", "wall_s": "REAL", "peak_rss_mb": "REAL",
+    "ideal_size_bytes": "REAL", "ideal_compression": "REAL", "degenerate": "TEXT", "threads": "INTEGER",
+    "isa": "TEXT", "calib_s": "REAL", "train_s": "REAL", "wall_s": "REAL", "peak_rss_mb": "REAL",
     "bn_fold": "TEXT", "first_layer": "TEXT", "last_layer": "TEXT",
 }
+#: Finished states: a cell in one of them is not run again unless forced (``failed`` with --retry-failed).
+DONE = ("ok", "failed", "unsupported")
 CELL_COLUMNS = {
     "cell_key": "TEXT PRIMARY KEY", "suite": "TEXT", "method": "TEXT NOT NULL", "model": "TEXT NOT NULL",
     "dataset": "TEXT NOT NULL", "seed": "INTEGER NOT NULL", "w_bits": "INTEGER", "a_bits": "INTEGER",
@@ -135,6 +137,10 @@ class ResultsDB:
             cols = ", ".join(f"{k} {v}" for k, v in CELL_COLUMNS.items())
             self.conn.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols})")
             self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            # results of `quantzoo analyze`, one row per unit of work (so an interrupted analysis resumes)
+            self.conn.execute("CREATE TABLE IF NOT EXISTS analyses (key TEXT PRIMARY KEY, kind TEXT, method TEXT, "
+                              "model TEXT, dataset TEXT, seed INTEGER, spec_json TEXT, result_json TEXT, "
+                              "finished_at TEXT)")
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(cells)")}
             for k, v in CELL_COLUMNS.items():  # forward-compatible: add columns a newer quantzoo introduced
@@ -194,7 +200,7 @@ class ResultsDB:
                 st = row["status"]
                 if st == "running" and row["owner"] != owner and owner_alive(row["owner"]):
                     return False
-                if st == "ok" and not force:
+                if st in ("ok", "unsupported") and not force:
                     return False
                 if st == "failed" and not (force or retry_failed):
                     return False
@@ -250,6 +256,22 @@ class ResultsDB:
             d["paper"] = json.loads(d["paper_json"]) if d.get("paper_json") else None
             out.append(d)
         return out
+
+    # -- analyses ------------------------------------------------------------------------------------------
+    def analysis(self, key: str) -> dict | None:
+        """The stored result of one unit of analysis, or None."""
+        try:
+            row = self.conn.execute("SELECT result_json FROM analyses WHERE key=?", (key,)).fetchone()
+        except sqlite3.OperationalError:  # a read-only database written before analyses existed
+            return None
+        return json.loads(row["result_json"]) if row else None
+
+    def save_analysis(self, key: str, kind: str, spec: dict, result: dict) -> None:
+        with self._write():
+            self.conn.execute("INSERT OR REPLACE INTO analyses VALUES (?,?,?,?,?,?,?,?,?)",
+                              (key, kind, spec.get("method"), spec.get("model"), spec.get("dataset"),
+                               spec.get("seed"), json.dumps(spec, sort_keys=True, default=str),
+                               json.dumps(_clean(result), sort_keys=True, default=str), now()))
 
     def count(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.conn.execute("SELECT status, COUNT(*) FROM cells GROUP BY status")}

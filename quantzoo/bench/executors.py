@@ -13,23 +13,28 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from .cell import Cell
 from .db import now
 
 
 def safe_execute(cell: dict, cache_dir: str | None = None) -> dict:
-    """Run one cell and never raise: ``{"status": "ok"|"failed", "metrics", "error", "started_at", ...}``."""
+    """Run one cell and never raise: ``{"status": "ok"|"failed"|"unsupported", "metrics", "error", ...}``.
+
+    ``unsupported``: the method refused the model or setting with an :class:`UnsupportedError` (a statement
+    about the method, shown as such on the leaderboard); ``failed``: anything else went wrong."""
     started = now()
     t0 = time.perf_counter()
     try:
-        from .execute import execute_cell
+        from .run import execute_cell
 
-        metrics = execute_cell(Cell.from_dict(cell), cache_dir=cache_dir)
+        metrics = execute_cell(Cell.from_dict(cell), cache_dir=cache_dir).as_dict()
         status, error = "ok", None
         acc = metrics.get("accuracy")
         if acc is None or acc != acc:  # NaN accuracy is a failure, not a score
             status, error = "failed", "accuracy is NaN"
+    except UnsupportedError as e:
+        metrics, status, error = {}, "unsupported", f"{type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 - a failed cell is recorded, the sweep goes on
         metrics = {"traceback": traceback.format_exc(limit=8)}
         status, error = "failed", f"{type(e).__name__}: {e}"
@@ -102,7 +107,7 @@ class PoolExecutor:
     def result(self, handle) -> dict:
         try:
             return handle.result()
-        except Exception as e:  # a worker died (killed, out of memory): that cell failed, the pool is renewed
+        except Exception as e:  # noqa: BLE001 - a worker died (killed, out of memory): that cell failed
             if isinstance(e, cf.process.BrokenProcessPool):
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new()
@@ -146,7 +151,7 @@ class RayExecutor:
     def result(self, handle) -> dict:
         try:
             return self.ray.get(handle)
-        except Exception as e:  # the task's worker died
+        except Exception as e:  # noqa: BLE001 - the task's worker died: that cell failed
             return {"status": "failed", "metrics": {}, "error": f"ray task failed: {type(e).__name__}: {e}",
                     "started_at": None, "finished_at": now()}
 

@@ -1,5 +1,13 @@
-"""Leaderboard tables from the results database: rows are method × W/A, columns the model/data-set
-accuracies (mean ± sd over seeds), Δ vs FP, compression, real-backend speedup and a rank; the FP row first."""
+"""Leaderboards from the results database: one section per W/A setting, PTQ and QAT side by side, ranked
+within the section on the targets its rows share, with means, sds and 95% intervals over seeds.
+
+The ranking rule (:func:`rank_rows`, stated in every rendering's notes): a row's rank is 1 + the number of
+rows in its section that are significantly better than it, where "significantly better" means the 95%
+interval of the mean paired difference of Δ-vs-FP over (target, seed) pairs lies above zero (seed s of every
+method shares the FP checkpoint and the calibration samples). Rows within noise of the best share rank 1.
+Degenerate rows (all weights of a quantized layer equal, or an output that ignores the input), rows with a
+failed or refused cell, and rows missing a ranking target are shown and not ranked.
+"""
 
 from __future__ import annotations
 
@@ -9,85 +17,225 @@ import io
 import json
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from .cell import bits_label
+from .measure import NOISY_SPREAD
+from .stats import Summary, paired_better
 
 FORMATS = ("github", "markdown", "html", "latex", "csv", "json")
 _TABULATE = {"github": "github", "markdown": "pipe", "html": "html", "latex": "latex_booktabs"}
+RANK_RULE = ("rank = 1 + the number of rows of the section significantly better than the row (95% interval of "
+             "the mean paired Δ difference over (target, seed) pairs above zero); rows within noise of the best "
+             "share rank 1")
 
 
-def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
-def _bits(w: int, a: int, mode: str) -> str:
-    if mode == "fp":
-        return "FP32"
-    return f"W{w}A{a}"
+# ---------------------------------------------------------------------------------------------------------
+# aggregation: one record per (method, mode, W/A, target, variant), seeds summarised
+# ---------------------------------------------------------------------------------------------------------
+def _variant_hash(r: dict) -> str:
+    return hashlib.sha256(f"{r.get('config_hash')}|{r.get('protocol_json')}".encode()).hexdigest()[:6]
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    """One record per (method, mode, W/A, model, data set): seeds averaged, failures counted, not hidden."""
+    """One record per (method, mode, W/A, model, data set, variant): seeds summarised, failures counted."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         if r["status"] == "running":
             continue
-        # the variant: the same method and bits under another config or protocol (e.g. rows of two suites in
-        # one database) is a separate row, never averaged in
-        variant = hashlib.sha256(f"{r.get('config_hash')}|{r.get('protocol_json')}".encode()).hexdigest()[:6]
-        groups[(r["method"], r["mode"], r["w_bits"], r["a_bits"], r["model"], r["dataset"], variant)].append(r)
-    out = []
-    for (method, mode, w, a, model, dataset, variant), rs in groups.items():
-        ok = [r for r in rs if r["status"] == "ok"]
-        failed = [r for r in rs if r["status"] == "failed"]
-        acc, sd = _mean_sd([r["accuracy"] for r in ok])
-        fq, _ = _mean_sd([r["fakequant_accuracy"] for r in ok])
-        real, _ = _mean_sd([r["real_accuracy"] for r in ok])
-        fp, _ = _mean_sd([r["fp_accuracy"] for r in ok])
-        m0 = ok[0]["metrics"] if ok else {}
-        rec = {
-            "method": method, "mode": mode, "model": model, "dataset": dataset, "w_bits": w, "a_bits": a,
-            "variant": variant, "config": rs[0].get("config") or {},
-            "bits": _bits(w, a, mode), "accuracy": acc, "accuracy_sd": sd, "seeds": len(ok),
-            "fp_accuracy": fp, "delta": (acc - fp) if acc is not None and fp is not None else None,
-            "fakequant_accuracy": fq, "real_accuracy": real,
-            "backend": ok[0]["backend"] if ok else (rs[0]["backend"] or None),
-            "size_bytes": _mean_sd([r["size_bytes"] for r in ok])[0],
-            "ideal_size_bytes": _mean_sd([r["ideal_size_bytes"] for r in ok])[0],
-            "compression": _mean_sd([r["compression"] for r in ok])[0],
-            "ideal_compression": _mean_sd([r["ideal_compression"] for r in ok])[0],
-            "speedup_b1": _mean_sd([r["speedup_b1"] for r in ok])[0],
-            "speedup_b64": _mean_sd([r["speedup_b64"] for r in ok])[0],
-            "latency_b1_ms": _mean_sd([r["latency_b1_ms"] for r in ok])[0],
-            "latency_b64_ms": _mean_sd([r["latency_b64_ms"] for r in ok])[0],
-            "fp_latency_b64_ms": _mean_sd([r["fp_latency_b64_ms"] for r in ok])[0],
-            "train_s": _mean_sd([r["train_s"] for r in ok])[0], "calib_s": _mean_sd([r["calib_s"] for r in ok])[0],
-            "threads": ok[0]["threads"] if ok else None,
-            "bn_fold": ok[0]["bn_fold"] if ok else None, "first_layer": ok[0]["first_layer"] if ok else None,
-            "last_layer": ok[0]["last_layer"] if ok else None,
-            "backend_error": m0.get("backend_error"),
-            "failed": len(failed), "errors": sorted({r["error"] or "" for r in failed}),
-            "status": "ok" if not failed else ("failed" if not ok else "partial"),
-            "paper": next((r["paper"] for r in rs if r["paper"]), None),
-        }
-        out.append(rec)
-    return sorted(out, key=_order)
+        # the variant: the same method and bits under another config or protocol is a separate row
+        groups[(r["method"], r["mode"], r["w_bits"], r["a_bits"], r["model"], r["dataset"], _variant_hash(r))].append(r)
+    return sorted((_record(key, rs) for key, rs in groups.items()), key=_order)
+
+
+def _record(key: tuple, rs: list[dict]) -> dict:
+    method, mode, w, a, model, dataset, variant = key
+    ok = [r for r in rs if r["status"] == "ok"]
+    metrics = [r.get("metrics") or {} for r in ok]
+    seeds = {r["seed"]: {"accuracy": r["accuracy"], "delta": r["accuracy"] - r["fp_accuracy"]} for r in ok}
+    acc = Summary.of([s["accuracy"] for s in seeds.values()]) if seeds else None
+    delta = Summary.of([s["delta"] for s in seeds.values()]) if seeds else None
+    latency: dict[str, dict] = {}
+    for m in metrics:
+        for b, lat in (m.get("latency") or {}).items():
+            latency.setdefault(str(b), []).append(lat)
+    latency = {b: _latency(v) for b, v in latency.items()}
+    degenerate = sorted({m["degenerate"] for m in metrics if m.get("degenerate")})
+    status = "ok" if len(ok) == len(rs) else "failed" if any(r["status"] == "failed" for r in rs) else "unsupported"
+    if ok and status != "ok":
+        status = "partial"
+    return {
+        "method": method, "mode": mode, "model": model, "dataset": dataset, "target": f"{model}/{dataset}",
+        "w_bits": w, "a_bits": a, "bits": bits_label(w, a, mode), "variant": variant,
+        "config": rs[0].get("config") or {}, "status": status, "seeds": sorted(seeds), "per_seed": seeds,
+        "accuracy": acc.mean if acc else None, "accuracy_sd": acc.sd if acc else None,
+        "accuracy_ci95": acc.ci95 if acc else None,
+        "fp_accuracy": statistics.fmean(r["fp_accuracy"] for r in ok) if ok else None,
+        "delta": delta.mean if delta else None, "delta_ci95": delta.ci95 if delta else None,
+        "backend": ok[0]["backend"] if ok else None,
+        "size_bytes": _mean([r.get("size_bytes") for r in ok]),
+        "ideal_size_bytes": _mean([r.get("ideal_size_bytes") for r in ok]),
+        "compression": _mean([r.get("compression") for r in ok]),
+        "ideal_compression": _mean([r.get("ideal_compression") for r in ok]),
+        "latency": latency, "degenerate": "; ".join(degenerate) or None,
+        "train_s": _mean([m.get("train_s") for m in metrics]), "calib_s": _mean([m.get("calib_s") for m in metrics]),
+        "wall_s": _mean([m.get("wall_s") for m in metrics]),
+        "threads": metrics[0].get("threads") if metrics else None, "isa": metrics[0].get("isa") if metrics else None,
+        "bn_fold": ok[0].get("bn_fold") if ok else None, "first_layer": ok[0].get("first_layer") if ok else None,
+        "last_layer": ok[0].get("last_layer") if ok else None,
+        "float_layers": metrics[0].get("float_layers") or {} if metrics else {},
+        "backend_error": next((m.get("backend_error") for m in metrics if m.get("backend_error")), None),
+        "failed": sum(r["status"] == "failed" for r in rs),
+        "errors": sorted({r["error"] or "" for r in rs if r["status"] in ("failed", "unsupported")}),
+        "paper": next((r["paper"] for r in rs if r.get("paper")), None),
+        "scheme": json.loads(rs[0].get("cell_json") or "{}").get("scheme"),
+    }
+
+
+def _mean(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _latency(per_seed: list[dict]) -> dict:
+    """Latency over seeds: the median speedup, the widest spread, noisy if any seed's was."""
+    speed = statistics.median(lat["speedup"] for lat in per_seed)
+    spread = max(lat["spread"] for lat in per_seed)
+    return {"speedup": speed, "spread": spread, "noisy": spread > NOISY_SPREAD,
+            "ms": statistics.median(lat["ms"] for lat in per_seed),
+            "fp_ms": statistics.median(lat["fp_ms"] for lat in per_seed)}
 
 
 def _order(rec: dict):
-    fp = rec["mode"] == "fp"
-    return (not fp, rec["method"], -rec["w_bits"], -rec["a_bits"], rec["mode"], rec["model"], rec["dataset"])
+    return (rec["mode"] != "fp", rec["method"], -(rec["w_bits"] or 99), -(rec["a_bits"] or 99), rec["mode"],
+            rec["model"], rec["dataset"])
 
 
-def _fmt_acc(rec: dict | None) -> str:
+# ---------------------------------------------------------------------------------------------------------
+# sections and ranks
+# ---------------------------------------------------------------------------------------------------------
+def setting_of(w_bits: int | None, a_bits: int | None, mode: str) -> str:
+    """The section a row belongs to: ``W4A4``, ``W4 weight-only``, ``W2 weight-only (ternary / 2-bit)``,
+    ``W1A1 binary``, ``W1 binary weights``, or ``FP32``."""
+    if mode == "fp":
+        return "FP32"
+    if w_bits == 1:
+        return "W1A1 binary" if a_bits == 1 else "W1 binary weights" if a_bits is None else f"W1A{a_bits}"
+    if a_bits is None:
+        return "W2 weight-only (ternary / 2-bit)" if w_bits == 2 else f"W{w_bits} weight-only"
+    return f"W{w_bits}A{a_bits}"
+
+
+_SECTION_ORDER = ["FP32", "W8A8", "W4A8", "W4A4", "W2A2", "W8 weight-only", "W4 weight-only", "W3 weight-only",
+                  "W2 weight-only (ternary / 2-bit)", "W1A1 binary", "W1 binary weights"]
+
+
+@dataclass
+class Row:
+    """A leaderboard row: one (method, mode, variant) of a section, its records by target and its rank."""
+
+    method: str
+    mode: str
+    variant: str
+    records: dict[str, dict]
+    rank: int | None = None
+    delta: float | None = None  # mean paired Δ over the ranking targets
+    delta_ci95: float | None = None
+    not_ranked: str | None = None  # why, where rank is None
+    pairs: dict = field(default_factory=dict)  # (target, seed) -> Δ, on the ranking targets
+
+    @property
+    def label(self) -> str:
+        name = self.method if self.mode == "fp" else f"{self.method} ({self.mode})"
+        return f"{name} {self.variant}" if self.variant else name
+
+
+@dataclass
+class Section:
+    setting: str
+    targets: list[str]
+    ranking_targets: list[str]
+    rows: list[Row]
+
+
+def build_board(records: list[dict], rank_targets: set[str] | None = None) -> list[Section]:
+    """Sections in a fixed order; ``rank_targets``: the targets that may rank (None: all)."""
+    by_setting: dict[str, list[dict]] = defaultdict(list)
+    for rec in records:
+        by_setting[setting_of(rec["w_bits"], rec["a_bits"], rec["mode"])].append(rec)
+    sections = []
+    for setting in sorted(by_setting, key=lambda s: (_SECTION_ORDER.index(s) if s in _SECTION_ORDER else 99, s)):
+        recs = by_setting[setting]
+        targets = sorted({r["target"] for r in recs})
+        rows: dict[tuple, Row] = {}
+        for r in recs:
+            k = (r["method"], r["mode"], _variant_of(r, records))
+            rows.setdefault(k, Row(k[0], k[1], k[2], {})).records[r["target"]] = r
+        ranked_targets = rank_rows(list(rows.values()), setting != "FP32", rank_targets)
+        sections.append(Section(setting, targets, ranked_targets, sorted(
+            rows.values(), key=lambda row: (row.rank is None, row.rank or 0, -(row.delta or -1e9), row.label))))
+    return sections
+
+
+def rank_rows(rows: list[Row], rank: bool, rank_targets: set[str] | None) -> list[str]:
+    """Set each row's paired Δ and rank (see the module doc); returns the ranking targets."""
+    def usable(row: Row, t: str) -> bool:
+        rec = row.records.get(t)
+        return rec is not None and rec["status"] == "ok" and not rec["degenerate"]
+
+    candidates = sorted({t for row in rows for t in row.records if rank_targets is None or t in rank_targets})
+    coverage = {t: sum(usable(row, t) for row in rows) for t in candidates}
+    best = max(coverage.values(), default=0)
+    targets = [t for t in candidates if coverage[t] == best and best > 0]
+    for row in rows:
+        bad = [t for t, rec in row.records.items() if rec["degenerate"] or rec["status"] != "ok"]
+        if bad:
+            rec = row.records[bad[0]]
+            row.not_ranked = f"degenerate: {rec['degenerate']}" if rec["degenerate"] else f"{rec['status']} on {bad[0]}"
+        missing = [t for t in targets if t not in row.records]
+        if missing and not row.not_ranked:
+            row.not_ranked = f"no result on {', '.join(missing)}"
+        row.pairs = {(t, s): v["delta"] for t in targets if t in row.records
+                     for s, v in row.records[t]["per_seed"].items()}
+        if row.pairs:
+            summ = Summary.of(list(row.pairs.values()))
+            row.delta, row.delta_ci95 = summ.mean, summ.ci95
+    if not rank:
+        return targets
+    ranked = [row for row in rows if row.not_ranked is None and row.pairs]
+    for row in ranked:
+        row.rank = 1 + sum(bool(paired_better(other.pairs, row.pairs)) for other in ranked if other is not row)
+    return targets
+
+
+def _variant_of(rec: dict, records: list[dict]) -> str:
+    """The config entries that tell this record apart from its siblings of the same method/bits/target
+    (``act_clip_init_val=8.0``), or ``#<hash>`` where only the protocol differs; empty when it has none."""
+    same = {r["variant"]: r for r in records if (r["method"], r["mode"], r["w_bits"], r["a_bits"], r["target"]) ==
+            (rec["method"], rec["mode"], rec["w_bits"], rec["a_bits"], rec["target"])}
+    if len(same) <= 1:
+        return ""
+    configs = [r["config"] for r in same.values()]
+    mine = rec["config"]
+    keys = sorted({k for c in configs for k in c if any(c.get(k) != o.get(k) for o in configs)})
+    tag = ", ".join(f"{k}={mine[k]}" for k in keys if k in mine)
+    return tag or f"#{rec['variant']}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# rendering
+# ---------------------------------------------------------------------------------------------------------
+def _fmt_cell(rec: dict | None) -> str:
     if rec is None:
         return ""
     if rec["accuracy"] is None:
-        return f"FAILED ({rec['failed']})"
-    s = f"{rec['accuracy']:.2f}" + (f" ± {rec['accuracy_sd']:.2f}" if rec["seeds"] > 1 else "")
+        return "n/a (refused)" if rec["status"] == "unsupported" else f"FAILED ({rec['failed']})"
+    s = f"{rec['accuracy']:.2f}"
+    if rec["accuracy_ci95"] is not None:
+        s += f" ±{rec['accuracy_ci95']:.2f}"
+    if len(rec["seeds"]) == 1:
+        s += " (1 seed)"
     if rec["failed"]:
         s += f" ({rec['failed']} failed)"
     if rec.get("paper") and rec["paper"].get("accuracy") is not None:
@@ -95,96 +243,119 @@ def _fmt_acc(rec: dict | None) -> str:
     return s
 
 
-def table(records: list[dict]) -> tuple[list[str], list[list]]:
-    """The pivot: header and rows (method × mode × W/A) with one accuracy column per model/data set."""
-    targets = sorted({(r["model"], r["dataset"]) for r in records})
-    rowkeys: list[tuple] = []
-    cells: dict[tuple, dict] = {}
-    for r in records:
-        k = (r["method"], r["mode"], r["w_bits"], r["a_bits"], _variant_of(r, records))
-        if k not in cells:
-            rowkeys.append(k)
-            cells[k] = {}
-        cells[k][(r["model"], r["dataset"])] = r
-    # rank: mean over targets of the row's accuracy rank among rows that have that target (1 = best)
-    ranks: dict[tuple, list[int]] = defaultdict(list)
-    for t in targets:
-        scored = sorted((k for k in rowkeys if k[1] != "fp" and t in cells[k] and cells[k][t]["accuracy"] is not None),
-                        key=lambda k: -cells[k][t]["accuracy"])
-        for i, k in enumerate(scored):
-            ranks[k].append(i + 1)
-    header = ["#", "method", "W/A", "backend", *(f"{m}/{d}" for m, d in targets), "Δ vs FP", "size ×",
-              "ideal ×", "speedup b64", "first/last", "BN fold"]
-    order = sorted(rowkeys, key=lambda k: (k[1] != "fp", statistics.fmean(ranks[k]) if ranks[k] else 1e9))
+def _speed(recs: list[dict]) -> str:
+    lats = [lat for r in recs for b, lat in r["latency"].items() if b == max(r["latency"], key=int)]
+    if not lats or all(r["mode"] == "fp" for r in recs):
+        return ""
+    speed = statistics.median(lat["speedup"] for lat in lats)
+    return f"{speed:.2f}" + ("~" if any(lat["noisy"] for lat in lats) else "")
+
+
+def section_table(section: Section) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one section."""
+    fp = section.setting == "FP32"
+    header = ["#", "method", *section.targets, "Δ vs FP", "seeds", "backend", "ideal ×", "speedup", "first/last",
+              "notes"]
     out = []
-    for k in order:
-        recs = cells[k]
-        first = next(iter(recs.values()))
-        deltas = [r["delta"] for r in recs.values() if r["delta"] is not None]
-        comp = [r["compression"] for r in recs.values() if r["compression"]]
-        ideal = [r["ideal_compression"] for r in recs.values() if r["ideal_compression"]]
-        speed = [r["speedup_b64"] for r in recs.values() if r["speedup_b64"]]
-        # a target whose cells all failed has no backend: it says FAILED in its own column
-        backends = sorted({r["backend"] for r in recs.values() if r["backend"]}) or ["-"]
-        rank = f"{statistics.fmean(ranks[k]):.1f}" if ranks[k] and k[1] != "fp" else ("FP" if k[1] == "fp" else "-")
-        label = k[0] if k[1] == "fp" else f"{k[0]} ({k[1]})"
-        if k[4]:
-            label += f" {k[4]}"
-        policy = f"{first['first_layer'] or '-'}/{first['last_layer'] or '-'}"
-        out.append([rank, label, first["bits"], ", ".join(backends), *(_fmt_acc(recs.get(t)) for t in targets),
-                    f"{statistics.fmean(deltas):+.2f}" if deltas and k[1] != "fp" else "",
-                    f"{statistics.fmean(comp):.1f}" if comp else "", f"{statistics.fmean(ideal):.1f}" if ideal else "",
-                    f"{statistics.fmean(speed):.2f}" if speed else "", policy, first["bn_fold"] or ""])
+    for row in section.rows:
+        recs = list(row.records.values())
+        first = recs[0]
+        rank = "FP" if fp else (str(row.rank) if row.rank is not None else "-")
+        delta = "" if fp or row.delta is None else f"{row.delta:+.2f}" + (
+            f" ±{row.delta_ci95:.2f}" if row.delta_ci95 is not None else "")
+        seeds = sorted({len(r["seeds"]) for r in recs if r["seeds"]})
+        ideal = [r["ideal_compression"] for r in recs if r["ideal_compression"]]
+        backends = sorted({r["backend"] for r in recs if r["backend"]}) or ["-"]
+        own = next((r["scheme"] for r in recs if (r.get("scheme") or "").startswith("own")), None)
+        notes = "; ".join(n for n in (row.not_ranked, own and "own scheme") if n)
+        out.append([rank, row.label, *(_fmt_cell(row.records.get(t)) for t in section.targets), delta,
+                    "/".join(map(str, seeds)), ", ".join(backends),
+                    f"{statistics.fmean(ideal):.1f}" if ideal else "", _speed(recs),
+                    f"{first['first_layer'] or '-'}/{first['last_layer'] or '-'}", notes])
     return header, out
 
 
-def _variant_of(rec: dict, records: list[dict]) -> str:
-    """The variant tag shown in the table, only where one method/bits/model has several variants: the config
-    entries that tell them apart (``act_clip_init_val=8.0``), or ``#<hash>`` where only the protocol differs."""
-    same = {r.get("variant"): r for r in records if (r["method"], r["mode"], r["w_bits"], r["a_bits"], r["model"],
-                                                     r["dataset"]) == (rec["method"], rec["mode"], rec["w_bits"],
-                                                                       rec["a_bits"], rec["model"], rec["dataset"])}
-    if len(same) <= 1:
-        return ""
-    configs = [r.get("config") or {} for r in same.values()]
-    mine = rec.get("config") or {}
-    keys = sorted({k for c in configs for k in c if any(c.get(k) != o.get(k) for o in configs)})
-    tag = ", ".join(f"{k}={mine[k]}" for k in keys if k in mine)
-    return tag or f"#{rec.get('variant', '')}"
-
-
-def render(records: list[dict], fmt: str = "github") -> str:
-    """The leaderboard in one of :data:`FORMATS` (``json``: the aggregated records)."""
+def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | None = None) -> str:
+    """The leaderboard in one of :data:`FORMATS`; ``json`` gives the sections with every statistic."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    sections = build_board(records, rank_targets)
     if fmt == "json":
-        return json.dumps(records, indent=1, default=str)
-    header, rows = table(records)
-    if fmt == "csv":
+        return json.dumps(board_json(sections, records), indent=1, default=str)
+    if fmt == "csv":  # long format: one line per (section, row, target)
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(header)
-        w.writerows(rows)
+        w.writerow(["section", "rank", "method", "mode", "variant", "target", "accuracy", "sd", "ci95", "seeds",
+                    "delta", "status", "degenerate", "backend", "ideal_compression"])
+        for s in sections:
+            for row in s.rows:
+                for t, rec in row.records.items():
+                    w.writerow([s.setting, row.rank if row.rank is not None else "", row.method, row.mode,
+                                row.variant, t, rec["accuracy"], rec["accuracy_sd"], rec["accuracy_ci95"],
+                                len(rec["seeds"]), rec["delta"], rec["status"], rec["degenerate"] or "",
+                                rec["backend"], rec["ideal_compression"]])
         return buf.getvalue()
     from tabulate import tabulate
 
-    return tabulate(rows, headers=header, tablefmt=_TABULATE[fmt], disable_numparse=True)
+    parts = []
+    for s in sections:
+        header, rows = section_table(s)
+        title = {"html": f"<h3>{s.setting}</h3>", "latex": f"% {s.setting}"}.get(fmt, f"### {s.setting}")
+        ranked = f"ranked on: {', '.join(s.ranking_targets) or 'nothing'}" if s.setting != "FP32" else ""
+        parts.append("\n".join(x for x in (title, ranked and (f"<p>{ranked}</p>" if fmt == "html" else
+                                                              f"% {ranked}" if fmt == "latex" else f"_{ranked}_"))
+                               if x) + "\n\n" + tabulate(rows, headers=header, tablefmt=_TABULATE[fmt],
+                                                          disable_numparse=True))
+    return "\n\n".join(parts)
+
+
+def board_json(sections: list[Section], records: list[dict]) -> dict:
+    """The leaderboard as data: sections with, per row, rank, Δ and its interval, and per target mean, sd,
+    ci95, seeds, degenerate flag and the variant label."""
+    def target_json(rec: dict) -> dict:
+        keep = ("accuracy", "accuracy_sd", "accuracy_ci95", "delta", "delta_ci95", "seeds", "per_seed", "status",
+                "degenerate", "fp_accuracy", "backend", "ideal_compression", "compression", "latency", "errors",
+                "float_layers", "train_s", "calib_s", "wall_s", "paper", "scheme")
+        return {k: rec[k] for k in keep}
+
+    return {
+        "rank_rule": RANK_RULE,
+        "sections": [{
+            "setting": s.setting, "targets": s.targets, "ranking_targets": s.ranking_targets,
+            "rows": [{"method": r.method, "mode": r.mode, "variant": r.variant, "rank": r.rank,
+                      "delta": r.delta, "delta_ci95": r.delta_ci95, "not_ranked": r.not_ranked,
+                      "degenerate": any(rec["degenerate"] for rec in r.records.values()),
+                      "targets": {t: target_json(rec) for t, rec in r.records.items()}} for r in s.rows],
+        } for s in sections],
+    }
 
 
 def notes(records: list[dict], protocol: dict | None = None) -> list[str]:
-    """Footnotes for the markdown leaderboard: what the columns mean and the protocol used."""
+    """Footnotes for the markdown leaderboard: what the columns mean, the ranking rule and the protocol."""
+    threads = next((r["threads"] for r in records if r.get("threads")), 1)
+    isa = next((r["isa"] for r in records if r.get("isa")), "?")
     lines = [
-        "Accuracy: top-1 % on the test split, mean ± sd over seeds; from the real backend where the method has "
-        "one (column `backend`), else from the fake-quant model. `[paper x]` is the published number.",
-        "size ×: FP32 state_dict bytes / the method's stored bytes on its backend (fakequant stores floats, so "
-        "≈1); ideal ×: the same with every quantized weight counted at its bit width.",
-        "speedup b64: BN-folded FP32 latency / real-backend latency at batch 64, same process, "
-        f"{next((r['threads'] for r in records if r.get('threads')), 1)} thread(s).",
-        "first/last: the first/last-layer policy applied (`method` = the method's own); BN fold: `method` = the "
-        "method sees BN layers (it may fold them), `before` = folded before quantization.",
+        "Accuracy: top-1 % on the test split, mean ±95% interval half-width over seeds (Student's t); from the "
+        "real backend where the method has one (column `backend`), else from the fake-quant model. "
+        "`[paper x]` is the published number.",
+        f"Ranking: {RANK_RULE}. Only the targets named under each section rank; degenerate, failed or refused "
+        "rows and rows missing a ranking target are shown with `-`.",
+        "Δ vs FP: mean over the ranking targets and seeds of the paired difference to the same seed's FP "
+        "checkpoint, ±95% interval.",
+        "ideal ×: FP32 parameter bytes / the bytes with every quantized weight at its bit width. speedup: "
+        "BN-folded FP32 latency / real-backend latency at the largest latency batch, median of interleaved "
+        f"runs, same process, {threads} thread(s), CPU {isa}; `~` marks a spread wider than ±"
+        f"{NOISY_SPREAD:.0%} (noisy).",
+        "first/last: the first/last-layer policy applied to whole layers (weight and input; `method` = the "
+        "method's own).",
     ]
-    fails = [r for r in records if r["failed"]]
-    for r in fails:
-        lines.append(f"FAILED {r['method']} ({r['mode']}) {r['bits']} {r['model']}/{r['dataset']}: "
-                     f"{'; '.join(r['errors'])[:300]}")
+    for r in records:
+        if r["status"] in ("failed", "partial"):
+            lines.append(f"FAILED {r['method']} ({r['mode']}) {r['bits']} {r['target']}: "
+                         f"{'; '.join(r['errors'])[:300]}")
+        elif r["status"] == "unsupported":
+            lines.append(f"refused: {r['method']} ({r['mode']}) {r['bits']} {r['target']}: "
+                         f"{'; '.join(r['errors'])[:300]}")
+        if r["degenerate"]:
+            lines.append(f"degenerate: {r['method']} ({r['mode']}) {r['bits']} {r['target']}: {r['degenerate']}")
     return lines

@@ -23,6 +23,7 @@ class Summary:
     ran: int = 0
     ok: int = 0
     failed: int = 0
+    unsupported: int = 0
     done_before: int = 0
     busy_elsewhere: int = 0
     skipped_unsupported: int = 0
@@ -30,7 +31,8 @@ class Summary:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"{self.total} cells: ran {self.ran} ({self.ok} ok, {self.failed} failed), "
+        out = [f"{self.total} cells: ran {self.ran} ({self.ok} ok, {self.failed} failed), {self.unsupported} "
+               "refused by their method, "
                f"{self.done_before} already in the database, {self.busy_elsewhere} running elsewhere; "
                f"{self.skipped_unsupported} method/bits/model combinations not supported; {self.wall_s:.1f} s"]
         out += [f"  FAILED {label}: {err}" for label, err in self.failures]
@@ -74,7 +76,7 @@ def run_plan(plan: Plan, db: ResultsDB, *, executor: str = "local", jobs: int = 
     todo = []
     for cell in plan.cells:  # a first pass without locks, so the progress bar knows its total
         status, _ = db.status(cell.key)
-        if status == "ok" and not force or status == "failed" and not (force or retry_failed):
+        if status in ("ok", "unsupported") and not force or status == "failed" and not (force or retry_failed):
             summary.done_before += 1
         else:
             todo.append(cell)
@@ -130,6 +132,8 @@ def run_plan(plan: Plan, db: ResultsDB, *, executor: str = "local", jobs: int = 
                 summary.ran += 1
                 if res["status"] == "ok":
                     summary.ok += 1
+                elif res["status"] == "unsupported":
+                    summary.unsupported += 1
                 else:
                     summary.failed += 1
                     summary.failures.append((cell.label, res["error"]))
@@ -145,7 +149,7 @@ def preflight(plan: Plan) -> None:
     """Load every data set of the plan before any cell runs: a missing or corrupt file is one clear
     :class:`~quantzoo.errors.DataError` now, not a failure in every cell later. (Forked pool workers also
     inherit the loaded tensors.)"""
-    from .cell import load_splits
+    from .data import load_splits
 
     for dataset, root in sorted({(c.dataset, c.data_root) for c in plan.cells}, key=str):
         load_splits(dataset, root)

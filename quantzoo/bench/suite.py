@@ -20,6 +20,7 @@ A suite is validated completely (pydantic, then names against the registry) befo
     dataset = "digits"
     baseline = { epochs = 8 }   # optional: the FP recipe (default: quantzoo.bench.DEFAULT_BASELINES)
     paper_fp = 99.41            # optional: published FP accuracy printed beside ours
+    rank = true                 # optional: false = shown on the leaderboard but not used to rank
 
     [[entries]]                 # method rows
     methods = ["*"]             # fnmatch patterns over installed quantizers
@@ -44,9 +45,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ConfigError, UnsupportedError
+from ..errors import ConfigError, UnknownNameError, UnsupportedError
 from ..quantizer import format_validation_error
-from .cell import FLOAT_BITS, FP_METHOD, Cell
+from .cell import FP_METHOD, Cell
 from .configs import deep_merge
 from .protocol import Budget, Protocol
 
@@ -58,16 +59,16 @@ _BITS = re.compile(r"^W(\d+)(?:A(\d+))?$", re.IGNORECASE)
 
 
 def parse_bits(text: str) -> tuple[int | None, int | None]:
-    """``"W4A8"`` → (4, 8); ``"W2"``/``"W2A32"`` → (2, 32) (float activations); ``"default"`` → (None, None)."""
+    """``"W4A8"`` → (4, 8); ``"W2"``/``"W2A32"`` → (2, None) (float activations); ``"default"`` → (None, None)."""
     if str(text).lower() == "default":
         return None, None
     m = _BITS.match(str(text).strip())
     if not m:
         raise ValueError(f"bits {text!r} is not of the form W<n>A<m> (e.g. W8A8, W2A32, W1A1) or 'default'")
-    w, a = int(m.group(1)), int(m.group(2)) if m.group(2) else FLOAT_BITS
-    if not 1 <= w <= 32 or not 1 <= a <= 32:
-        raise ValueError(f"bits {text!r}: widths must lie in 1..32")
-    return w, a
+    w, a = int(m.group(1)), int(m.group(2)) if m.group(2) else 32
+    if not 1 <= w <= 16 or not (1 <= a <= 16 or a == 32):
+        raise ValueError(f"bits {text!r}: weight widths lie in 1..16, activation widths in 1..16 or 32 (float)")
+    return w, (None if a == 32 else a)
 
 
 class Paper(BaseModel):
@@ -84,13 +85,18 @@ class Target(BaseModel):
     paper_fp: float | None = Field(None, ge=0, le=100)
     paper_source: str = ""
     seeds: list[int] | None = Field(None, min_length=1)  # overrides the suite's seeds (e.g. fewer on MNIST)
+    #: Whether the leaderboard ranks on this target (a smoke target whose intervals cannot separate methods,
+    #: such as digits' 360 test images, is shown but does not rank).
+    rank: bool = True
 
     @property
     def name(self) -> str:
         return f"{self.model}/{self.dataset}"
 
 
-class Entry(BaseModel):
+class SuiteEntry(BaseModel):
+    """One [[entries]] table of a suite: which methods, models, bits and modes get rows."""
+
     model_config = ConfigDict(extra="forbid")
     methods: list[str] = ["*"]
     exclude: list[str] = []
@@ -142,7 +148,7 @@ class Suite(BaseModel):
     jobs: int = Field(1, ge=1)  # default parallel cells when the CLI does not say (--jobs)
     protocol: Protocol = Protocol()
     targets: list[Target] = Field(min_length=1)
-    entries: list[Entry] = []
+    entries: list[SuiteEntry] = []
     source: str | None = None  # the file it came from (set by load_suite)
 
 
@@ -194,7 +200,7 @@ def check_suite(suite: Suite) -> None:
         where = f"suite {suite.source or suite.name}: targets[{i}]"
         try:
             m, d = reg.get("model", t.model), reg.get("dataset", t.dataset)
-        except Exception as e:
+        except UnknownNameError as e:
             raise ConfigError(f"{where}: {e}") from None
         if d.name not in m.datasets:
             raise ConfigError(f"{where}: model {m.name!r} does not fit data set {d.name!r} (it fits "
@@ -204,7 +210,13 @@ def check_suite(suite: Suite) -> None:
             try:
                 Protocol.model_validate(deep_merge(suite.protocol.model_dump(mode="json"), e.protocol))
             except ValidationError as err:
-                raise ConfigError(format_validation_error(f"suite {suite.source}: entries[{i}].protocol", err)) from None
+                where = f"suite {suite.source}: entries[{i}].protocol"
+                raise ConfigError(format_validation_error(where, err)) from None
+
+
+def rank_targets(suite: Suite) -> set[str]:
+    """The ``model/dataset`` names the leaderboard may rank on."""
+    return {t.name for t in suite.targets if t.rank}
 
 
 @dataclass
@@ -222,7 +234,7 @@ def _matches(name: str, patterns) -> bool:
 
 
 def _model_modules(model: str, dataset: str) -> set[str]:
-    from ..models import build_model
+    from .data import build_model
 
     return {type(m).__name__ for m in build_model(model, dataset).modules()}
 
@@ -236,7 +248,7 @@ def plan_suite(suite: Suite, *, methods: str | None = None, models: str | None =
     override that the method rejects is an error (raised here, before anything runs).
     """
     from ..registry import get_registry
-    from .execute import make_cell
+    from .run import make_cell
 
     reg = get_registry()
     mfilter = [p.strip() for p in methods.split(",")] if methods else None
@@ -280,7 +292,7 @@ def plan_suite(suite: Suite, *, methods: str | None = None, models: str | None =
                     continue
                 for bits in entry.bits:
                     w, a = parse_bits(bits)
-                    if w is not None and (w not in caps.weight_bits or a not in (caps.activation_bits or (FLOAT_BITS,))):
+                    if w is not None and not caps.supports(w, a):
                         plan.skipped.append((f"{name} {bits} {t.name}", "outside the method's capabilities"))
                         continue
                     for mode in _modes(entry.modes, caps):
@@ -308,7 +320,7 @@ def _suggest(patterns: list[str], installed: list[str]) -> str:
     return f" (did you mean: {', '.join(close)}?)" if close else ""
 
 
-def _config_from_file(suite: Suite, i: int, entry: Entry, cls):
+def _config_from_file(suite: Suite, i: int, entry: SuiteEntry, cls):
     from .configs import load_method_config
 
     base = Path(suite.source).parent if suite.source else Path.cwd()

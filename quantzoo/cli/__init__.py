@@ -6,7 +6,6 @@ with code 2, without a traceback; ``quantzoo --debug ...`` shows the traceback i
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import click
@@ -59,11 +58,7 @@ def cli(ctx, debug):
 
 def _load_commands() -> None:
     # Command modules register themselves on `cli`; import order is the order in --help.
-    from . import registry_cmds  # noqa: F401
-
-    # The harness commands are optional while it is being built; an error inside them still surfaces.
-    if importlib.util.find_spec(f"{__name__}.bench_cmds") is not None:
-        from . import bench_cmds  # noqa: F401
+    from . import analyze_cmds, bench_cmds, registry_cmds  # noqa: F401 - imported for their @cli.command side effects
 
 
 def main(argv: list[str] | None = None) -> None:

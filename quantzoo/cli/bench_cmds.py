@@ -92,7 +92,7 @@ def _warn_unmatched(plan) -> None:
 def _check_data(plan) -> None:
     """Load each data set once before any cell runs: a missing or corrupt file is one error now, not a failed
     row per cell (the splits stay cached for the cells of this process and of forked workers)."""
-    from ..bench.cell import load_splits
+    from ..bench.data import load_splits
 
     for dataset, root in sorted({(c.dataset, c.data_root or "") for c in plan.cells}):
         load_splits(dataset, root or None)
@@ -106,12 +106,14 @@ def _records(db, keys):
 
 def _emit(records, fmt, markdown_out, plot_dir, suite=None) -> None:
     from ..bench.leaderboard import notes, render
+    from ..bench.suite import rank_targets
 
-    click.echo(render(records, fmt))
+    ranks = rank_targets(suite) if suite else None
+    click.echo(render(records, fmt, ranks))
     if markdown_out:
         title = f"# quantzoo leaderboard{f' — suite `{suite.name}`' if suite else ''}\n\n"
         desc = f"{suite.description}\n\n" if suite and suite.description else ""
-        body = render(records, "markdown")
+        body = render(records, "markdown", ranks)
         foot = "\n".join(f"- {n}" for n in notes(records))
         Path(markdown_out).write_text(f"{title}{desc}{body}\n\n{foot}\n")
         click.echo(f"wrote {markdown_out}", err=True)
@@ -133,14 +135,15 @@ def leaderboard_cmd(db_path, suite_name, fmt, plot_dir, output):
     """Print the leaderboard from the results database."""
     from ..bench.db import ResultsDB
     from ..bench.leaderboard import aggregate, render
-    from ..bench.suite import load_suite, plan_suite
+    from ..bench.suite import load_suite, plan_suite, rank_targets
 
     db = ResultsDB(db_path, readonly=True)
-    keys = None
+    keys = ranks = None
     if suite_name:
-        keys = [c.key for c in plan_suite(load_suite(suite_name)).cells]
+        suite = load_suite(suite_name)
+        keys, ranks = [c.key for c in plan_suite(suite).cells], rank_targets(suite)
     records = aggregate(db.rows(keys))
-    text = render(records, fmt)
+    text = render(records, fmt, ranks)
     if output:
         Path(output).write_text(text + "\n")
     else:
@@ -194,14 +197,19 @@ def _parse_set(values) -> dict:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
-              help="Where to save the quantized model (torch.save of the state_dict plus the config JSON).")
-def quantize_cmd(method, model, dataset, bits, mode, sets, config_file, epochs, seed, data_dir, cache_dir, out_file):
-    """Quantize one model with one method under the benchmark protocol; print accuracy, size and the path."""
-    import torch
+              help="Where to save the quantized model (tensors and the config; quantzoo.load_quantized reads it).")
+@click.option("--report", "show_report", is_flag=True,
+              help="Print the quantization report: per layer what was quantized and what stayed float, and why.")
+def quantize_cmd(method, model, dataset, bits, mode, sets, config_file, epochs, seed, data_dir, cache_dir, out_file,
+                 show_report):
+    """Quantize one model with one method under the benchmark protocol; print accuracy, size and the path.
+
+    Load the saved model with ``quantzoo.load_quantized(path, float_model, example_input)``.
+    """
 
     from ..api import get_quantizer
     from ..bench.configs import deep_merge, load_method_config
-    from ..bench.execute import make_cell, quantize_cell
+    from ..bench.run import make_cell, quantize_cell
     from ..bench.protocol import Budget, Protocol
     from ..bench.suite import parse_bits
 
@@ -224,15 +232,25 @@ def quantize_cmd(method, model, dataset, bits, mode, sets, config_file, epochs, 
             config = config.model_dump()
         cell = make_cell(cls.name, model, dataset, w, a, seed, config, mode=mode, protocol=proto,
                          data_root=_data_root(data_dir))
+    from ..report import quantization_report
+    from ..saving import save_quantized
+
     metrics, converted = quantize_cell(cell, cache_dir=cache_dir)
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": converted.state_dict(), "quantzoo": {"method": cell.method, "config": cell.config,
-                "model": cell.model, "dataset": cell.dataset, "bits": cell.bits_label, "mode": cell.mode}}, out)
+    save_quantized(converted, out, {"method": cell.method, "version": cell.config_version, "config": cell.config,
+                                    "model": cell.model, "dataset": cell.dataset, "bits": cell.bits_label,
+                                    "mode": cell.mode})
     click.echo(f"{cell.method} ({cell.mode}) {cell.bits_label} on {cell.model}/{cell.dataset}, seed {seed}")
-    click.echo(f"accuracy: {metrics['accuracy']:.2f}% on {metrics['backend']} (FP32 {metrics['fp_accuracy']:.2f}%, "
-               f"Δ {metrics['delta']:+.2f}); fake-quant {metrics['fakequant_accuracy']:.2f}%")
-    ideal = metrics.get("ideal_size_bytes")
-    click.echo(f"size: {int(metrics['size_bytes'])} bytes on {metrics['backend']} (FP32 {metrics['fp_size_bytes']} "
-               f"bytes)" + (f"; {int(ideal)} bytes with weights at their bit width" if ideal else ""))
+    m = metrics
+    click.echo(f"accuracy: {m.accuracy:.2f}% on {m.backend} (FP32 {m.fp_accuracy:.2f}%, Δ {m.delta:+.2f}); "
+               f"fake-quant {m.fakequant_accuracy:.2f}%")
+    ideal = m.ideal_size_bytes
+    click.echo(f"size: {int(m.size_bytes)} bytes on {m.backend} (FP32 {int(m.fp_size_bytes)} bytes)"
+               + (f"; {int(ideal)} bytes with weights at their bit width" if ideal else ""))
+    report = quantization_report(converted)
+    if show_report:
+        click.echo(report.to_markdown())
+    for name, why in report.float_layers().items():
+        click.echo(f"warning: layer {name!r} stays float ({why})", err=True)
     click.echo(f"saved: {out.resolve()}")

@@ -28,7 +28,8 @@ def _echo_json(data) -> None:
 
 # -- plugins ---------------------------------------------------------------------------------------------
 @cli.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {name, distribution, version, hooks, status, error}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of {name, distribution, version, hooks, status, error}.")
 def plugins_cmd(as_json):
     """List the plugin distributions quantzoo found, their hooks and whether they loaded."""
     reg = get_registry()

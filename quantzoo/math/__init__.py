@@ -9,7 +9,18 @@ from .adaround import (
     rounding_regularizer,
 )
 from .packing import PACKABLE_BITS, pack_bits, pack_signed, unpack_bits, unpack_signed
-from .ste import grad_scale, lsq_fake_quantize, lsq_grad_factor, round_ste, stochastic_round_ste
+from .binary import binarize, sign, ternary_codes
+from .logarithmic import log_dequantize, log_quantize, log_quantize_codes
+from .lowbit import dequantize_codes, dorefa_codes, dorefa_weight, grad_transform, quantize_unit, tanh_unit
+from .straight_through import (
+    grad_scale,
+    lsq_fake_quantize,
+    lsq_grad_factor,
+    round_clamp_fake_quantize,
+    round_ste,
+    ste,
+    stochastic_round_ste,
+)
 from .uniform import (
     compute_qparams,
     dequantize,
@@ -22,11 +33,6 @@ from .uniform import (
     uses_fused_kernel,
 )
 
-# imported last: the submodule quantzoo.math.ste must not shadow the function ste
-from .binary import binarize, sign, ste, ternary_codes  # noqa: E402
-from .lowbit import dequantize_codes, grad_transform, quantize_unit, tanh_unit  # noqa: E402
-from .logarithmic import log_dequantize, log_quantize, log_quantize_codes  # noqa: E402
-
 __all__ = [
     "PACKABLE_BITS",
     "adaround_fake_quantize",
@@ -34,6 +40,8 @@ __all__ = [
     "binarize",
     "compute_qparams",
     "dequantize",
+    "dorefa_codes",
+    "dorefa_weight",
     "dequantize_codes",
     "expand_qparam",
     "fake_quantize",
@@ -55,6 +63,7 @@ __all__ = [
     "tanh_unit",
     "reduce_min_max",
     "reduction_rows",
+    "round_clamp_fake_quantize",
     "round_ste",
     "round_to_power_of_two",
     "sign",

@@ -38,8 +38,3 @@ def ternary_codes(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """Ternary codes ``t ∈ {-1, 0, +1}``: ``+1`` if ``x > Δ``, ``-1`` if ``x < -Δ``, else 0
     (Li & Liu 2016, arXiv:1605.04711 eq. 3). ``delta`` broadcasts against ``x``."""
     return (x > delta).to(x.dtype) - (x < -delta).to(x.dtype)
-
-
-def ste(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``value`` in the forward pass, the identity gradient with respect to ``x`` in the backward pass."""
-    return x + (value - x).detach()

@@ -3,7 +3,7 @@
 An NNIE code is a sign plus an index ``q``; its value is ``sign(x)·2^((q+z)/S)`` with ``S`` steps per octave
 (16 for the 8-bit format, 2048 for the 16-bit one) and ``z`` chosen so that the top code sits just above the
 tensor's largest magnitude ``M0 = max|x|`` (the "anchor"). From nnieqat's open CUDA fallback
-(aovoc/nnieqat-pytorch ``src/fake_quantize.cu``; quantzoo's methods.md §4), 8-bit:
+(aovoc/nnieqat-pytorch ``src/fake_quantize.cu``; docs/methods.md, NNIE), 8-bit:
 
     k = floor(16·log2 M0) + 1,  M = 2^(k/16)
     x > 0:  q = clamp(rint(16·log2(256·x/M)), 0, 127),  x̂ = (M/256)·2^(q/16)
@@ -19,7 +19,7 @@ has 128 + 127 + 1 (zero) = 256 values. Each zero threshold is half the smallest 
 The 16-bit mode is the same construction with 2048 steps per octave and ``q ∈ [0, 32767]`` (``[1, 32767]``
 for negatives; 16 octaves), ``z = floor(2048·log2 M0) − 32767``; its zero thresholds follow the 8-bit pattern
 (half the smallest level of each sign). The anchor's 16-bit branch divides its zero threshold by 16 where 128
-would be expected (methods.md §4, "probably a bug"); that quirk is not reproduced.
+would be expected (probably a bug of nnieqat); that quirk is not reproduced.
 """
 
 from __future__ import annotations
@@ -89,4 +89,5 @@ def log_quantize(x: torch.Tensor, max_abs: torch.Tensor | float | None = None, b
     ``[0, 1, 2, 2.95365, 4, 4.96743, 5.90730, 7.02501, 8, 8.72406]``.
     """
     sign, q, z = log_quantize_codes(x, max_abs, bits)
-    return log_dequantize(sign, q, z, bits).to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    return log_dequantize(sign, q, z, bits).to(device=x.device, dtype=dtype)

@@ -1,18 +1,16 @@
 """The zoo's benchmark models. Each is registered as a :class:`~quantzoo.catalog.ModelDef` that names the
-data sets it fits; ``build_model(name, dataset)`` builds a fresh float model for a data set."""
+data sets it fits; :func:`quantzoo.bench.data.build_model` builds one by name for a data set."""
 
 from __future__ import annotations
 
-from torch import nn
-
 from ..catalog import ModelDef
-from ..errors import UnsupportedError
 from .cnn import SmallCNN
 from .lenet import LeNet5
 from .mlp import MLP
 from .resnet import ResNetTiny
 from .sequence import CNN1d, GRU1d
 from .transformer import TinyTransformer
+from .yolo import TinyYOLO, yolo_decode, yolo_loss
 
 CORE_MODELS = [
     ModelDef("mlp", MLP, datasets=("digits", "mnist1d", "mnist"),
@@ -29,22 +27,11 @@ CORE_MODELS = [
              description="MNIST-1D GRU (hidden 64) + linear classifier"),
     ModelDef("transformer", TinyTransformer, datasets=("digits", "mnist1d", "mnist"),
              description="2-layer pre-LN transformer encoder (attention and FFN as nn.Linear), mean-pooled"),
+    ModelDef("yolo-tiny", TinyYOLO, datasets=("shapes",), loss=yolo_loss, decode=yolo_decode,
+             description="single-scale YOLOv3-style detector: Conv-BN-LeakyReLU, Darknet residuals, upsample + "
+                         "concat, one-anchor head on a stride-4 grid"),
 ]
 
 
-def build_model(name: str, dataset: str, input_shape: tuple[int, ...] | None = None,
-                num_classes: int | None = None) -> nn.Module:
-    """A fresh float model ``name`` for ``dataset`` (the model must declare that it fits the data set)."""
-    from ..registry import get_registry
-
-    reg = get_registry()
-    mdef = reg.get("model", name)
-    ddef = reg.get("dataset", dataset)
-    if ddef.name not in mdef.datasets:
-        raise UnsupportedError(f"model {mdef.name!r} does not fit data set {ddef.name!r}; it fits: "
-                               f"{', '.join(mdef.datasets)}")
-    return mdef.build(tuple(input_shape or ddef.input_shape), int(num_classes or ddef.num_classes))
-
-
 __all__ = ["CORE_MODELS", "CNN1d", "GRU1d", "LeNet5", "MLP", "ResNetTiny", "SmallCNN", "TinyTransformer",
-           "build_model"]
+           "TinyYOLO"]

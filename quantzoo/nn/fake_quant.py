@@ -9,9 +9,10 @@ from ..errors import ConfigError, NotCalibratedError
 from ..math import fake_quantize, lsq_fake_quantize, lsq_grad_factor
 from ..observers import Observer
 from ..spec import QuantSpec
+from ..state_dict import AdoptSavedShapes
 
 
-class FakeQuant(nn.Module):
+class FakeQuant(AdoptSavedShapes, nn.Module):
     """Observe a tensor and fake-quantize it with the qparams the observer derives.
 
     Modes: ``observing`` (update statistics) and ``quantizing`` (apply fake quantization). PTQ calibration
@@ -106,18 +107,6 @@ class FakeQuant(nn.Module):
             zp = torch.round(self.learned_zero_point).to(torch.int32) if self.learn_zero_point else self.zero_point
             return self.learned_scale.abs() + torch.finfo(torch.float32).eps, zp
         return self.scale, self.zero_point
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # qparam buffers take their saved shapes (per-channel scales are vectors).
-        for name in ("scale", "zero_point"):
-            key = prefix + name
-            if key in state_dict and self._buffers[name].shape != state_dict[key].shape:
-                self._buffers[name] = torch.empty_like(state_dict[key])
-        for name in ("learned_scale", "learned_zero_point"):
-            key = prefix + name
-            if key in state_dict and name in self._parameters and self._parameters[name].shape != state_dict[key].shape:
-                self._parameters[name].data = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         mode = "+".join(m for m, on in (("observe", self.observing), ("quantize", self.quantizing)) if on) or "off"

@@ -9,38 +9,37 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from .graph import trace_modules
 from .swap import set_submodule
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _fuse(layer: nn.Module, bn: nn.Module) -> nn.Module:
-    if isinstance(layer, _CONV):
-        return fuse_conv_bn_eval(layer, bn)
-    return fuse_linear_bn_eval(layer, bn)
+def fuse_bn(layer: nn.Module, bn: nn.Module) -> nn.Module:
+    """A new layer computing ``bn(layer(x))`` with ``bn``'s running statistics folded in (both left as they
+    are; the result keeps ``layer``'s train/eval mode)."""
+    was_training = layer.training
+    layer, bn = copy.deepcopy(layer).eval(), copy.deepcopy(bn).eval()
+    fused = fuse_conv_bn_eval(layer, bn) if isinstance(layer, _CONV) else fuse_linear_bn_eval(layer, bn)
+    return fused.train(was_training)
 
 
 def find_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """``(layer_name, bn_name)`` pairs where the BN directly and only consumes the layer's output."""
+    graph = trace_modules(model)
     pairs: list[tuple[str, str]] = []
-    try:
-        gm = torch.fx.symbolic_trace(model)
-        mods = dict(model.named_modules())
-        for node in gm.graph.nodes:
-            if node.op != "call_module" or not isinstance(mods.get(node.target), _BN):
+    if graph is not None:
+        for name, calls in graph.calls.items():
+            if not isinstance(graph.modules.get(name), (*_CONV, nn.Linear)):
                 continue
-            src = node.args[0] if node.args else None
-            if (isinstance(src, torch.fx.Node) and src.op == "call_module"
-                    and isinstance(mods.get(src.target), (*_CONV, nn.Linear)) and len(src.users) == 1):
-                pairs.append((src.target, node.target))
+            user = graph.next_call(name)
+            if isinstance(graph.module_of(user), _BN) and user.args and user.args[0] is calls[0]:
+                pairs.append((name, user.target))
         return pairs
-    except Exception:  # untraceable models (data-dependent control flow): fall back to Sequential adjacency
-        pass
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Sequential):
             children = list(mod.named_children())
@@ -59,6 +58,6 @@ def fold_batch_norms(model: nn.Module, inplace: bool = False) -> nn.Module:
         layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
         if isinstance(layer, nn.Linear) and not isinstance(bn, nn.BatchNorm1d):
             continue
-        set_submodule(model, layer_name, _fuse(layer, bn))
+        set_submodule(model, layer_name, fuse_bn(layer, bn))
         set_submodule(model, bn_name, nn.Identity())
     return model

@@ -1,8 +1,12 @@
-"""Quantized layers: Linear/Conv whose weight and input pass through pluggable quantizer modules.
+"""Quantized layers: Linear/Conv whose weight, input and output pass through pluggable quantizer modules.
 
 A *tensor quantizer* is any ``nn.Module`` mapping a tensor to its (fake-)quantized value with a gradient
 (e.g. :class:`~quantzoo.nn.FakeQuant`, a DoReFa or ternary weight quantizer from a plugin). It exposes an
 integer attribute ``bits``. Methods differ in their tensor quantizers, not in these layers.
+
+An input quantizer may also define ``scaled_forward(x) -> (x_q, s)``: the layer's output is then multiplied
+by ``s`` (broadcast), which is how XNOR-Net's ``sign(I) ⊛ sign(W) ⊙ K·α`` is computed (Rastegari et al. 2016,
+eq. 11).
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..math import quantize
+from .fake_quant import FakeQuant
+from .weight_codes import CodedWeightQuantizer, WeightCodes
 
 
 class QuantLayerMixin:
@@ -31,27 +39,83 @@ class QuantLayerMixin:
         return self.weight_quantizer(w) if self.weight_quantizer is not None else w
 
     def _quant_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_quantizer is not None:
-            x = self.input_quantizer(x)
-        out = self._compute(x, self.quantized_weight())
-        if self.output_quantizer is not None:
-            out = self.output_quantizer(out)
-        return out
+        return run_layer(self, x, self.quantized_weight())
 
     @torch.no_grad()
     def bake(self) -> None:
-        """Write the quantized weight into ``weight`` and drop the weight quantizer (the convert step).
+        """The convert step: write the quantized weight into ``weight``, drop the weight quantizer, set
+        ``weight_bits`` and freeze the activation quantizers (they keep their qparams).
 
-        Activation quantizers stop observing and keep their qparams.
+        Where the weight quantizer can say its integer codes (a :class:`CodedWeightQuantizer`, or an integer
+        per-tensor/per-channel :class:`FakeQuant`), the weight becomes ``(c − offset)·scale`` exactly and the
+        ``weight_scale``/``weight_offset`` buffers record the grid, so that the ``packed`` backend recovers
+        the codes and computes bit-for-bit the same weights.
         """
-        if self.weight_quantizer is not None:
-            bits = getattr(self.weight_quantizer, "bits", None)
-            self.weight.data = self.weight_quantizer(self.weight).detach().clone()
+        wq = self.weight_quantizer
+        if wq is not None:
+            spec = getattr(wq, "spec", None)
+            #: what the weight was quantized as, kept for reports once the quantizer is gone
+            self.weight_format = spec.describe() if hasattr(spec, "describe") else type(wq).__name__
+            codes = weight_codes(wq, self.weight)
+            if codes is None:
+                self.weight.data = wq(self.weight).detach().clone()
+                self.weight_bits = getattr(wq, "bits", None)
+            else:
+                self.weight.data = codes.dequantize().detach().to(self.weight.dtype).clone()
+                scale = codes.scale.detach().float().clone()
+                self.register_buffer("weight_scale", scale.reshape(-1) if scale.numel() > 1 else scale.reshape(()))
+                self.register_buffer("weight_offset", torch.as_tensor(codes.offset, dtype=torch.float32).clone())
+                self.weight_bits = codes.bits
             self.weight_quantizer = None
-            self.weight_bits = bits
         for q in (self.input_quantizer, self.output_quantizer):
             if q is not None and hasattr(q, "freeze"):
                 q.freeze()
+
+
+def weight_codes(wq: nn.Module, w: torch.Tensor) -> WeightCodes | None:
+    """The codes of ``wq(w)`` where the quantizer can say them, else None (the grid is then not recorded)."""
+    if isinstance(wq, CodedWeightQuantizer):
+        return wq.encode(w)
+    spec = getattr(wq, "spec", None)
+    if isinstance(wq, FakeQuant) and spec.granularity != "per_group" and (
+            spec.granularity == "per_tensor" or spec.axis == 0):
+        wq(w)  # the observer sees the current weight (a no-op for frozen or learned qparams)
+        scale, zp = wq.qparams()
+        q = quantize(w, scale, zp, spec.model_copy(update={"rounding": "nearest_even"}))  # inference rounding
+        return WeightCodes(q.float() - spec.qmin, scale.float(), zp.float() - spec.qmin, spec.bits)
+    return None
+
+
+def run_layer(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Input quantizer → compute → (× output scale map) → output quantizer, for any layer that has the
+    three quantizer attributes and a ``_compute(x, w)`` (quantized and packed layers alike)."""
+    out_scale = None
+    iq = layer.input_quantizer
+    if iq is not None:
+        if hasattr(iq, "scaled_forward"):
+            x, out_scale = iq.scaled_forward(x)
+        else:
+            x = iq(x)
+    out = layer._compute(x, weight)
+    if out_scale is not None:
+        out = out * out_scale
+    if layer.output_quantizer is not None:
+        out = layer.output_quantizer(out)
+    return out
+
+
+def is_packable(mod: nn.Module) -> bool:
+    """True for a converted layer whose weight grid is recorded (see :meth:`QuantLayerMixin.bake`)."""
+    return (isinstance(mod, QuantLayerMixin) and getattr(mod, "weight_bits", None) is not None
+            and hasattr(mod, "weight_scale") and hasattr(mod, "weight_offset"))
+
+
+def bake_model(model: nn.Module) -> nn.Module:
+    """:meth:`QuantLayerMixin.bake` on every quantized layer of ``model`` (the default convert step)."""
+    for mod in model.modules():
+        if isinstance(mod, QuantLayerMixin):
+            mod.bake()
+    return model
 
 
 class QuantLinear(QuantLayerMixin, nn.Linear):
@@ -112,7 +176,7 @@ class QuantConv2d(_QuantConvNd, nn.Conv2d):
         self._init_quant(weight_quantizer, input_quantizer, output_quantizer)
 
 
-#: float layer type -> quantized layer type
+#: float layer type -> quantized layer type (the one table of it)
 QUANT_LAYERS: dict[type[nn.Module], type[nn.Module]] = {
     nn.Linear: QuantLinear,
     nn.Conv1d: QuantConv1d,

@@ -10,9 +10,10 @@ from torch import nn
 from ..errors import DataError, NotCalibratedError
 from ..math import compute_qparams
 from ..spec import QuantSpec
+from ..state_dict import AdoptSavedShapes
 
 
-class Observer(nn.Module):
+class Observer(AdoptSavedShapes, nn.Module):
     """Base class of every observer (core and third-party, all registered through ``register_observers``).
 
     Subclasses set ``name`` (a slug) and implement :meth:`observe` and :meth:`min_max`. Statistics live in
@@ -67,14 +68,6 @@ class Observer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.spec.describe()}"
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Statistic buffers start empty (their shape depends on the data); adopt the saved shapes.
-        for name, buf in list(self._buffers.items()):
-            key = prefix + name
-            if key in state_dict and buf is not None and buf.shape != state_dict[key].shape:
-                self._buffers[name] = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class BatchMeanRangeObserver(Observer):

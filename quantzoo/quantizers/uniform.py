@@ -5,18 +5,24 @@ The baseline row of every leaderboard, and the worked example that plugins copy.
 
 from __future__ import annotations
 
-from pydantic import field_validator
 from torch import nn
 
-from ..errors import UnsupportedError
-from ..nn import FakeQuant, replace_layers, to_quant_layer
-from ..nn.layers import QuantLayerMixin
-from ..quantizer import Capabilities, LayerPolicyConfig, Quantizer
+from ..errors import ConfigError, UnknownNameError
+from ..nn import FakeQuant, swap_layers, to_quant_layer
+from ..observers import CORE_OBSERVERS, Observer
+from ..policy import LayerPlan, LayerPolicyConfig
+from ..quantizer import Capabilities, Quantizer
 from ..spec import QuantSpec
+
+_CORE_OBSERVERS = {o.name: o for o in CORE_OBSERVERS}
 
 
 class UniformConfig(LayerPolicyConfig):
-    """Weight and activation specs, the observers that set their ranges, and the layer policy."""
+    """Weight and activation specs, the observers that set their ranges, and the layer policy.
+
+    ``weight_observer``/``activation_observer`` are observer names (the core's, or a plugin's: they are
+    resolved in the registry when the quantizer is built, before any work).
+    """
 
     weight: QuantSpec = QuantSpec(bits=8, symmetric=True, granularity="per_channel", axis=0)
     activation: QuantSpec | None = QuantSpec(bits=8, signed=False, symmetric=False)
@@ -24,25 +30,17 @@ class UniformConfig(LayerPolicyConfig):
     activation_observer: str = "moving_average_minmax"
     learnable_scale: bool = False  # LSQ-style learned activation/weight step sizes during QAT
 
-    @field_validator("weight_observer", "activation_observer")
-    @classmethod
-    def _observer_registered(cls, v: str) -> str:
-        # A misspelt observer must fail when the config is made, not at prepare() after the FP baseline.
-        from ..errors import UnknownNameError
-        from ..registry import get_registry
 
-        try:
-            get_registry().get("observer", v)
-        except UnknownNameError as e:  # as a ValueError, so that the message names the field
-            raise ValueError(str(e)) from None
-        return v
-
-
-def make_observer(name: str, spec: QuantSpec):
-    """An observer instance by registry name (so third-party observers work in every method)."""
-    from ..registry import get_registry
-
-    return get_registry().get("observer", name)(spec)
+def observer_class(name: str, registry=None) -> type[Observer]:
+    """The observer class called ``name``: from ``registry`` when one is given, else from the core's own
+    observers (so that validating and building core configs never loads plugins)."""
+    if registry is not None:
+        return registry.get("observer", name)
+    if name in _CORE_OBSERVERS:
+        return _CORE_OBSERVERS[name]
+    raise UnknownNameError("observer", name, sorted(_CORE_OBSERVERS)).with_hint(
+        "a plugin's observer needs the registry: build the quantizer with registry=quantzoo.get_registry() "
+        "(quantzoo.quantize and the harness do)")
 
 
 class UniformQuantizer(Quantizer):
@@ -58,42 +56,46 @@ class UniformQuantizer(Quantizer):
     paper = "Krishnamoorthi 2018, arXiv:1806.08342; Jacob et al. 2018, arXiv:1712.05877"
     description = "Observer-based uniform affine PTQ and STE QAT for any integer spec."
     Config = UniformConfig
+    decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(
-        ptq=True, qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+        ptq=True, qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
         needs_calibration=True,
     )
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if not 2 <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
-            raise UnsupportedError(f"{cls.name} supports integer widths 2..16, not W{w_bits}A{a_bits}")
+    def _config_for_bits(cls, w_bits, a_bits):
         act = None if a_bits is None else QuantSpec(bits=a_bits, signed=False, symmetric=False)
         return cls.Config(weight=QuantSpec(bits=w_bits, granularity="per_channel"), activation=act)
 
+    @classmethod
+    def apply_scheme(cls, config, scheme):
+        act = config.activation
+        return cls.make_config({**config.model_dump(), "weight": scheme.weight_spec(config.weight.bits),
+                                "activation": scheme.activation_spec(act.bits) if act is not None else None})
+
+    def check_names(self) -> None:
+        for field in ("weight_observer", "activation_observer"):
+            try:
+                observer_class(getattr(self.config, field), self.registry)
+            except UnknownNameError as e:
+                raise ConfigError(f"{self.name}: invalid config: {field}: {e}") from None
+
     def _fake_quant(self, spec: QuantSpec, observer: str, per_sample: bool = False) -> FakeQuant:
-        return FakeQuant(spec, make_observer(observer, spec), learnable=self.config.learnable_scale,
-                         per_sample=per_sample)
+        obs = observer_class(observer, self.registry)(spec)
+        return FakeQuant(spec, obs, learnable=self.config.learnable_scale, per_sample=per_sample)
 
     def _weight_quantizer(self, layer: nn.Module, spec: QuantSpec) -> nn.Module:
         """The quantizer of ``layer``'s weight (methods on uniform's grid with another rounding override it)."""
         return self._fake_quant(spec, self.config.weight_observer)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
-        int8_w = cfg.weight.model_copy(update={"bits": 8})
-        int8_a = cfg.activation.model_copy(update={"bits": 8}) if cfg.activation else None
 
-        def make(name, mod, role):
-            w_spec, a_spec = (int8_w, int8_a) if role in ("first", "last") else (cfg.weight, cfg.activation)
+        def make(name, mod):
             # Layer inputs carry a batch dimension: LSQ's N counts one sample's features.
-            act = self._fake_quant(a_spec, cfg.activation_observer, per_sample=True) if a_spec else None
-            return to_quant_layer(mod, weight_quantizer=self._weight_quantizer(mod, w_spec), input_quantizer=act)
+            act = (self._fake_quant(cfg.activation, cfg.activation_observer, per_sample=True)
+                   if cfg.activation else None)
+            return to_quant_layer(mod, weight_quantizer=self._weight_quantizer(mod, cfg.weight), input_quantizer=act)
 
-        replace_layers(model, make, first_layer=cfg.first_layer, last_layer=cfg.last_layer)
-        return model
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        for mod in model.modules():
-            if isinstance(mod, QuantLayerMixin):
-                mod.bake()
+        swap_layers(model, plan.method_layers(), make)
         return model

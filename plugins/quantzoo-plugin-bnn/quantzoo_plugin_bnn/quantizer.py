@@ -18,10 +18,12 @@ Layers: the paper binarizes the weights of every layer; the first layer's input 
 binarized (Alg. 1). Defaults here: ``first_layer="same"`` (binary weights, real-valued input, as the paper)
 and ``last_layer="fp"`` (the project's policy for binary nets: a real-valued classifier; ReLUs after the
 last binary layer are kept since they feed only real-valued layers). ``last_layer="same"`` is the paper's
-all-binary net: on the zoo MLP with the paper-suite budget it reaches 96.5% vs 97.9% (measured). Not reproduced: shift-based BN and AdaMax, the
-per-layer Glorot learning-rate scaling (the harness uses one optimizer for every method).
+all-binary net: on the zoo MLP with the paper-suite budget it reaches 96.5% vs 97.9% (measured). Not
+reproduced: shift-based BN and AdaMax, the per-layer Glorot learning-rate scaling (the harness uses one
+optimizer for every method).
 Anchors: NNI's BNNQuantizer binarizes layer *outputs* and clips weights after each step; micronet
-replaces ReLU by sign with the same saturating STE.
+replaces ReLU by sign with a saturating STE that also zeroes the gradient at exactly ``|x| = 1`` (eq. 4 keeps
+it) and binarizes weights with an identity STE (tests/test_anchor_micronet.py).
 """
 
 from __future__ import annotations
@@ -29,12 +31,9 @@ from __future__ import annotations
 from pydantic import Field
 from torch import nn
 
-from quantzoo.errors import UnsupportedError
-from quantzoo.nn import LayerPolicy
-from quantzoo.nn.packed import (BinaryActivation, BinaryWeight, bake_model, input_batchnorm, prepare_lowbit,
-                                to_lowbit_layer)
-from quantzoo.nn.swap import first_last
-from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer
+from quantzoo.nn import BinaryActivation, BinaryWeight, input_batchnorm, replace_relus, swap_layers, to_quant_layer
+from quantzoo.policy import LayerPolicy
 
 
 class BNNConfig(LayerPolicyConfig):
@@ -53,34 +52,35 @@ class BNNQuantizer(Quantizer):
     name = "bnn"
     family = "binary"
     paper = "Hubara, Courbariaux et al. 2016, Binarized Neural Networks, arXiv:1602.02830"
-    description = "sign() weights and activations with the saturating STE; latent weights clipped to [-1,1]; 1-bit packed."
+    description = ("sign() weights and activations with the saturating STE; latent weights clipped to [-1,1]; "
+                   "1-bit packed.")
     aliases = ("binarized-neural-networks",)
     Config = BNNConfig
+    decomposes_attention = True  # attention projections quantized like every other Linear
     capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1,), needs_training=True)
     default_backend = "packed"
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if (w_bits, a_bits) != (1, 1):
-            raise UnsupportedError(f"bnn binarizes weights and activations (W1A1), not W{w_bits}A{a_bits}")
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config()
 
     @classmethod
     def bits_of_config(cls, config):
         return 1, 1  # binary weights and activations whatever the config
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
-        first, _ = first_last(model)
+        first = plan.layers[0] if plan.layers else None
 
         def binary_layer(name, mod):
             act = None
             if name != first:  # the first layer sees the real-valued input (Alg. 1)
                 act = BinaryActivation(input_batchnorm(mod) if cfg.input_batchnorm else None, clip=1.0)
-            return to_lowbit_layer(mod, weight_quantizer=BinaryWeight("none", clip=1.0), input_quantizer=act)
+            return to_quant_layer(mod, weight_quantizer=BinaryWeight("none", clip=1.0), input_quantizer=act)
 
-        prepare_lowbit(model, binary_layer, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
-                       method=self.name, replace_relu=cfg.replace_relu)
+        done = swap_layers(model, plan.method_layers(), binary_layer)
+        if cfg.replace_relu:
+            replace_relus(model, plan.modules_feeding([n for n in done if n != first]))
         return model
 
     def after_optimizer_step(self, model: nn.Module) -> None:
@@ -90,6 +90,3 @@ class BNNQuantizer(Quantizer):
         for mod in model.modules():
             if isinstance(getattr(mod, "weight_quantizer", None), BinaryWeight):
                 mod.weight.data.clamp_(-1.0, 1.0)
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_model(model)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
-from quantzoo.nn.packed import BinaryActivation, BinaryWeight
+from quantzoo.nn import BinaryActivation, BinaryWeight
 from quantzoo_plugin_bnn import BNNQuantizer
 
 

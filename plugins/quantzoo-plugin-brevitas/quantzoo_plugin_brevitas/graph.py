@@ -1,7 +1,8 @@
 """Float model → Brevitas-style quant model, and the PTQ context managers (Brevitas ``graph/quantize.py``,
 ``graph/calibrate.py``).
 
-* :func:`preprocess_for_quantize` merges BatchNorm into the preceding Conv/Linear (``merge_bn=True``).
+* :func:`preprocess_for_quantize` merges BatchNorm into the preceding Conv/Linear (``merge_bn=True``) with
+  Brevitas' ``merge_bn`` formula.
 * :func:`quantize_model` swaps layers: every Linear/Conv1d/Conv2d becomes a Brevitas-style layer and every
   ``nn.ReLU`` a :class:`QuantReLU` (unsigned). Brevitas' fx flow gives a compute layer an input quantizer only
   where its input is not already quantized: here a torch.fx trace finds the compute layers fed by a ReLU
@@ -9,10 +10,10 @@
   layer fed through an average pool (non-negative but off the grid) gets an unsigned input quantizer, any
   other one a signed ``Int8ActPerTensorFloat``. Models that do not trace get a signed input quantizer on
   every compute layer and float ReLUs.
-* :func:`calibration_mode` collects activation statistics in eval mode with activation quantization off and
-  freezes them into the scale parameters on exit; :func:`bias_correction_mode` adds to each bias the mean
-  output error ``E[y_float − y_quant]`` per output channel (Nagel et al. 2019, arXiv:1906.04721 §4.2, the
-  empirical variant) over the batches run inside it.
+* :func:`calibration_mode` collects activation statistics (a true average, no step limit) with activation and
+  weight quantization off and initialises the scale parameters on exit; :func:`bias_correction_mode` adds to
+  each bias the mean output error ``E[y_float − y_quant]`` per output channel (Nagel et al. 2019,
+  arXiv:1906.04721 §4.2, the empirical variant), passing the float outputs on while it collects.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantzoo.nn import fold_batch_norms, replace_layers, set_submodule
+from quantzoo import LayerPlan
+from quantzoo.nn import find_bn_pairs, set_submodule, swap_layers, trace_modules
 
-from .inject import Injector, get_preset
+from .inject import Injector
 from .layers import COMPUTE_LAYERS, QuantReLU, _BrevitasComputeMixin, act_quantizers, quant_layer_from_float
 from .quant_tensor import value_of
+from .tensor_quant import ConstQuant, WeightQuant
 
 _GRID_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d,
                  nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
@@ -40,25 +43,43 @@ _NONNEG_METHODS = {"mean"}
 _RANK = {"quantized": 0, "nonneg": 1, "signed": 2}
 
 
+def merge_batch_norm(layer: nn.Module, bn: nn.Module) -> None:
+    """Brevitas ``merge_bn`` (in place): ``m = γ / sqrt(var + eps)``, ``W ← W·m``, ``b ← b·m + (β − μ·m)``
+    (``b ← β − μ·m`` without a bias), in Brevitas' order of float operations."""
+    with torch.no_grad():
+        mul = bn.weight.detach().clone() / torch.sqrt(bn.running_var + bn.eps)
+        add = -bn.running_mean * mul + bn.bias.detach().clone()
+        layer.weight.data.mul_(mul.view(-1, *[1] * (layer.weight.dim() - 1)))
+        if layer.bias is not None:
+            layer.bias.data.mul_(mul)
+            layer.bias.data.add_(add)
+        else:
+            layer.bias = nn.Parameter(add)
+
+
 def preprocess_for_quantize(model: nn.Module, merge_bn: bool = True) -> nn.Module:
-    """Merge every foldable BatchNorm into its producer (in place; the model is left in eval mode)."""
+    """Merge every BatchNorm that only consumes a Conv/Linear output into it (in place, Brevitas' formula;
+    the BN becomes ``nn.Identity``)."""
     if merge_bn:
-        was_training = model.training
-        fold_batch_norms(model, inplace=True)
-        model.train(was_training)
+        for layer_name, bn_name in find_bn_pairs(model):
+            layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
+            if isinstance(layer, nn.Linear) and not isinstance(bn, nn.BatchNorm1d):
+                continue
+            merge_batch_norm(layer, bn)
+            set_submodule(model, bn_name, nn.Identity())
     return model
 
 
-def _classify(node, mods) -> str:
-    """How the tensor at ``node`` reaches a consumer: 'quantized' (a ReLU output through grid-preserving ops),
-    'nonneg' (a ReLU output through averaging) or 'signed' (anything else)."""
+def _classify(node, mods, float_relus: frozenset[str]) -> str:
+    """How the tensor at ``node`` reaches a consumer: 'quantized' (a QuantReLU output through grid-preserving
+    ops), 'nonneg' (a ReLU output through averaging, or a ReLU left float) or 'signed' (anything else)."""
     on_grid = True
     while isinstance(node, torch.fx.Node):
         nxt = node.args[0] if node.args else None
         if node.op == "call_module":
             m = mods[node.target]
             if type(m) is nn.ReLU:
-                return "quantized" if on_grid else "nonneg"
+                return "quantized" if on_grid and node.target not in float_relus else "nonneg"
             if isinstance(m, _NONNEG_MODULES):
                 on_grid = False
             elif not isinstance(m, _GRID_MODULES):
@@ -79,109 +100,129 @@ def _classify(node, mods) -> str:
     return "signed"
 
 
-def input_kinds(model: nn.Module) -> dict[str, str] | None:
-    """``{compute layer name: 'quantized'|'nonneg'|'signed'}`` from a torch.fx trace, or None if it fails."""
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:  # noqa: BLE001 - data-dependent control flow etc.
+def input_kinds(model: nn.Module, float_relus: frozenset[str] = frozenset()) -> dict[str, str] | None:
+    """``{compute layer name: 'quantized'|'nonneg'|'signed'}`` from a torch.fx trace, or None if it fails.
+    ``float_relus``: ReLUs that stay float (they feed a layer the layer policy keeps from the method)."""
+    graph = trace_modules(model)
+    if graph is None:
         return None
-    mods = dict(model.named_modules())
     kinds: dict[str, str] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and type(mods.get(node.target)) in COMPUTE_LAYERS:
-            kind = _classify(node.args[0] if node.args else None, mods)
+    for node in graph.graph.nodes:
+        if node.op == "call_module" and type(graph.modules.get(node.target)) in COMPUTE_LAYERS:
+            kind = _classify(node.args[0] if node.args else None, graph.modules, float_relus)
             prev = kinds.get(node.target, "quantized")
             kinds[node.target] = max(prev, kind, key=_RANK.__getitem__)
     return kinds
 
 
+def input_quant_for(kind: str, act_quant: type[Injector], unsigned_act_quant: type[Injector]) -> type[Injector] | None:
+    """The input quantizer a compute layer gets: none where its input is already quantized."""
+    return None if kind == "quantized" else unsigned_act_quant if kind == "nonneg" else act_quant
+
+
 def quantize_model(
     model: nn.Module,
+    plan: LayerPlan,
     weight_quant: type[Injector],
     act_quant: type[Injector] | None,
     unsigned_act_quant: type[Injector] | None,
-    *,
-    first_layer: str = "same",
-    last_layer: str = "same",
-    int8_weight_quant: type[Injector] | None = None,
-) -> nn.Module:
-    """Swap the compute layers and ReLUs of ``model`` for Brevitas-style ones (in place; see module doc).
-
-    ``act_quant=None`` quantizes weights only. ``first_layer``/``last_layer`` = 'fp' | 'int8' | 'same'.
-    """
-    kinds = input_kinds(model) if act_quant is not None else None
+) -> dict[str, str] | None:
+    """Swap the plan's method layers and the ReLUs that feed them for Brevitas-style ones (in place; see
+    the module doc); ``act_quant=None`` quantizes weights only. Returns the input kinds of every compute
+    layer (None when the model does not trace), which the policy's 8-bit layers use for their inputs."""
+    relus = [n for n, m in model.named_modules() if type(m) is nn.ReLU and n]
+    float_relus = frozenset(n for n in relus if plan.activation_role(n) != "method")
+    kinds = input_kinds(model, float_relus) if act_quant is not None else None
     traced = kinds is not None
-    int8_w = int8_weight_quant or get_preset("Int8WeightPerChannelFloat")
 
-    def make(name: str, mod: nn.Module, role: str) -> nn.Module:
-        w = int8_w if role in ("first", "last") else weight_quant
-        if act_quant is None:
-            inp = None
-        else:
-            kind = kinds.get(name, "signed") if traced else "signed"
-            inp = None if kind == "quantized" else unsigned_act_quant if kind == "nonneg" else act_quant
-            if inp is not None and role in ("first", "last"):
-                inp = inp.let(bit_width=8)
-        return quant_layer_from_float(mod, weight_quant=w, input_quant=inp)
+    def make(name: str, mod: nn.Module) -> nn.Module:
+        inp = None
+        if act_quant is not None:
+            inp = input_quant_for(kinds.get(name, "signed") if traced else "signed", act_quant, unsigned_act_quant)
+        return quant_layer_from_float(mod, weight_quant=weight_quant, input_quant=inp)
 
-    replace_layers(model, make, first_layer=first_layer, last_layer=last_layer, types=tuple(COMPUTE_LAYERS))
+    swap_layers(model, plan.method_layers(), make)
     if traced and unsigned_act_quant is not None:
-        for name, mod in list(model.named_modules()):
-            if type(mod) is nn.ReLU and name:
+        for name in relus:
+            if name not in float_relus:
                 new = QuantReLU(act_quant=unsigned_act_quant)
-                new.train(mod.training)
+                new.train(model.get_submodule(name).training)
                 set_submodule(model, name, new)
-    return model
+    return kinds
 
 
 @contextlib.contextmanager
 def calibration_mode(model: nn.Module):
-    """Collect activation statistics (eval mode, activation quantization off); freeze them on exit."""
-    quants = act_quantizers(model)
-    for q in quants:
-        q.calibrating = True
+    """Brevitas ``calibration_mode``: activation quantizers collect training-mode statistics with a true average
+    and no step limit (for good, as Brevitas sets them) and pass their input on unquantized; weight quantizers
+    are disabled (float weights); on exit every activation scale is initialised from its statistics."""
+    acts = act_quantizers(model)
+    weights = [m for m in model.modules() if isinstance(m, (WeightQuant, ConstQuant))]
+    was_disabled = {id(w): w.disabled for w in weights}
+    for q in acts:
+        q.start_calibration()
+    for w in weights:
+        w.disabled = True
     try:
         yield model
     finally:
-        for q in quants:
+        for w in weights:
+            w.disabled = was_disabled[id(w)]
+        for q in acts:
             q.calibrating = False
             q.finalize()
 
 
+def _output_quantizer(mod: nn.Module):
+    return getattr(mod, "output_quantizer", None) or getattr(mod, "output_quant", None)
+
+
+def _channel_mean(t: torch.Tensor, mod: nn.Module) -> torch.Tensor:
+    """Brevitas ``_BiasCorrection.compute_mean``: the mean over every dimension but the channel one (2 for a
+    3-d Linear output, else 1)."""
+    ch = 2 if t.dim() == 3 and isinstance(mod, nn.Linear) else 1
+    t = t.transpose(0, ch)
+    return t.reshape(t.shape[0], -1).mean(dim=1).detach()
+
+
 @contextlib.contextmanager
 def bias_correction_mode(model: nn.Module):
-    """Accumulate ``E[y_float − y_quant]`` per output channel of every quantized compute layer over the
-    batches run inside the block, then add it to the biases (creating zero biases where there were none)."""
-    layers = [m for m in model.modules() if isinstance(m, _BrevitasComputeMixin) and m.weight_quantizer is not None]
-    sums: dict[int, torch.Tensor] = {}
-    counts: dict[int, int] = {}
+    """Brevitas ``bias_correction_mode``: output quantizers of layers are disabled; for every Brevitas-style
+    compute layer each call adds ``mean_c(y_float) − mean_c(y_quant)`` per output channel (``y_float`` with
+    float input and weight, ``y_quant`` the layer's own output) and passes ``y_float`` on to the next layer;
+    on exit each bias grows by the mean of those per-batch errors (a bias is created where there was none)."""
+    layers = [m for m in model.modules() if isinstance(m, _BrevitasComputeMixin)]
+    outputs = [q for m in model.modules() if (q := _output_quantizer(m)) is not None and not q.disabled]
+    errors: dict[int, torch.Tensor] = {}
+    calls: dict[int, int] = {}
 
     def hook(mod, inputs, output):
-        x = value_of(inputs[0])
         with torch.no_grad():
-            ref = mod._compute(x, mod.weight)  # float weight and the float (not input-quantized) input
-            err = ref - value_of(output)
-            ch = 1 if err.dim() > 2 and not isinstance(mod, nn.Linear) else err.dim() - 1
-            dims = [d for d in range(err.dim()) if d != ch]
-            n = err.numel() // err.shape[ch]
-            total = err.sum(dim=dims)
-        sums[id(mod)] = sums.get(id(mod), 0) + total
-        counts[id(mod)] = counts.get(id(mod), 0) + n
+            y_float = mod._compute(value_of(inputs[0]), mod.weight)
+            err = _channel_mean(y_float, mod) - _channel_mean(value_of(output), mod)
+        errors[id(mod)] = err if id(mod) not in errors else errors[id(mod)] + err
+        calls[id(mod)] = calls.get(id(mod), 0) + 1
+        return y_float
 
+    for q in outputs:
+        q.disabled = True
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
         yield model
     finally:
         for h in handles:
             h.remove()
+        for q in outputs:
+            q.disabled = False
         with torch.no_grad():
             for m in layers:
-                if id(m) not in sums:
+                if id(m) not in errors:
                     continue
-                corr = sums[id(m)] / counts[id(m)]
+                corr = errors[id(m)] / calls[id(m)]
                 if m.bias is None:
-                    m.bias = nn.Parameter(torch.zeros_like(corr))
-                m.bias.add_(corr.to(m.bias.dtype))
+                    m.bias = nn.Parameter(corr)
+                else:
+                    m.bias.data += corr
 
 
 def run_batches(model: nn.Module, batches) -> int:

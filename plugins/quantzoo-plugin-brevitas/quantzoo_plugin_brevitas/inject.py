@@ -16,26 +16,29 @@ from quantzoo.errors import ConfigError
 
 #: Every knob a preset may set, with what it means (the names are Brevitas').
 KNOBS: dict[str, str] = {
-    "quant_type": "'int', 'binary' or 'ternary' (Brevitas QuantType)",
-    "bit_width": "bits of the integer code (1 for binary, 2 for ternary)",
+    "quant_type": "'int' or 'binary' (Brevitas QuantType; the ternary preset is a 2-bit narrow int)",
+    "bit_width": "bits of the integer code (1 for binary)",
     "signed": "signed range [-2^(b-1), 2^(b-1)-1] or unsigned [0, 2^b-1]",
     "narrow_range": "drop the most negative code: ±(2^(b-1)-1)",
-    "scaling_impl_type": "'stats' (recomputed each call), 'parameter_from_stats' (stats, then learned) or 'const'",
+    "scaling_impl_type": "weights: 'stats' (recomputed each call) or 'const'; activations: "
+                         "'parameter_from_stats' (statistics, then a learned parameter)",
     "scaling_stats_op": "'max' (max|x|) or 'percentile' (high percentile of |x|)",
     "high_percentile_q": "percentile in (0, 100] for scaling_stats_op='percentile'",
     "collect_stats_steps": "training steps of statistics before the scale becomes a learned parameter",
     "scaling_stats_momentum": "momentum of the running statistic (None: cumulative average)",
     "scaling_per_output_channel": "one scale per output channel (dim 0) instead of one per tensor",
-    "restrict_scaling_type": "'fp' (any float scale) or 'power_of_two' (2^ceil(log2 s))",
+    "restrict_scaling_type": "'fp' (any float scale) or 'power_of_two' (2^int(log2 s))",
+    "restrict_value_float_to_int_impl": "how a power-of-two scale's log2 becomes an integer: 'round' "
+                                        "(Brevitas' default) or 'ceil' (the fixed-point presets)",
     "scaling_const": "the scale of 'const' scaling (binary/ternary presets)",
-    "threshold": "ternary: |x| > threshold·scale maps to ±1",
 }
 
 _CHOICES = {
-    "quant_type": ("int", "binary", "ternary"),
+    "quant_type": ("int", "binary"),
     "scaling_impl_type": ("stats", "parameter_from_stats", "const"),
     "scaling_stats_op": ("max", "percentile"),
     "restrict_scaling_type": ("fp", "power_of_two"),
+    "restrict_value_float_to_int_impl": ("round", "ceil"),
 }
 
 
@@ -71,8 +74,6 @@ def validate_settings(settings: dict[str, Any], owner: str) -> dict[str, Any]:
                           "(use SignedBinaryWeightPerTensorConst for 1 bit)")
     if qt == "binary" and bits != 1:
         raise ConfigError(f"{owner}: binary quantization has bit_width=1, got {bits}")
-    if qt == "ternary" and bits != 2:
-        raise ConfigError(f"{owner}: ternary quantization has bit_width=2, got {bits}")
     if qt != "int" and settings.get("scaling_impl_type", "const") != "const":
         raise ConfigError(f"{owner}: {qt} presets use scaling_impl_type='const'")
     q = settings.get("high_percentile_q", 99.999)
@@ -121,9 +122,11 @@ class Int8WeightPerChannelFloat(Int8WeightPerTensorFloat):
 
 
 class Int8WeightPerTensorFixedPoint(Int8WeightPerTensorFloat):
-    """Power-of-two scale ``2^ceil(log2(max|W|/127))`` (Brevitas' fixed-point presets)."""
+    """Power-of-two scale ``2^ceil(log2 max|W|) / 2^(b-1)`` (Brevitas' fixed-point presets: ``CeilSte`` and
+    ``PowerOfTwoIntScaling``, whose integer threshold is ``2^(b-1)`` even for a narrow range)."""
 
-    settings = {**Int8WeightPerTensorFloat.settings, "restrict_scaling_type": "power_of_two"}
+    settings = {**Int8WeightPerTensorFloat.settings, "restrict_scaling_type": "power_of_two",
+                "restrict_value_float_to_int_impl": "ceil"}
 
 
 class Int8ActPerTensorFloat(Injector):
@@ -142,19 +145,24 @@ class Uint8ActPerTensorFloat(Int8ActPerTensorFloat):
 
 
 class Int8ActPerTensorFixedPoint(Int8ActPerTensorFloat):
-    """Signed 8-bit activations with a power-of-two scale."""
+    """Signed 8-bit activations, ``s = p99.999/128`` while collecting statistics (not yet a power of two), then
+    the learned ``2^ceil(log2 threshold) / 128``."""
 
-    settings = {**Int8ActPerTensorFloat.settings, "restrict_scaling_type": "power_of_two"}
+    settings = {**Int8ActPerTensorFloat.settings, "restrict_scaling_type": "power_of_two",
+                "restrict_value_float_to_int_impl": "ceil"}
 
 
 class Uint8ActPerTensorFixedPoint(Uint8ActPerTensorFloat):
-    """Unsigned 8-bit activations with a power-of-two scale."""
+    """Unsigned 8-bit activations, ``s = p99.999/256`` while collecting statistics, then the learned
+    ``2^ceil(log2 threshold) / 256`` (``PowerOfTwoIntScaling``: ``2^b`` for unsigned)."""
 
-    settings = {**Uint8ActPerTensorFloat.settings, "restrict_scaling_type": "power_of_two"}
+    settings = {**Uint8ActPerTensorFloat.settings, "restrict_scaling_type": "power_of_two",
+                "restrict_value_float_to_int_impl": "ceil"}
 
 
 class SignedBinaryWeightPerTensorConst(Injector):
-    """Binary weights ``±0.1`` (sign with sign(0)=+1, times the constant scale)."""
+    """Binary weights ``±0.1``: the weight is first clipped in place to ``[-0.1, 0.1]`` (Brevitas'
+    ``ClampedBinaryQuant`` with ``InplaceTensorClampSte``), then ``sign(w)·0.1`` (sign(0)=+1), identity STE."""
 
     settings = {"quant_type": "binary", "bit_width": 1, "signed": True, "narrow_range": False,
                 "scaling_impl_type": "const", "scaling_const": 0.1, "scaling_per_output_channel": False,
@@ -162,10 +170,12 @@ class SignedBinaryWeightPerTensorConst(Injector):
 
 
 class SignedTernaryWeightPerTensorConst(Injector):
-    """Ternary weights ``{-1, 0, 1}·0.1``: ``±1`` where ``|w| > 0.5·0.1`` (2-bit narrow)."""
+    """Ternary weights ``{-1, 0, 1}·0.1``: a 2-bit narrow integer quantizer with the constant scale 0.1
+    (Brevitas ``NarrowIntQuant`` + ``PerTensorConstScaling2bit``), ``clamp(round(w/0.1), -1, 1)·0.1``,
+    identity STE through round and clamp."""
 
-    settings = {"quant_type": "ternary", "bit_width": 2, "signed": True, "narrow_range": True,
-                "scaling_impl_type": "const", "scaling_const": 0.1, "threshold": 0.5,
+    settings = {"quant_type": "int", "bit_width": 2, "signed": True, "narrow_range": True,
+                "scaling_impl_type": "const", "scaling_const": 0.1,
                 "scaling_per_output_channel": False, "restrict_scaling_type": "fp"}
 
 

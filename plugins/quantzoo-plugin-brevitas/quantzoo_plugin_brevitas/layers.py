@@ -17,8 +17,10 @@ from torch import nn
 
 from quantzoo import nn as qnn
 from quantzoo.errors import UnsupportedError
+from quantzoo.state_dict import AdoptSavedShapes
 
 from .inject import Int8ActPerTensorFloat, Int8WeightPerTensorFloat, Uint8ActPerTensorFloat, split_prefixed
+from .qcdq import qcdq
 from .quant_tensor import QuantTensor, value_of
 from .tensor_quant import ActQuant, build_quant
 
@@ -43,8 +45,6 @@ class _BrevitasComputeMixin:
         if self.weight_quantizer is not None:
             return self.weight_quantizer(self.weight)
         if self.export_mode and getattr(self, "weight_scale", None) is not None:
-            from .export import qcdq
-
             # A baked weight lies on the grid; exporting it through Q→Clip→DQ keeps the QCDQ form and is exact.
             return qcdq(self.weight, self.weight_scale, self.weight_export_spec)
         return self.weight
@@ -70,18 +70,12 @@ class _BrevitasComputeMixin:
             return self.output_quantizer.quant_tensor(out)
         return self.output_quantizer(out)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        key = prefix + "weight_scale"
-        if key in state_dict and getattr(self, "weight_scale", None) is not None:
-            self._buffers["weight_scale"] = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
 
 def _compute_kwargs(kwargs):
     return split_prefixed(kwargs, ("weight", "input", "output", "bias"))
 
 
-class QuantLinear(_BrevitasComputeMixin, qnn.QuantLinear):
+class QuantLinear(_BrevitasComputeMixin, AdoptSavedShapes, qnn.QuantLinear):
     """``nn.Linear`` with Brevitas-style quantizers (``weight_quant=Int8WeightPerTensorFloat`` by default)."""
 
     def __init__(self, in_features, out_features, bias=True, *, weight_quant=Int8WeightPerTensorFloat,
@@ -91,7 +85,7 @@ class QuantLinear(_BrevitasComputeMixin, qnn.QuantLinear):
         self._init_brevitas(weight_quant, input_quant, output_quant, bias_quant, return_quant_tensor, injected)
 
 
-class QuantConv1d(_BrevitasComputeMixin, qnn.QuantConv1d):
+class QuantConv1d(_BrevitasComputeMixin, AdoptSavedShapes, qnn.QuantConv1d):
     """``nn.Conv1d`` with Brevitas-style quantizers."""
 
     def __init__(self, in_channels, out_channels, kernel_size, *args, weight_quant=Int8WeightPerTensorFloat,
@@ -101,7 +95,7 @@ class QuantConv1d(_BrevitasComputeMixin, qnn.QuantConv1d):
         self._init_brevitas(weight_quant, input_quant, output_quant, bias_quant, return_quant_tensor, injected)
 
 
-class QuantConv2d(_BrevitasComputeMixin, qnn.QuantConv2d):
+class QuantConv2d(_BrevitasComputeMixin, AdoptSavedShapes, qnn.QuantConv2d):
     """``nn.Conv2d`` with Brevitas-style quantizers."""
 
     def __init__(self, in_channels, out_channels, kernel_size, *args, weight_quant=Int8WeightPerTensorFloat,

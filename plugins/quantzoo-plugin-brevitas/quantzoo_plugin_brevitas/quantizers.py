@@ -8,13 +8,12 @@ from typing import Literal
 from pydantic import Field, field_validator
 from torch import nn
 
-from quantzoo.errors import UnsupportedError
-from quantzoo.nn.layers import QuantLayerMixin
-from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer, UnsupportedError
+from quantzoo.nn import bake_model
 
 from .graph import bias_correction_mode, calibration_mode, preprocess_for_quantize, quantize_model, run_batches
 from .inject import PRESETS, get_preset
-from .layers import act_quantizers
+from .layers import act_quantizers, quant_layer_from_float
 
 _PAPER = ("Pappalardo et al., Brevitas (Xilinx/AMD, doi:10.5281/zenodo.3333552); scaled-integer QAT as in "
           "Jacob et al. 2018 (arXiv:1712.05877) with learned scales (Esser et al. 2020, arXiv:1902.08153)")
@@ -117,27 +116,28 @@ class _BrevitasBase(Quantizer):
         int8_w = PRESETS["Int8WeightPerChannelFloat"].let(**int8_over)
         return w, a, u, int8_w
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
-        cfg = self.config
-        w, a, u, int8_w = self._presets()
-        preprocess_for_quantize(model, merge_bn=cfg.merge_bn)
-        return quantize_model(model, w, a, u, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
-                              int8_weight_quant=int8_w)
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
+        w, a, u, _ = self._presets()
+        preprocess_for_quantize(model, merge_bn=self.config.merge_bn)
+        self._input_kinds = quantize_model(model, plan, w, a, u)
+        return model
+
+    def policy_layer(self, name: str, module: nn.Module) -> nn.Module:
+        """The policy's 8-bit layer as a Brevitas layer (the QCDQ exporter knows only its own layers):
+        8-bit per-channel weights and, where activations are quantized, an 8-bit input quantizer (unsigned
+        after a ReLU)."""
+        _, a, u, int8_w = self._presets()
+        inp = None
+        if a is not None:
+            kind = (self._input_kinds or {}).get(name, "signed")
+            inp = (u if kind in ("quantized", "nonneg") else a).let(bit_width=8)
+        layer = quant_layer_from_float(module, weight_quant=int8_w, input_quant=inp)
+        return layer
 
     def _convert(self, model: nn.Module) -> nn.Module:
         for q in act_quantizers(model):
             q.freeze()
-        for mod in model.modules():
-            if isinstance(mod, QuantLayerMixin):
-                mod.bake()
-        return model
-
-
-def _check_bits(name: str, w_bits: int, a_bits: int | None, weight_ok: tuple[int, ...]) -> None:
-    if w_bits not in weight_ok:
-        raise UnsupportedError(f"{name} supports weight widths {weight_ok}, not W{w_bits}")
-    if a_bits is not None and not 2 <= a_bits <= 8:
-        raise UnsupportedError(f"{name} supports activation widths 2..8 (or float), not A{a_bits}")
+        return bake_model(model)
 
 
 class BrevitasPTQ(_BrevitasBase):
@@ -149,26 +149,20 @@ class BrevitasPTQ(_BrevitasBase):
     description = "Brevitas-style PTQ: BN merge, layer swap, percentile calibration, bias correction."
     Config = BrevitasPTQConfig
     capabilities = Capabilities(ptq=True, qat=False, weight_bits=tuple(range(2, 9)),
-                                activation_bits=(*range(2, 9), 32), needs_calibration=True)
+                                activation_bits=(*range(2, 9), None), needs_calibration=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        _check_bits(cls.name, w_bits, a_bits, tuple(range(2, 9)))
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(weight_bit_width=w_bits, act_bit_width=a_bits,
                           act_quant=None if a_bits is None else "Int8ActPerTensorFloat")
 
-    def calibrate(self, model: nn.Module, batches) -> nn.Module:
+    def _calibrate(self, model: nn.Module, batches: list) -> None:
         """``calibration_mode`` over the batches, then (if configured) ``bias_correction_mode`` over them."""
-        batches = list(batches)
-        was_training = model.training
-        model.eval()
         with calibration_mode(model):
-            super().calibrate(model, batches)
+            run_batches(model, batches)
         if self.config.bias_correction:
             with bias_correction_mode(model):
                 run_batches(model, batches)
-        model.train(was_training)
-        return model
 
 
 class BrevitasQAT(_BrevitasBase):
@@ -179,11 +173,10 @@ class BrevitasQAT(_BrevitasBase):
     description = "Brevitas-style QAT: STE through round, learned activation scales, binary/ternary presets."
     Config = BrevitasQATConfig
     capabilities = Capabilities(ptq=False, qat=True, weight_bits=tuple(range(1, 9)),
-                                activation_bits=(*range(2, 9), 32), needs_training=True)
+                                activation_bits=(*range(2, 9), None), needs_training=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        _check_bits(cls.name, w_bits, a_bits, tuple(range(1, 9)))
+    def _config_for_bits(cls, w_bits, a_bits):
         act = None if a_bits is None else "Int8ActPerTensorFloat"
         if w_bits == 1:
             return cls.Config(weight_quant="SignedBinaryWeightPerTensorConst", act_quant=act, act_bit_width=a_bits)

@@ -1,40 +1,55 @@
-"""Tensor quantizers built from preset settings (Brevitas ``core/quant``, ``core/scaling``, ``core/stats``).
+"""Tensor quantizers built from preset settings, computing what Brevitas 0.13 computes (``core/quant``,
+``core/scaling``, ``core/stats``, ``core/restrict_val``; checked against the real library by
+``tests/anchors``).
 
-Integer quantization (Brevitas ``core/quant/int_base.py``, ``function/ops.py``)::
+Integer quantization (Brevitas ``IntQuant``): round first, then clamp, with a true division::
 
-    y_int = clamp(round(x/s + z), min_int, max_int),   x̂ = (y_int − z)·s,   z = 0 in every preset here
-    s = threshold / int_scale,   int_scale = −min_int (signed) or max_int (unsigned)   (core/scaling/int_scaling.py)
+    y_int = clamp(round(x / s), min_int, max_int),   x̂ = y_int · s         (zero-point 0 in every preset)
 
-so narrow signed 8-bit weights have ``s = max|W|/127``, signed 8-bit activations ``s = p99.999(|x|)/128`` and
-unsigned ones ``s = p99.999/255``. Rounding is ``round`` with a straight-through gradient and the clamp is a
-plain clamp, so ``∂x̂/∂s`` is LSQ's gradient without its gradient scale: :func:`quantzoo.math.lsq_fake_quantize`
-with ``grad_factor=1``. A power-of-two restriction computes the scale in the log domain,
-``s = 2^ceil(log2 threshold − log2 int_scale)`` with a straight-through ``ceil`` (Brevitas' CeilSte).
+(:func:`quantzoo.math.round_clamp_fake_quantize`), the STE through ``round``; weights also pass the gradient
+through the clamp (``TensorClampSte``), activations do not. The scale is ``s = threshold / int_threshold``:
+
+* ``int_threshold`` is ``IntScaling`` for float scales (``−min_int`` signed: 127 narrow, 128 full; ``max_int``
+  unsigned: 255) and ``PowerOfTwoIntScaling`` for power-of-two scales (``2^(b-1)`` signed, ``2^b`` unsigned);
+* a power-of-two ``threshold`` is ``2^f(log2 t)`` with ``f`` = round (Brevitas' default) or ceil (the
+  fixed-point presets), straight-through, and ``2.0 ** ·`` as Brevitas writes it;
+* thresholds are clamped to at least ``scaling_min_val = 1e-10`` with a straight-through gradient.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from torch import nn
 
 from quantzoo.errors import ConfigError
-from quantzoo.math import binarize, fake_quantize, lsq_fake_quantize, sign, ste, ternary_codes
+from quantzoo.math import binarize, round_clamp_fake_quantize, round_ste, ste
 from quantzoo.spec import QuantSpec
 
 from .inject import Injector, validate_settings
+from .qcdq import qcdq
 from .quant_tensor import QuantTensor
 
-_EPS = torch.finfo(torch.float32).eps
+#: Brevitas' ``scaling_min_val`` of every stats-based preset.
+SCALING_MIN_VAL = 1e-10
+
+
+def clamp_min_ste(x: torch.Tensor, min_val: float = SCALING_MIN_VAL) -> torch.Tensor:
+    """``max(x, min_val)`` with the identity gradient (Brevitas ``ScalarSignedClampMinSte`` on ``x ≥ 0``)."""
+    return ste(x, x.clamp_min(min_val))
 
 
 def abs_percentile(x: torch.Tensor, q: float) -> torch.Tensor:
     """The ``q``-th percentile of ``|x|`` as Brevitas' ``AbsPercentile``: the ``k``-th smallest ``|x|`` with
-    ``k = floor(0.01·q·numel + 0.5)`` (1-based, at least 1)."""
-    flat = x.detach().abs().reshape(-1).float()
+    ``k = floor(0.01·q·numel + 0.5)`` (1-based), differentiable (the gradient reaches the selected element).
+
+    Brevitas raises where ``k = 0`` (fewer than ``50/q`` elements, e.g. q = 1 on 49 values); here ``k`` is at
+    least 1 (README, Deviations)."""
+    flat = x.abs().reshape(-1)
     k = min(max(int(math.floor(0.01 * q * flat.numel() + 0.5)), 1), flat.numel())
-    return flat.kthvalue(k).values
+    return torch.kthvalue(flat, k)[0]
 
 
 class TensorQuant(nn.Module):
@@ -48,12 +63,20 @@ class TensorQuant(nn.Module):
         self.signed: bool = bool(settings.get("signed", True))
         self.narrow: bool = bool(settings.get("narrow_range", False))
         self.restrict: str = settings.get("restrict_scaling_type", "fp")
+        self.to_int: str = settings.get("restrict_value_float_to_int_impl", "round")
+        #: Brevitas' ``disable_quant``: the input passes through unquantized (``calibration_mode`` does it to
+        #: weights, ``bias_correction_mode`` to layer outputs).
+        self.disabled = False
         self.export_mode = False  # set by quantzoo_plugin_brevitas.export while tracing to ONNX
+        self._spec = self._make_spec()
 
     @property
     def spec(self) -> QuantSpec:
-        """The integer format (binary/ternary are exported as the 2-bit narrow grid {-1, 0, 1})."""
-        if self.quant_type != "int":
+        """The integer format (binary weights are exported on the 2-bit narrow grid {-1, 0, 1})."""
+        return self._spec
+
+    def _make_spec(self) -> QuantSpec:
+        if self.quant_type == "binary":
             return QuantSpec(bits=2, signed=True, narrow=True)
         per_channel = bool(self.settings.get("scaling_per_output_channel", False))
         return QuantSpec(bits=self.bits, signed=self.signed, symmetric=True, narrow=self.narrow,
@@ -61,30 +84,39 @@ class TensorQuant(nn.Module):
                          scale_type="power_of_two" if self.restrict == "power_of_two" else "float")
 
     @property
-    def int_scale(self) -> float:
+    def po2(self) -> bool:
+        return self.restrict == "power_of_two"
+
+    @property
+    def int_threshold(self) -> float:
+        """Brevitas' ``int_scaling_impl``: ``PowerOfTwoIntScaling`` (``max_int(signed, narrow=False) + 1``) for
+        power-of-two scales, else ``IntScaling`` (``−min_int`` signed, ``max_int`` unsigned)."""
+        if self.po2:
+            return float(2 ** (self.bits - 1) if self.signed else 2**self.bits)
         spec = self.spec
         return float(-spec.qmin if self.signed else spec.qmax)
 
-    def _restrict(self, threshold: torch.Tensor) -> torch.Tensor:
-        """``threshold / int_scale``, restricted to a power of two where the preset asks."""
-        if self.restrict == "power_of_two":
-            log_s = torch.log2(threshold.clamp_min(_EPS)) - math.log2(self.int_scale)
-            return torch.exp2(ste(log_s, torch.ceil(log_s)))
-        return (threshold / self.int_scale).clamp_min(_EPS)
+    def _float_to_int(self, x: torch.Tensor) -> torch.Tensor:
+        return ste(x, torch.ceil(x)) if self.to_int == "ceil" else round_ste(x)
+
+    def _restrict_pre(self, t: torch.Tensor) -> torch.Tensor:
+        """``restrict_init_module``: ``log2`` for power-of-two scales, ``abs`` for float ones."""
+        return torch.log2(t) if self.po2 else torch.abs(t)
+
+    def _restrict(self, t: torch.Tensor) -> torch.Tensor:
+        """``restrict_value_impl``: ``2 ** f(t)`` (power of two) or ``abs`` (float)."""
+        return 2.0 ** self._float_to_int(t) if self.po2 else torch.abs(t)
+
+    def _restricted_threshold(self) -> float:
+        """The integer threshold after ``restrict(restrict_pre(·))``: unchanged (it is a power of two for
+        power-of-two scales)."""
+        return self.int_threshold
 
     def qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scale and zero-point (the zero-point is 0 in every preset)."""
+        """Scale and zero-point as the quantizer uses them in eval mode (the zero-point is 0 in every preset)."""
         raise NotImplementedError
 
-    def quant_tensor(self, x: torch.Tensor) -> QuantTensor:
-        """``x`` quantized, as a QuantTensor carrying its scale, zero-point and bit width."""
-        value = self(x)
-        scale, zp = self.qparams(x)
-        return QuantTensor(value, scale.detach(), zp, self.bits, self.signed, self.training)
-
     def _export(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        from .export import qcdq
-
         # The scale was computed before tracing (export.export_mode) so that it is a constant initializer, not
         # a chain of Abs/Div/Clip nodes on buffers.
         frozen = getattr(self, "export_scale", None)
@@ -92,164 +124,190 @@ class TensorQuant(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.quant_type}{self.bits} {'signed' if self.signed else 'unsigned'}" + (
-            " narrow" if self.narrow else "") + (" pow2" if self.restrict == "power_of_two" else "")
+            " narrow" if self.narrow else "") + (f" pow2({self.to_int})" if self.po2 else "")
 
 
 class WeightQuant(TensorQuant):
-    """STATS scaling: ``threshold = max|W|`` (per tensor or per output channel), recomputed at every call, with
-    the gradient flowing through both the rounding (STE) and the statistic."""
+    """STATS scaling (``StatsFromParameterScaling``): ``threshold = max|W|`` (per tensor, or per output channel
+    with ``torch.max(·, dim=1)``), recomputed at every call, the gradient flowing through both the rounding and
+    the statistic; the clamp is straight-through."""
 
     def threshold(self, w: torch.Tensor) -> torch.Tensor:
         if self.settings.get("scaling_per_output_channel", False):
-            return w.abs().reshape(w.shape[0], -1).amax(dim=1)
-        return w.abs().max()
+            return torch.max(torch.abs(w.reshape(w.shape[0], -1)), dim=1)[0]
+        return torch.max(torch.abs(w))
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor:
+        """``_StatsScaling``: clamp, ``restrict_pre``, restrict, clamp, divide by the integer threshold."""
+        t = self._restrict_pre(clamp_min_ste(self.threshold(w)))
+        return clamp_min_ste(self._restrict(t)) / self._restricted_threshold()
 
     def qparams(self, x=None):
         if x is None:
             raise ValueError("WeightQuant.qparams needs the weight")
-        s = self._restrict(self.threshold(x))
+        s = self.scale(x)
         return s, torch.zeros(s.shape, dtype=torch.int32)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        s = self._restrict(self.threshold(w))
+        if self.disabled:
+            return w
+        s = self.scale(w)
         if self.export_mode:
             return self._export(w, s)
-        return lsq_fake_quantize(w, s, self.spec, grad_factor=1.0)
+        return round_clamp_fake_quantize(w, s, self.spec, clamp_ste=True)
 
 
 class ConstQuant(TensorQuant):
-    """CONST scaling for binary and ternary presets (Brevitas ``core/quant/binary.py``, ``ternary.py``).
+    """CONST scaling for the binary and ternary weight presets (Brevitas ``ConstScaling``).
 
-    Binary: ``x̂ = sign(x)·c`` (sign(0)=+1) with the identity straight-through gradient (``binary_sign_ste``).
-    Ternary: ``x̂ = 1_{|x| > t·c}·sign(x)·c`` with the straight-through sign (``ternary_sign_ste``); t = 0.5.
-    Integer ``int``/const presets scale a uniform grid by the constant.
+    Binary (``ClampedBinaryQuant`` + ``InplaceTensorClampSte``): the weight is clipped **in place** to
+    ``[-c, c]`` at every call, then ``x̂ = sign(x)·c`` (sign(0)=+1) with the identity gradient.
+    Integer (the ternary preset, 2-bit narrow): ``clamp(round(x/s))·s`` with ``s = c / int_threshold``
+    (``c/1``), straight-through through round and clamp.
     """
 
     def __init__(self, settings: dict):
         super().__init__(settings)
-        self.register_buffer("scale", torch.tensor(float(settings.get("scaling_const", 0.1))))
-        self.threshold = float(settings.get("threshold", 0.5))
+        c = torch.tensor(float(settings.get("scaling_const", 0.1)))
+        self.register_buffer("scale", c if self.quant_type == "binary" else c / self.int_threshold)
 
     def qparams(self, x=None):
         return self.scale, torch.zeros((), dtype=torch.int32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.disabled:
+            return x
+        if self.quant_type == "binary":
+            with torch.no_grad():
+                x.clamp_(-self.scale, self.scale)  # Brevitas clips the latent weight itself
         if self.export_mode:
             return self._export(x, self.scale)
         if self.quant_type == "binary":
             return binarize(x, clip=None) * self.scale
-        if self.quant_type == "ternary":
-            codes = ternary_codes(x.detach(), self.threshold * self.scale)
-            return codes.abs() * ste(x, sign(x.detach())) * self.scale
-        return lsq_fake_quantize(x, self.scale, self.spec, grad_factor=1.0)
+        return round_clamp_fake_quantize(x, self.scale, self.spec, clamp_ste=True)
 
 
 class ActQuant(TensorQuant):
-    """PARAMETER_FROM_STATS scaling (Brevitas ``core/scaling/runtime.py`` ``ParameterFromRuntimeStatsScaling``).
+    """PARAMETER_FROM_STATS scaling (Brevitas ``ParameterFromRuntimeStatsScaling``).
 
-    For the first ``collect_stats_steps`` training steps the scale comes from the batch statistic
-    (``p99.999(|x|)`` or ``max|x|``) and a running value is kept (momentum 0.1); at the next step the running
-    value becomes the ``nn.Parameter`` ``value`` (the threshold, or its log2 for power-of-two scales), trained
-    from then on. In eval mode the running value (or the learned one) is used; ``calibrating=True`` (Brevitas'
-    ``calibration_mode``) collects statistics in eval mode and leaves activations unquantized while it does.
-    ``scaling_impl_type='stats'`` keeps collecting and never learns.
+    * Training, the first ``collect_stats_steps`` calls: ``s = max(stat, 1e-10) / int_threshold`` from this
+      batch's statistic (``p_q(|x|)`` or ``max|x|``) with its gradient, **not** restricted to a power of two;
+      the running value (``buffer``, momentum 0.1 or a cumulative average) is updated, and the parameter
+      ``value`` receives a zero gradient (``stat + 0·value``).
+    * The next training call: ``value ← value · restrict_pre(buffer)`` (``log2`` for power-of-two scales), and
+      from then on ``s = max(restrict(value), 1e-10) / int_threshold``, trained by backprop.
+    * Eval: ``restrict(restrict_pre(buffer)) / int_threshold`` while statistics are being collected (the
+      initial ``buffer = 1`` before any), ``restrict(value) / int_threshold`` once learned.
+    * ``calibrating`` (``calibration_mode``, :meth:`start_calibration`): training-mode statistics with a true
+      average and no step limit, the input passed through unquantized; :meth:`finalize` then initialises
+      ``value``.
     """
 
     def __init__(self, settings: dict):
         super().__init__(settings)
-        self.learn = settings.get("scaling_impl_type") == "parameter_from_stats"
         self.stats_op = settings.get("scaling_stats_op", "percentile")
         self.q = float(settings.get("high_percentile_q", 99.999))
         self.collect_steps = int(settings.get("collect_stats_steps", 300))
         self.momentum = settings.get("scaling_stats_momentum", 0.1)
         self.calibrating = False
-        self.frozen = False  # set at convert: no more statistics, even in training mode
+        self.frozen = False  # set at convert: training-mode calls then behave as eval-mode ones
         self.register_buffer("counter", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("running", torch.ones(()))
+        self.register_buffer("running", torch.ones(()))  # Brevitas' ``buffer``
         self.value = nn.Parameter(torch.ones(()))
 
     # -- statistics --------------------------------------------------------------------------------------
     def _stat(self, x: torch.Tensor) -> torch.Tensor:
         if self.stats_op == "max":
-            return x.detach().abs().max().float()
+            return torch.max(torch.abs(x))
         return abs_percentile(x, self.q)
 
-    @torch.no_grad()
     def _collect(self, x: torch.Tensor) -> torch.Tensor:
-        stat = self._stat(x)
+        """This batch's clamped statistic (with its gradient); updates the running value."""
+        stat = clamp_min_ste(self._stat(x) + 0.0 * self.value)
         n = int(self.counter)
-        if n == 0:
-            self.running.copy_(stat)
-        elif self.momentum is None:  # cumulative average (inplace_momentum_update with momentum=None)
-            self.running.mul_(n / (n + 1)).add_(stat / (n + 1))
-        else:
-            self.running.mul_(1 - self.momentum).add_(self.momentum * stat)
-        self.counter += 1
+        with torch.no_grad():
+            if n == 0:
+                self.running.mul_(stat.detach())
+            elif self.momentum is None:  # cumulative average (Brevitas inplace_momentum_update, momentum=None)
+                self.running.mul_(n / (n + 1))
+                self.running.add_(stat.detach() / (n + 1))
+            else:
+                self.running.mul_(1 - self.momentum)
+                self.running.add_(self.momentum * stat.detach())
+            self.counter += 1
         return stat
 
     @torch.no_grad()
     def finalize(self) -> None:
-        """Turn the collected statistic into the learned parameter and stop collecting (end of calibration,
-        or the ``collect_stats_steps``-th training step)."""
-        if int(self.counter) == 0:
+        """Brevitas ``init_scale``: ``value ← value · restrict_pre(buffer)`` and stop collecting (end of
+        calibration, or the training call after ``collect_stats_steps``); a no-op once learned."""
+        if int(self.counter) > self.collect_steps:
             return
-        self.value.copy_(torch.log2(self.running) if self.restrict == "power_of_two" else self.running)
+        self.running.copy_(self._restrict_pre(self.running))
+        self.value.mul_(self.running)
         self.counter.fill_(self.collect_steps + 1)
 
     def freeze(self) -> "ActQuant":
-        """Stop collecting (quantzoo's convert): the current running or learned value is kept."""
+        """Stop collecting (quantzoo's convert): training-mode calls use the eval-mode scale from now on."""
         self.calibrating = False
-        if self.learn and 0 < int(self.counter) <= self.collect_steps:
-            self.finalize()
         self.frozen = True
         return self
 
     @property
     def learned(self) -> bool:
-        return self.learn and int(self.counter) > self.collect_steps
+        return int(self.counter) > self.collect_steps
 
     def _learned_scale(self) -> torch.Tensor:
-        if self.restrict == "power_of_two":
-            log_s = self.value - math.log2(self.int_scale)
-            return torch.exp2(ste(log_s, torch.ceil(log_s)))
-        return (self.value.abs() / self.int_scale).clamp_min(_EPS)
+        return clamp_min_ste(self._restrict(self.value)) / self._restricted_threshold()
+
+    def _eval_scale(self) -> torch.Tensor:
+        if self.learned:
+            s = self._restrict(self.value)
+        else:
+            s = self._restrict(self._restrict_pre(self.running))
+        return clamp_min_ste(s / self._restricted_threshold())
 
     def qparams(self, x=None):
-        if self.learned:
-            s = self._learned_scale()
-        elif int(self.counter) > 0:
-            s = self._restrict(self.running)
-        elif x is not None:
-            s = self._restrict(self._stat(x))
-        else:
-            raise ValueError("ActQuant has no statistics yet: run data through it first")
-        return s, torch.zeros((), dtype=torch.int32)
+        return self._eval_scale(), torch.zeros((), dtype=torch.int32)
+
+    def start_calibration(self) -> None:
+        """What Brevitas' ``calibration_mode`` does to the scaling module, for good: no step limit
+        (``collect_stats_steps = sys.maxsize - 1``) and a true average (``momentum = None``)."""
+        self.calibrating = True
+        self.collect_steps = sys.maxsize - 1
+        self.momentum = None
+
+    def scale_for(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        """The scale this call uses (advancing the statistics in training mode)."""
+        if training:
+            if int(self.counter) < self.collect_steps:
+                return self._collect(x) / self.int_threshold
+            self.finalize()
+            return self._learned_scale()
+        return self._eval_scale()
+
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(x̂, scale)``; ``(x, None)`` while disabled or calibrating (the statistics are still collected)."""
+        if self.disabled:
+            return x, None
+        if self.calibrating:  # calibration_mode: training-mode statistics, the float input passed on
+            self.scale_for(x, training=True)
+            return x, None
+        s = self.scale_for(x, training=self.training and not self.frozen)
+        if self.export_mode:
+            return self._export(x, s), s
+        return round_clamp_fake_quantize(x, s, self.spec), s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.calibrating:
-            if int(self.counter) < self.collect_steps:
-                self._collect(x)
-            return x  # Brevitas' calibration_mode disables activation quantization while collecting
-        if self.training and not self.frozen and not self.learned:
-            if int(self.counter) < self.collect_steps or not self.learn:
-                stat = self._collect(x)
-                s = self._restrict(stat)
-                return self._quant(x, s, learned=False)
-            self.finalize()
-        if self.learned:
-            return self._quant(x, self._learned_scale(), learned=True)
-        if int(self.counter) > 0:
-            return self._quant(x, self._restrict(self.running), learned=False)
-        # Nothing collected yet (eval before any data): quantize with this batch's own statistic rather than
-        # run in float.
-        return self._quant(x, self._restrict(self._stat(x)), learned=False)
+        return self.quantize(x)[0]
 
-    def _quant(self, x: torch.Tensor, s: torch.Tensor, learned: bool) -> torch.Tensor:
-        if self.export_mode:
-            return self._export(x, s)
-        if learned:
-            return lsq_fake_quantize(x, s, self.spec, grad_factor=1.0)
-        return fake_quantize(x, s.detach(), torch.zeros((), dtype=torch.int32), self.spec)
+    def quant_tensor(self, x: torch.Tensor) -> QuantTensor | torch.Tensor:
+        """``x`` quantized as a QuantTensor carrying the scale this call used (a plain tensor while disabled or
+        calibrating, as Brevitas disables ``return_quant_tensor`` then)."""
+        value, s = self.quantize(x)
+        if s is None:
+            return value
+        return QuantTensor(value, s, torch.zeros((), dtype=torch.int32), self.bits, self.signed, self.training)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", {self.stats_op}, learned={self.learned}"
@@ -269,13 +327,16 @@ def build_quant(preset: type[Injector] | None, role: str, overrides: dict | None
         raise ConfigError(f"{role}_quant must be a preset class such as Int8WeightPerTensorFloat, got {preset!r}")
     settings = validate_settings({**preset.settings, **(overrides or {})}, owner=preset.__name__)
     kind = settings.get("scaling_impl_type", "stats")
-    if kind == "const":
-        return ConstQuant(settings)
     if role == "weight":
+        if kind == "const":
+            return ConstQuant(settings)
         if kind != "stats":
             raise ConfigError(f"{preset.__name__}: weight quantizers support scaling_impl_type 'stats' or 'const', "
                               f"not {kind!r}")
         return WeightQuant(settings)
+    if kind != "parameter_from_stats" or settings.get("quant_type", "int") != "int":
+        raise ConfigError(f"{preset.__name__}: activation quantizers support integer quantization with "
+                          f"scaling_impl_type 'parameter_from_stats', not {settings.get('quant_type')}/{kind!r}")
     if settings.get("scaling_per_output_channel"):
         raise ConfigError(f"{preset.__name__}: per-channel activation scales are not supported; "
                           "set scaling_per_output_channel=False")

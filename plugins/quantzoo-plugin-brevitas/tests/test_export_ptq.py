@@ -15,6 +15,7 @@ from quantzoo_plugin_brevitas import (
     QuantConv2d,
     QuantIdentity,
     QuantLinear,
+    OrtModule,
     QuantReLU,
     calibration_mode,
     export_onnx_qcdq,
@@ -36,8 +37,7 @@ def _qmodel():
 
 
 def _run_ort(data: bytes, x: torch.Tensor):
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    return torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
+    return OrtModule(data)(x)  # the backend's session: the graph run as exported
 
 
 def test_qcdq_roundtrip_matches_within_one_step(tmp_path):
@@ -93,8 +93,8 @@ def test_calibration_mode_collects_without_quantizing():
     x = torch.randn(8, 1, 8, 8)
     with calibration_mode(prepared), torch.no_grad():
         relu_out = prepared[:3](x)
-    # during calibration the ReLU output is the float one (activation quantization disabled)
-    assert torch.equal(relu_out, torch.relu(prepared[0]._compute(x, prepared[0].quantized_weight())))
+    # during calibration the ReLU output is the float one: activation and weight quantization are disabled
+    assert torch.equal(relu_out, torch.relu(prepared[0]._compute(x, prepared[0].weight)))
     assert prepared[2].act_quant.learned  # frozen into the parameter on exit
 
 

@@ -56,13 +56,21 @@ def test_let_equals_keyword_override():
 
 
 def test_power_of_two_scale():
+    # Brevitas: restrict_scaling_type=power_of_two on a float preset rounds the log2 of the threshold
+    # (RoundSte, the default restrict_value_float_to_int_impl) and divides by PowerOfTwoIntScaling = 2^(8-1):
+    # s = 2^round(log2 max|W|) / 128. The fixed-point presets ceil instead: 2^ceil(log2 max|W|) / 128.
     layer = _lin(weight_restrict_scaling_type="power_of_two")
     w = layer.weight.detach()
-    s = 2 ** math.ceil(math.log2(w.abs().max().item() / 127))
+    s = 2 ** round(math.log2(w.abs().max().item())) / 128
     codes = layer.quantized_weight().detach() / s
     assert torch.equal(codes, torch.round(codes))
     scale, _ = layer.weight_quantizer.qparams(layer.weight)
     assert scale.item() == s
+    from quantzoo_plugin_brevitas import Int8WeightPerTensorFixedPoint
+
+    fixed = _lin(weight_quant=Int8WeightPerTensorFixedPoint)
+    want = 2 ** math.ceil(math.log2(w.abs().max().item())) / 128
+    assert fixed.weight_quantizer.qparams(fixed.weight)[0].item() == want
 
 
 def test_unknown_setting_and_bad_bits_raise():
@@ -120,8 +128,12 @@ def test_uint8_relu_and_quant_tensor():
     x = torch.randn(4, 50)
     qt = relu(x)
     assert isinstance(qt, QuantTensor) and not qt.signed and qt.bit_width == 8
+    # eval mode before any statistics: Brevitas' running value starts at 1, so s = 1/255
+    assert qt.scale.item() == pytest.approx(1 / 255)
+    relu.train()
+    qt = relu(x)  # a training step reports the scale of this batch's statistic
     s = abs_percentile(torch.relu(x), 99.999) / 255
-    assert torch.allclose(qt.scale, s)
+    assert torch.equal(qt.scale, s)
     assert qt.is_valid and qt.int().min() >= 0 and qt.int().max() <= 255
     assert torch.allclose(qt.value, qt.int().float() * qt.scale)
     # tensor-like: torch functions act on the value, quant layers accept it

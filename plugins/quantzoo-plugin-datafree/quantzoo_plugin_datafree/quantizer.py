@@ -14,6 +14,7 @@ from quantzoo.nn.bias_correction import empirical_bias_shift, output_shift
 from quantzoo.nn.capture import capture
 from quantzoo.nn.layers import QuantLayerMixin
 from quantzoo.nn.reference import quantizers_off
+from quantzoo.policy import LayerPlan
 from quantzoo.quantizers.uniform import UniformConfig, UniformQuantizer
 
 from .equalize import ChannelStats, absorb_high_bias, cross_layer_equalize, expected_input
@@ -63,15 +64,19 @@ class DFQQuantizer(UniformQuantizer):
     description = "DFQ: cross-layer equalization, high-bias absorption, analytic bias correction."
     Config = DataFreeConfig
     capabilities = Capabilities(ptq=True, qat=False, weight_bits=tuple(range(2, 17)),
-                                activation_bits=(*range(2, 17), 32), needs_calibration=True)
+                                activation_bits=(*range(2, 17), None), needs_calibration=True)
     granularity = "per_tensor"
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cfg = super().config_for_bits(w_bits, a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
+        cfg = super()._config_for_bits(w_bits, a_bits)
         return cfg.model_copy(update={"weight": cfg.weight.model_copy(update={"granularity": cls.granularity})})
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
+        """BN folding, CLE and high-bias absorption rewrite the float model exactly (up to the ReLU-inactive
+        mass absorption ignores) across every link, as the paper does before any quantization, so the layers
+        the policy keeps at 8 bits or float are rewritten too; quantization and bias correction stay on the
+        plan's method layers."""
         cfg = self.config
         links = find_links(model)  # on the model with its BatchNorms, whose statistics it reads
         stats = {}
@@ -92,25 +97,27 @@ class DFQQuantizer(UniformQuantizer):
             means = {link.consumer: expected_input(link, stats[link.producer], model.get_submodule(link.consumer))
                      for link in links if link.producer in stats and link.mean_preserving}
         if cfg.bias_correction != "none":
-            for mod in model.modules():  # a bias to correct (AIMET adds zero biases alike)
+            for name in plan.method_layers():  # a bias to correct (AIMET adds zero biases alike)
+                mod = model.get_submodule(name)
                 if isinstance(mod, COMPUTE) and mod.bias is None:
                     mod.bias = nn.Parameter(mod.weight.new_zeros(mod.weight.shape[0]))
-        model = super()._prepare(model)
+        model = super()._prepare(model, plan)
         setattr(model, _INPUT_MEANS, means)
         return model
 
-    def calibrate(self, model: nn.Module, batches) -> nn.Module:
-        """Activation ranges from every batch (as ``uniform``), then bias correction layer by layer in order:
-        analytic where the input BatchNorm gave ``E[x]``, empirical for the rest (AIMET ``correct_bias``)."""
-        batches = list(batches)
-        super().calibrate(model, batches)
-        layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLayerMixin)}
-        for layer in layers.values():
-            for q in (layer.weight_quantizer, layer.input_quantizer):
-                if isinstance(q, FakeQuant):
-                    q.freeze()
+    def _calibrate(self, model: nn.Module, batches: list) -> None:
+        """Activation ranges from every batch (as ``uniform``), then bias correction of the method's layers in
+        order: analytic where the input BatchNorm gave ``E[x]``, empirical for the rest (AIMET
+        ``correct_bias``). The policy's 8-bit layers keep their biases (the core owns them)."""
+        super()._calibrate(model, batches)
+        for layer in model.modules():
+            if isinstance(layer, QuantLayerMixin):
+                for q in (layer.weight_quantizer, layer.input_quantizer):
+                    if isinstance(q, FakeQuant):
+                        q.freeze()
         if self.config.bias_correction == "none":
-            return model
+            return
+        layers = {n: model.get_submodule(n) for n in model._quantzoo_plan.method_layers()}
         means = getattr(model, _INPUT_MEANS, {})
         empirical = [n for n in layers if n not in means]
         with quantizers_off(model):  # the float reference, before any bias moves
@@ -122,7 +129,6 @@ class DFQQuantizer(UniformQuantizer):
             else:
                 shift = empirical_bias_shift(capture(model, [name], batches, outputs=True)[name], reference[name])
             layer.bias.data.sub_(shift)
-        return model
 
 
 class BiasCorrectionQuantizer(DFQQuantizer):

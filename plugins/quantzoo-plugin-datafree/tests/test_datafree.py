@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from quantzoo import get_quantizer
-from quantzoo.models import build_model
+from quantzoo.bench.data import build_model
 from quantzoo.nn import fold_batch_norms
 from quantzoo.nn.capture import capture
 from quantzoo.nn.reference import quantizers_off

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quantzoo.nn.graph import trace_modules
+
 _MODULE_KIND = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 _FUNCTION_KIND = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", torch.tanh: "tanh",
                   torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.tanh: "tanh"}
@@ -15,33 +17,29 @@ _METHOD_KIND = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
 def successor_kinds(model: nn.Module, layers: list[str]) -> dict[str, str]:
     """``{layer: "relu"|"relu6"|"tanh"|"sigmoid"}`` for layers whose only consumer is that activation.
 
-    Uses torch.fx where the model traces, else adjacent children of ``nn.Sequential`` containers.
+    Uses the model's dataflow (:class:`quantzoo.nn.graph.ModuleGraph`) where it traces, else adjacent children of
+    ``nn.Sequential`` containers.
     """
     wanted = set(layers)
     out: dict[str, str] = {}
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:  # noqa: BLE001 - untraceable model: fall back to Sequential adjacency
-        gm = None
-    if gm is not None:
-        mods = dict(model.named_modules())
-        for node in gm.graph.nodes:
-            if node.op != "call_module" or node.target not in wanted or len(node.users) != 1:
-                continue
-            (user,) = node.users
+    graph = trace_modules(model)
+    if graph is not None:
+        for name in wanted:
+            user = graph.next_call(name)
             # a folded BN is left as nn.Identity: look through it (Distiller rebuilds its graph after folding)
-            while (user.op == "call_module" and isinstance(mods.get(user.target), nn.Identity)
-                   and len(user.users) == 1):
-                (user,) = user.users
+            while user is not None and isinstance(graph.module_of(user), nn.Identity):
+                user = graph.single_user(user)
             kind = None
+            if user is None:
+                continue
             if user.op == "call_module":
-                kind = _MODULE_KIND.get(type(mods.get(user.target)))
+                kind = _MODULE_KIND.get(type(graph.module_of(user)))
             elif user.op == "call_function":
                 kind = _FUNCTION_KIND.get(user.target)
             elif user.op == "call_method":
                 kind = _METHOD_KIND.get(user.target)
             if kind:
-                out[node.target] = kind
+                out[name] = kind
         return out
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Sequential):

@@ -1,49 +1,36 @@
 """Tensor quantizers of the Distiller plugin (each an ``nn.Module`` with an integer ``bits``).
 
-All rounding, STEs and integer clamping come from :mod:`quantzoo.math`. Distiller's QAT STE
-(``LinearQuantizeSTE``) rounds with an identity gradient and never clamps the integer code; quantzoo
-reproduces that with :func:`quantzoo.math.round_ste` (see :func:`unclamped_fake_quantize`).
+Every one computes in Distiller's arithmetic (:mod:`.linear`: multiply by the scale ``s``, subtract the zero
+point, round half to even, divide back), so that its codes are Distiller's to the bit; DoReFa weights come from
+:func:`quantzoo.math.dorefa_weight`. Distiller's QAT STE (``LinearQuantizeSTE``) has an identity gradient and
+never clamps the integer code.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantzoo import QuantSpec
+from quantzoo import QuantSpec, QuantzooWarning
 from quantzoo.errors import DataError, NotCalibratedError
-from quantzoo.math import (compute_qparams, expand_qparam, fake_quantize, reduce_min_max, round_ste, sign,
-                           ste, tanh_unit)
+from quantzoo.math import dorefa_weight
 from quantzoo.observers import MSEObserver
+from quantzoo.state_dict import AdoptSavedShapes
 
-from .ranges import (clip_stats, distiller_qparams, is_symmetric, mode_spec, saturation_from_stats,
-                     tensor_stats)
+from .linear import asymmetric_params, fake_quantize, mode_params, quantized_range, symmetric_params
+from .ranges import clip_stats, saturation_from_stats, tensor_stats
 from .stats import new_record, update_first_pass, update_second_pass
 
 
-def unclamped_fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
-                            spec: QuantSpec) -> torch.Tensor:
-    """Distiller's ``LinearQuantizeSTE``: ``x̂ = (round(x/S + Z) − Z)·S`` with an identity gradient and **no
-    clamp** of the code (``q_utils.linear_quantize`` then ``linear_dequantize``)."""
-    s = expand_qparam(scale.detach(), x, spec)
-    z = expand_qparam(zero_point.detach().float(), x, spec)
-    return (round_ste(x * (1.0 / s) + z) - z) * s
-
-
-class _QParamBuffers(nn.Module):
-    """Scale/zero-point buffers whose saved shapes (per-channel vectors) are adopted on load."""
+class _QParamBuffers(AdoptSavedShapes, nn.Module):
+    """Scale/zero-point buffers (Distiller's ``s``, ``zp``) whose saved shapes (per-channel) are adopted on load."""
 
     def _init_qparams(self) -> None:
         self.register_buffer("scale", torch.tensor(1.0))
-        self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name, buf in list(self._buffers.items()):
-            key = prefix + name
-            if key in state_dict and buf is not None and buf.shape != state_dict[key].shape:
-                self._buffers[name] = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.register_buffer("zero_point", torch.tensor(0.0))
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -56,17 +43,23 @@ class RangeLinearWeight(_QParamBuffers):
     def __init__(self, bits: int, mode: str, per_channel: bool = False):
         super().__init__()
         self.bits, self.mode, self.per_channel = bits, mode, per_channel
-        self.spec = mode_spec(bits, mode, per_channel)
+        self.qrange = quantized_range(bits, mode)
         self.passthrough = False  # True while activation statistics are collected on the float model
         self._init_qparams()
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.passthrough:
             return w
-        lo, hi = reduce_min_max(w, self.spec)
-        scale, zp = distiller_qparams(lo, hi, self.spec)
+        wd = w.detach()
+        if self.per_channel and wd.dim() > 1:
+            flat = wd.reshape(wd.shape[0], -1)
+            shape = [-1] + [1] * (wd.dim() - 1)
+            scale, zp = mode_params(self.bits, flat.min(dim=1).values, flat.max(dim=1).values, self.mode)
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        else:
+            scale, zp = mode_params(self.bits, wd.min(), wd.max(), self.mode)
         self.scale, self.zero_point = scale, zp
-        return fake_quantize(w, scale, zp, self.spec)
+        return fake_quantize(w, scale, zp, self.qrange)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, mode={self.mode}, per_channel={self.per_channel}"
@@ -91,7 +84,7 @@ class RangeLinearAct(_QParamBuffers):
         super().__init__()
         self.bits, self.mode, self.clip, self.n_stds = bits, mode, clip, n_stds
         self.half_range, self.successor = half_range, successor
-        self.spec = mode_spec(bits, mode)
+        self.qrange = quantized_range(bits, mode)
         self.phase = "dynamic" if dynamic else "uncalibrated"
         self.record: dict = new_record()
         self.second_record: dict = {}
@@ -113,7 +106,7 @@ class RangeLinearAct(_QParamBuffers):
             rec = clip_stats(rec, lo, rec["max"] if hi is None else min(rec["max"], hi))
         sat_min, sat_max = saturation_from_stats(rec, self.bits, self.mode, self.clip, self.n_stds,
                                                  self.half_range)
-        self.scale, self.zero_point = distiller_qparams(sat_min, sat_max, self.spec)
+        self.scale, self.zero_point = mode_params(self.bits, sat_min, sat_max, self.mode)
         self.calibrated.fill_(True)
         self.phase = "static"
 
@@ -132,12 +125,12 @@ class RangeLinearAct(_QParamBuffers):
                 st["avg_min"] = st["min"]  # the tensor ACIQ clipper takes the global minimum
             sat_min, sat_max = saturation_from_stats(st, self.bits, self.mode, self.clip, self.n_stds,
                                                      self.half_range)
-            scale, zp = distiller_qparams(sat_min, sat_max, self.spec)
-            return fake_quantize(x, scale, zp, self.spec)
+            scale, zp = mode_params(self.bits, sat_min, sat_max, self.mode)
+            return fake_quantize(x, scale, zp, self.qrange)
         if not bool(self.calibrated):
             raise NotCalibratedError("distiller-ptq: activation quantizer has no statistics; run calibrate() "
                                      "or give model_activation_stats (or set dynamic: true)")
-        return fake_quantize(x, self.scale, self.zero_point, self.spec)
+        return fake_quantize(x, self.scale, self.zero_point, self.qrange)
 
     def extra_repr(self) -> str:
         return (f"bits={self.bits}, mode={self.mode}, clip={self.clip}, half_range={self.half_range}, "
@@ -145,86 +138,117 @@ class RangeLinearAct(_QParamBuffers):
 
 
 # -------------------------------------------------------------------------------------------------------
-# quantization-aware training
+# quantization-aware training (clipped_linear.py; range_linear.py: QuantAwareTrainRangeLinearQuantizer)
 # -------------------------------------------------------------------------------------------------------
-class _Switchable(nn.Module):
-    """``active`` False makes a QAT quantizer pass its tensor through (outside the policy's epochs)."""
+class ScheduledWeight(nn.Module):
+    """A QAT weight quantizer under the schedule's policy (Distiller ``train_with_fp_copy``).
 
-    active: bool = True
+    Distiller quantizes the weights when the policy is created and again after every optimizer step of the
+    policy's epochs (``QuantizationPolicy.on_minibatch_end``); every forward pass uses the last quantized weights.
+    While those equal the quantization of the current float weight (``synced``), this module recomputes them in
+    the forward pass (the same values, and the gradient Distiller's autograd graph gives). After an optimizer step
+    outside the policy's epochs (``active`` False) they no longer do: the forward pass then returns the weights
+    cached by :meth:`refresh`, until the first step of a policy epoch re-quantizes them — also the first minibatch
+    of that epoch still sees the old ones, as in Distiller.
+
+    Deviation: Distiller back-propagates through the autograd graph built when it cached those weights; only
+    range-linear QAT (whose STE saves no tensors) survives a second backward through it, DoReFa, PACT and WRPN
+    raise "Trying to backward through the graph a second time" (``tests/anchors``, schedule
+    ``dorefa_every_other_epoch``). Here the cached weights get a straight-through gradient.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.active, self.synced = True, True
+        self._stale: torch.Tensor | None = None
+
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def refresh(self, w: torch.Tensor) -> None:
+        """Cache ``quantize(w)`` (Distiller's ``quantize_params``)."""
+        self._stale = self.quantize(w.detach()).detach().clone()
+        self.synced = True
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.synced or self._stale is None:
+            return self.quantize(w)
+        return self._stale + (w - w.detach())
 
 
-class RangeLinearQATWeight(_Switchable, _QParamBuffers):
-    """Range-linear QAT weights (``QuantAwareTrainRangeLinearQuantizer.linear_quantize_param``): qparams from
-    the current float weight every step, Distiller's unclamped STE.
+class RangeLinearQATWeight(ScheduledWeight):
+    """Range-linear QAT weights (``QuantAwareTrainRangeLinearQuantizer.linear_quantize_param``): ``(s, zp)`` from
+    the float weight's range (per output channel with ``per_channel``), Distiller's unclamped identity STE.
 
-    Quirk reproduced: in SYMMETRIC mode the largest positive weight maps to ``(2^b−1)/2`` codes, which
-    rounds (half to even) to ``2^(b−1)``, one past the signed range; nothing clamps it, so the weight can
-    take ``2^b+1`` values and ``bits`` reports ``b+1`` (SYMMETRIC_RESTRICTED and the asymmetric modes fit
-    in ``b`` bits).
+    Reproduced: Distiller converts ``mode`` into a ``ModuleQuantMode`` namedtuple and hands that tuple to code that
+    compares it with ``LinearQuantMode`` members, so every mode runs as ASYMMETRIC_UNSIGNED (``mode`` is kept
+    for display only).
     """
 
     def __init__(self, bits: int, mode: str, per_channel: bool = False):
         super().__init__()
-        self.mode, self.per_channel = mode, per_channel
-        self.spec = mode_spec(bits, mode, per_channel)
-        self.bits = bits + 1 if mode == "SYMMETRIC" else bits
-        self.nominal_bits = bits
-        self._init_qparams()
+        self.bits, self.mode, self.per_channel = bits, mode, per_channel
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("zero_point", torch.zeros(()))
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if not self.active:
-            return w
-        lo, hi = reduce_min_max(w, self.spec)
-        scale, zp = distiller_qparams(lo, hi, self.spec)
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        wd = w.detach()
+        if self.per_channel and wd.dim() in (2, 4):
+            flat = wd.reshape(wd.shape[0], -1)
+            shape = [-1] + [1] * (wd.dim() - 1)
+            scale, zp = asymmetric_params(self.bits, flat.min(dim=1).values, flat.max(dim=1).values)
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        else:
+            scale, zp = asymmetric_params(self.bits, wd.min(), wd.max())
         self.scale, self.zero_point = scale, zp
-        return unclamped_fake_quantize(w, scale, zp, self.spec)
+        return fake_quantize(w, scale, zp)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, mode={self.mode} (runs ASYMMETRIC_UNSIGNED), per_channel={self.per_channel}"
 
 
-class EMAActivation(_Switchable, _QParamBuffers):
-    """Range-linear QAT activations (``FakeLinearQuantization``): EMA of the batch min/max with decay
-    ``ema_decay`` and bias correction ``m/(1−decay^t)`` (Jacob et al. 2018 §3.1 with Adam-style
-    correction); the tensor is clamped to the tracked range (zero gradient outside) and then quantized with
-    the unclamped identity STE.
+class EMAActivation(nn.Module):
+    """Range-linear QAT activations (``FakeLinearQuantization``): in training mode an EMA of the batch min/max with
+    decay ``ema_decay`` and bias correction ``m/(1 − decay^t)`` (Jacob et al. 2018, arXiv:1712.05877 §3.1), all in
+    float32 as Distiller's buffers; the tensor is clamped to the tracked range and quantized with the unclamped
+    identity STE, asymmetric unsigned whatever ``mode`` (see :class:`RangeLinearQATWeight`).
 
-    Difference from Distiller: an EMA that has seen no batch is seeded by the first batch even in eval mode
-    (Distiller would quantize with the empty range [0, 0] and output zeros).
+    Reproduced: evaluation never updates the EMA, so before any training batch the tracked range is [0, 0] and
+    the output is all zeros (a :class:`~quantzoo.QuantzooWarning` says so).
     """
 
     def __init__(self, bits: int, mode: str, ema_decay: float = 0.999):
         super().__init__()
-        self.bits, self.mode, self.ema_decay = bits, mode, ema_decay
-        self.spec = mode_spec(bits, mode)
-        for name in ("tracked_min_biased", "tracked_min", "tracked_max_biased", "tracked_max", "iter_count"):
+        self.bits, self.mode = bits, mode
+        self.register_buffer("ema_decay", torch.tensor(ema_decay))  # float32, as Distiller's buffer
+        for name in ("tracked_min_biased", "tracked_min", "tracked_max_biased", "tracked_max", "iter_count",
+                     "zero_point"):
             self.register_buffer(name, torch.zeros(()))
-        self._init_qparams()
+        self.register_buffer("scale", torch.ones(()))
 
     @torch.no_grad()
     def _update(self, x: torch.Tensor) -> None:
         self.iter_count += 1
-        d = self.ema_decay
-        correction = 1 - d ** self.iter_count
+        d, t = self.ema_decay, self.iter_count
         self.tracked_min_biased = self.tracked_min_biased * d + (1 - d) * x.min()
+        self.tracked_min = self.tracked_min_biased / (1 - d**t)
         self.tracked_max_biased = self.tracked_max_biased * d + (1 - d) * x.max()
-        self.tracked_min = self.tracked_min_biased / correction
-        self.tracked_max = self.tracked_max_biased / correction
-        if is_symmetric(self.mode):
-            m = torch.maximum(self.tracked_min.abs(), self.tracked_max.abs())
-            self.scale, self.zero_point = distiller_qparams(-m, m, self.spec)
-        else:
-            self.scale, self.zero_point = distiller_qparams(self.tracked_min, self.tracked_max, self.spec)
+        self.tracked_max = self.tracked_max_biased / (1 - d**t)
+        self.scale, self.zero_point = asymmetric_params(self.bits, self.tracked_min, self.tracked_max)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.active:
-            return x
-        if self.training or int(self.iter_count) == 0:
+        if self.training:
             self._update(x.detach().float())
-        if is_symmetric(self.mode):
-            m = torch.maximum(self.tracked_min.abs(), self.tracked_max.abs())
-            lo, hi = -m, m
-        else:
-            lo, hi = self.tracked_min, self.tracked_max
-        x = torch.clamp(x, lo.item(), hi.item())  # Distiller clamps to the tracked float range, then rounds
-        return unclamped_fake_quantize(x, self.scale, self.zero_point, self.spec)
+        elif int(self.iter_count) == 0:
+            warnings.warn("distiller-qat: an activation range was never observed in training mode; as in Distiller "
+                          "the tracked range is [0, 0] and this output is all zeros (train before evaluating)",
+                          QuantzooWarning, stacklevel=2)
+        x = torch.clamp(x, self.tracked_min.item(), self.tracked_max.item())
+        return fake_quantize(x, self.scale, self.zero_point)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, mode={self.mode} (runs ASYMMETRIC_UNSIGNED), ema_decay={float(self.ema_decay):.4f}"
 
 
 class FakeQuantizationWrapper(nn.Module):
@@ -242,65 +266,48 @@ class FakeQuantizationWrapper(nn.Module):
         return self.fake_q(self.wrapped_module(x))
 
 
-def unit_spec(bits: int) -> QuantSpec:
-    """Unsigned ``b``-bit codes over ``[0, 1]``: Distiller's ``asymmetric_linear_quantization_params(b, 0, 1)``
-    is ``s = 2^b−1``, ``zp = 0``, i.e. ``S = 1/(2^b−1)``, ``Z = 0``."""
-    return QuantSpec(bits=bits, signed=False, symmetric=False)
-
-
-class DorefaWeight(_Switchable):
-    """DoReFa weights (Zhou et al. 2016, arXiv:1606.06160 eq. 9; Distiller ``dorefa_quantize_param``).
-
-    ``b > 1``: ``w' = tanh(w)/(2·max|tanh w|) + 1/2`` (:func:`quantzoo.math.tanh_unit`; the gradient flows
-    through tanh and max, as Distiller's autograd graph does), ``w_q = 2·round((2^b−1)·w')/(2^b−1) − 1``.
-    ``b = 1``: ``w_q = E|w|·sign(w)`` with ``sign(0) = +1`` and an identity gradient (E has none).
-    """
+class DorefaWeight(ScheduledWeight):
+    """DoReFa weights (Zhou et al. 2016, arXiv:1606.06160 eq. 7-9; Distiller ``dorefa_quantize_param``) through
+    :func:`quantzoo.math.dorefa_weight` with Distiller's rounding (``"half_even"``: ``round(n·u)/n`` with
+    ``s = n``, so ``w = 0`` gives ``+1/n``). 1 bit: ``E|w|·sign(w)``, ``sign(0) = +1``, identity gradient."""
 
     def __init__(self, bits: int):
         super().__init__()
         self.bits = bits
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if not self.active:
-            return w
-        if self.bits == 1:
-            return ste(w, sign(w) * w.detach().abs().mean())
-        spec = unit_spec(self.bits)
-        scale, zp = compute_qparams(torch.tensor(0.0), torch.tensor(1.0), spec)
-        return 2 * fake_quantize(tanh_unit(w), scale, zp, spec) - 1
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        return dorefa_weight(w, self.bits, "half_even")
 
 
-class ClippedActivation(_Switchable):
-    """DoReFa/WRPN activations (Distiller ``ClippedLinearQuantization`` with clip 1, replacing each ReLU):
-    ``clamp(x, 0, 1)`` then ``round((2^b−1)·x)/(2^b−1)`` (DoReFa eq. 11)."""
+class ClippedActivation(nn.Module):
+    """DoReFa/WRPN activations (``ClippedLinearQuantization`` with clip 1, replacing each ReLU):
+    ``clamp(x, 0, c)`` then ``round(s·x)/s`` with ``s = (2^b − 1)/c`` (DoReFa eq. 11)."""
 
     def __init__(self, bits: int, clip_val: float = 1.0):
         super().__init__()
         self.bits, self.clip_val = bits, clip_val
-        self.spec = unit_spec(bits)
+        self.scale, self.zero_point = asymmetric_params(bits, 0.0, clip_val)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.active:
-            return F.relu(x)
-        x = torch.clamp(x, 0.0, self.clip_val)
-        scale, zp = compute_qparams(torch.tensor(0.0), torch.tensor(self.clip_val), self.spec)
-        return fake_quantize(x, scale, zp, self.spec)
+        return fake_quantize(torch.clamp(x, 0.0, self.clip_val), self.scale, self.zero_point)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, clip_val={self.clip_val}"
 
 
-class PACTActivation(_Switchable):
+class PACTActivation(nn.Module):
     """PACT (Choi et al. 2018, arXiv:1805.06085 eq. 1-2; Distiller ``LearnedClippedLinearQuantization``):
-    ``y = min(relu(x), α)`` through ``torch.where`` so that ``∂y/∂α = 1_{x≥α}``, then
-    ``y_q = round(y·(2^b−1)/α)·α/(2^b−1)`` with the scale computed without gradient and an identity STE.
+    ``y = min(relu(x), α)`` through ``torch.where`` so that ``∂y/∂α = 1_{x≥α}``, then ``round(s·y)/s`` with
+    ``s = (2^b − 1)/max(α, 0)`` computed without gradient (a scale of 1 where ``α ≤ 0``) and an identity STE.
 
-    ``init_act_clip_val="mse"`` (a quantzoo option, not in Distiller): α starts, at the first forward pass
-    while quantization is active, at the clip that minimises the ``b``-bit quantization MSE of that batch's
-    ``relu(x)`` (one batch of :class:`quantzoo.observers.MSEObserver`, 100 candidates), then is learned as above.
+    ``init_act_clip_val="mse"`` (a quantzoo option, not in Distiller): α starts, at the first forward pass, at the
+    clip that minimises the ``b``-bit quantization MSE of that batch's ``relu(x)`` (one batch of
+    :class:`quantzoo.observers.MSEObserver`, 100 candidates), then is learned as above.
     """
 
     def __init__(self, bits: int, init_act_clip_val: float | str = 8.0):
         super().__init__()
         self.bits = bits
-        self.spec = unit_spec(bits)
         self.init_mode = "mse" if init_act_clip_val == "mse" else "value"
         start = 8.0 if self.init_mode == "mse" else float(init_act_clip_val)  # replaced at the first batch
         self.clip_val = nn.Parameter(torch.tensor([start]))
@@ -308,7 +315,8 @@ class PACTActivation(_Switchable):
 
     @torch.no_grad()
     def _init_from(self, y: torch.Tensor) -> None:
-        _, hi = MSEObserver(self.spec).batch_range(y.detach().float())
+        spec = QuantSpec(bits=self.bits, signed=False, symmetric=False)
+        _, hi = MSEObserver(spec).batch_range(y.detach().float())
         if not torch.isfinite(hi).all() or float(hi) <= 0:
             raise DataError(f"PACT α initialisation: the first batch after ReLU is all zero or not finite "
                             f"(max {float(y.max())}); initialise from real data or set act_clip_init_val")
@@ -317,39 +325,30 @@ class PACTActivation(_Switchable):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(x)
-        if self.active and not bool(self.initialized):
+        if not bool(self.initialized):
             self._init_from(x)
         x = torch.where(x < self.clip_val, x, self.clip_val)
-        if not self.active:
-            return x
-        with torch.no_grad():
-            alpha = self.clip_val.detach().abs().reshape(())
-            scale, zp = compute_qparams(torch.tensor(0.0), alpha, self.spec)
-        return fake_quantize(x, scale, zp, self.spec)
+        scale, zp = asymmetric_params(self.bits, 0.0, self.clip_val.detach())
+        return fake_quantize(x, scale, zp)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, init={self.init_mode}"
 
 
-class WRPNWeight(_Switchable):
-    """WRPN weights (Mishra et al. 2017, arXiv:1709.01134 §3; Distiller ``wrpn_quantize_param``).
+class WRPNWeight(ScheduledWeight):
+    """WRPN weights (Mishra et al. 2017, arXiv:1709.01134 §3; Distiller ``wrpn_quantize_param``):
+    ``round(n·clamp(w, −1, 1))/n``, no clamp of the code, identity STE inside the clamp.
 
-    ``levels="distiller"`` reproduces Distiller: ``w_q = round(n·clamp(w, −1, 1))/n`` with
-    ``n = (2^b−1)/2`` and no clamp of the code, so ``round(±n) = ±2^(b−1)`` and a "b-bit" weight takes
-    ``2^b+1`` values (2 bits: ``{0, ±1, ±2}/1.5``, five levels); ``bits`` therefore reports ``b+1``.
-    ``levels="paper"`` is the corrected variant with one sign bit and ``n = 2^(b−1)−1`` (``2^b−1`` levels).
+    ``levels="distiller"`` reproduces Distiller's ``n = (2^b − 1)/2``: ``round(±n) = ±2^(b−1)``, so a "b-bit"
+    weight takes ``2^b + 1`` values (2 bits: ``{0, ±1, ±2}/1.5``) and ``bits`` reports ``b + 1``.
+    ``levels="paper"`` is the corrected variant with one sign bit and ``n = 2^(b−1) − 1`` (``2^b − 1`` levels).
     """
 
     def __init__(self, bits: int, levels: str = "distiller"):
         super().__init__()
         self.levels, self.nominal_bits = levels, bits
         self.bits = bits + 1 if levels == "distiller" else bits
-        n = (2**bits - 1) / 2 if levels == "distiller" else 2 ** (bits - 1) - 1
-        self.register_buffer("scale", torch.tensor(1.0 / n))
-        self.spec = QuantSpec(bits=max(bits, 2), signed=True, symmetric=True)
+        self.scale, self.zero_point = symmetric_params(bits, 1.0, restrict=levels == "paper")
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if not self.active:
-            return w
-        w = torch.clamp(w, -1.0, 1.0)
-        return unclamped_fake_quantize(w, self.scale, torch.zeros((), dtype=torch.int32), self.spec)
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(torch.clamp(w, -1.0, 1.0), self.scale, self.zero_point)

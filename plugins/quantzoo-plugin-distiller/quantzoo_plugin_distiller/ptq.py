@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import field_validator, model_validator
 from torch import nn
 
-from quantzoo import Capabilities, LayerPolicyConfig, Quantizer, UnsupportedError
-from quantzoo.nn import QuantLayerMixin, compute_layers, find_bn_pairs, fold_batch_norms, set_submodule, to_quant_layer
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer, UnsupportedError
+from quantzoo.nn import QuantLayerMixin, find_bn_pairs, fold_batch_norms, set_submodule, to_quant_layer
 
 from .graph import successor_kinds
 from .modules import RangeLinearAct, RangeLinearWeight
@@ -38,9 +38,8 @@ def split_mode(mode: Any) -> tuple[str, str]:
 class DistillerPTQConfig(LayerPolicyConfig):
     """``PostTrainLinearQuantizer`` arguments (same names as Distiller's YAML).
 
-    ``first_layer``/``last_layer`` (quantzoo's layer policy, default "same" = Distiller's behaviour):
-    "fp" keeps the first/last compute layer in FP, "int8" quantizes it with 8-bit weights and activations
-    (it acts like an override that comes after the user's ``overrides``).
+    ``first_layer``/``last_layer``/``include``/``exclude``: quantzoo's layer policy (default: every layer
+    quantized, Distiller's behaviour), applied by the core to whole layers (docs/layer-policy.md).
     Activation ranges come from ``model_activation_stats`` (a stats YAML), else from :meth:`calibrate`
     (Distiller's two-pass collector; ``stats_out`` writes them), or per batch with ``dynamic: true``.
     """
@@ -115,13 +114,6 @@ class DistillerQuantizerMixin:
         w = getattr(config, "bits_weights", getattr(config, "bits_parameters", None))
         return w, getattr(config, "bits_activations", None)
 
-    @classmethod
-    def _check_harness_bits(cls, w_bits, a_bits, min_w=2):
-        """``config_for_bits``'s check: integer weights of ``min_w``..16 bits, activations 2..16 or float."""
-        if not min_w <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
-            raise UnsupportedError(f"{cls.name} supports weights {min_w}..16 and activations 2..16 bits, "
-                                   f"not W{w_bits}A{a_bits}")
-
 
 class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
     """Range-linear post-training quantization as Distiller's ``PostTrainLinearQuantizer``.
@@ -144,28 +136,20 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
     paper = "Distiller PostTrainLinearQuantizer; Krishnamoorthi 2018, arXiv:1806.08342; Banner et al. 2019, arXiv:1810.05723 (ACIQ)"
     description = "Distiller range-linear PTQ: 4 modes, clip NONE/AVG/N_STD/GAUSS/LAPLACE, stats YAML, overrides."
     Config = DistillerPTQConfig
-    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_calibration=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check_harness_bits(w_bits, a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
         # Distiller's published best 8-bit setting: asymmetric activations, per-channel weights
         # (command_line.md: "asym 8/8 per-channel").
         return cls.Config(bits_parameters=w_bits, bits_activations=a_bits, per_channel_wts=True,
                           mode={"activations": "ASYMMETRIC_UNSIGNED", "weights": "SYMMETRIC"})
 
     # -- building ---------------------------------------------------------------------------------------
-    def _layer_settings(self, name: str, role: str = "body") -> dict | None:
+    def _layer_settings(self, name: str) -> dict | None:
         cfg = self.config
         ov = dict(match_override(name, cfg.overrides) or {})
-        policy = {"first": cfg.first_layer, "last": cfg.last_layer}.get(role, "same")
-        if policy == "fp":
-            return None
-        if policy == "int8":
-            ov.update({"bits_weights": 8, "bits_parameters": 8})
-            if ov.get("bits_activations", cfg.bits_activations) is not None:
-                ov["bits_activations"] = 8
         act_mode, wt_mode = split_mode(ov.get("mode", cfg.mode))
         s = {
             "bits_a": ov.get("bits_activations", cfg.bits_activations),
@@ -181,7 +165,7 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
             return None  # Distiller keeps the module in FP
         return s
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
         stats = load_stats(cfg.model_activation_stats) if cfg.model_activation_stats else None
         if cfg.fold_bn:
@@ -191,12 +175,11 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
                     if bn in stats and layer in stats:
                         stats[layer]["output"] = stats[bn]["output"]
             fold_batch_norms(model, inplace=True)
-        layers = compute_layers(model)
-        roles = {layers[-1]: "last", layers[0]: "first"} if layers else {}
+        layers = plan.method_layers()
         succ = successor_kinds(model, layers)
         quantized = 0
         for name in layers:
-            s = self._layer_settings(name, roles.get(name, "body"))
+            s = self._layer_settings(name)
             if s is None:
                 continue
             half = s["half_range"] or succ.get(name) in ("relu", "relu6")
@@ -204,13 +187,17 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
             if s["bits_a"] is not None:
                 make = lambda half_range, successor: RangeLinearAct(  # noqa: E731
                     s["bits_a"], s["act_mode"], s["clip"], s["n_stds"], half_range, successor, cfg.dynamic)
-                act = {"input_quantizer": make(False, None), "output_quantizer": make(half, succ.get(name))}
+                act = {"input_quantizer": make(False, None)}
+                # the output feeds the next layer: re-quantize it only where that layer is the method's too
+                if plan.activation_role(name) == "method":
+                    act["output_quantizer"] = make(half, succ.get(name))
                 if stats is not None:
                     if name not in stats:
                         raise UnsupportedError(f"distiller-ptq: model_activation_stats has no entry for layer "
                                                f"{name!r}; collect stats for this model (calibrate + stats_out)")
                     act["input_quantizer"].set_stats(stats[name]["inputs"][0])
-                    act["output_quantizer"].set_stats(stats[name]["output"])
+                    if "output_quantizer" in act:
+                        act["output_quantizer"].set_stats(stats[name]["output"])
             wq = (RangeLinearWeight(s["bits_w"], s["wt_mode"], s["per_channel"])
                   if s["bits_w"] is not None else None)
             set_submodule(model, name, to_quant_layer(model.get_submodule(name), weight_quantizer=wq, **act))
@@ -230,12 +217,11 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
             prepared._quantzoo_calibrated = True  # nothing to collect
         return prepared
 
-    def calibrate(self, model: nn.Module, batches) -> nn.Module:
+    def _calibrate(self, model: nn.Module, batches: list) -> None:
         """Distiller's two-pass statistics collection, then static qparams from the stats (and stats_out)."""
         acts = self._act_quantizers(model)
         if not acts or self.config.dynamic or self.config.model_activation_stats:
-            return super().calibrate(model, batches)
-        batches = list(batches)
+            return super()._calibrate(model, batches)
         weights = [m for m in model.modules() if isinstance(m, RangeLinearWeight)]
         for w in weights:
             w.passthrough = True  # Distiller collects statistics on the float model
@@ -243,23 +229,19 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
             for n in (1, 2):
                 for a in acts:
                     a.start_pass(n)
-                super().calibrate(model, batches)
+                super()._calibrate(model, batches)
         finally:
             for w in weights:
                 w.passthrough = False
         collected = {}
         for name, mod in model.named_modules():
             if isinstance(mod, QuantLayerMixin) and isinstance(mod.input_quantizer, RangeLinearAct):
-                collected[name] = {"inputs": {0: mod.input_quantizer.record}, "output": mod.output_quantizer.record}
+                out = mod.output_quantizer
+                collected[name] = {"inputs": {0: mod.input_quantizer.record},
+                                   "output": out.record if isinstance(out, RangeLinearAct) else {}}
                 mod.input_quantizer.set_stats(mod.input_quantizer.record)
-                mod.output_quantizer.set_stats(mod.output_quantizer.record)
+                if isinstance(out, RangeLinearAct):
+                    out.set_stats(out.record)
         model._distiller_stats = collected
         if self.config.stats_out:
             save_stats(collected, self.config.stats_out)
-        return model
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        for mod in model.modules():
-            if isinstance(mod, QuantLayerMixin):
-                mod.bake()
-        return model

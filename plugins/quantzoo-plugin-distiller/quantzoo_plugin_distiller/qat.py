@@ -1,37 +1,45 @@
 """Distiller's quantization-aware training quantizers: range-linear QAT, DoReFa, PACT and WRPN.
 
 All use Distiller's ``train_with_fp_copy`` semantics through quantzoo's prepare/convert flow: the float
-weight stays the trained parameter and the quantized weight is computed from it in every forward pass
-(Distiller keeps it in a buffer refreshed after each minibatch; the values are the same). Activations are
-quantized where Distiller's ``replacement_factory`` puts them: at every ``nn.ReLU`` module.
+weight stays the trained parameter and the quantized weight is computed from it in every forward pass of the
+schedule's epochs (Distiller keeps it in a buffer refreshed after each minibatch; the values are the same; see
+:class:`.modules.ScheduledWeight` for the other epochs). As in Distiller, weights are quantized in Linear and
+Conv2d layers only (``Quantizer._add_qbits_entry``: Conv1d weights stay FP) and activations where its
+``replacement_factory`` puts them: at every ``nn.ReLU`` module, in every epoch.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from quantzoo import Capabilities, LayerPolicyConfig, Quantizer, UnsupportedError
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer, UnsupportedError
 from quantzoo.errors import NotCalibratedError
-from quantzoo.nn import QuantLayerMixin, compute_layers, set_submodule, to_quant_layer
+from quantzoo.nn import QuantLayerMixin, set_submodule, to_quant_layer
+from quantzoo.policy import compute_layer_types, plan_layers
 
 from .modules import (ClippedActivation, DorefaWeight, EMAActivation, FakeQuantizationWrapper, PACTActivation,
-                      RangeLinearQATWeight, WRPNWeight, _Switchable)
+                      RangeLinearQATWeight, ScheduledWeight, WRPNWeight)
 from .ptq import DistillerQuantizerMixin, split_mode
 from .ranges import Mode
 from .schedule import BITS_OVERRIDES_ERROR, check_overrides, match_override
 
 QAT_OVERRIDE_KEYS = {"bits_activations", "bits_weights", "bits_bias"}
+#: The layer types whose weights Distiller's QAT quantizers quantize (``Quantizer._add_qbits_entry``: Linear and
+#: Conv2d; Conv1d weights stay float): their capabilities' module_types, which the layer plan covers.
+_DISTILLER_LAYERS = ("Linear", "Conv2d")
 
 
 class DistillerQATConfig(LayerPolicyConfig):
     """Arguments shared by Distiller's QAT quantizers, plus the policy's epochs from the schedule.
 
-    ``first_layer``/``last_layer`` (quantzoo's layer policy, default "same"): "fp" keeps the first/last
-    Linear/Conv weights FP, "int8" gives them 8-bit weights (and 8-bit model inputs for range-linear QAT's
-    ``quantize_inputs``). Distiller's constructor defaults are 32 bits ("not quantized"); quantzoo's are 8/8. ``null`` keeps
+    ``first_layer``/``last_layer``/``include``/``exclude``: quantzoo's layer policy (default: every layer
+    quantized), applied by the core to whole layers: a ReLU feeding a layer kept at 8 bits or float is not
+    quantized by the method (docs/layer-policy.md). Distiller's constructor defaults are 32 bits ("not quantized"); quantzoo's are 8/8. ``null`` keeps
     weights or activations FP.
     """
 
@@ -39,10 +47,9 @@ class DistillerQATConfig(LayerPolicyConfig):
     bits_weights: int | None = 8
     bits_bias: int | None = None
     overrides: dict[str, dict[str, Any]] = {}
-    starting_epoch: int = 0
-    ending_epoch: int | None = None
-    frequency: int = 1
-
+    starting_epoch: int = Field(0, ge=0)
+    ending_epoch: int | None = Field(None, ge=1)
+    frequency: int = Field(1, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -61,8 +68,8 @@ class DistillerQATConfig(LayerPolicyConfig):
     @field_validator("bits_bias")
     @classmethod
     def _bbits(cls, v):
-        if v not in (None, 32):
-            raise ValueError("bits_bias: Distiller's QAT keeps the bias in FP (32); set null or 32")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 32):
+            raise ValueError(f"bits_bias={v!r}: use 2..32 (the weights' quantizer at that width), or null for FP")
         return v
 
     @field_validator("overrides")
@@ -72,6 +79,9 @@ class DistillerQATConfig(LayerPolicyConfig):
 
 
 class RangeLinearQATConfig(DistillerQATConfig):
+    bits_bias: int | None = 32  # Distiller's QuantAwareTrainRangeLinearQuantizer default
+    #: validated as Distiller's ``verify_quant_mode`` does; like there it has no effect: every mode runs
+    #: ASYMMETRIC_UNSIGNED (see :class:`.modules.RangeLinearQATWeight`)
     mode: Mode | dict[str, Mode] = "SYMMETRIC"
     ema_decay: float = 0.999
     per_channel_wts: bool = False
@@ -120,73 +130,95 @@ class _DistillerQAT(DistillerQuantizerMixin, Quantizer):
     def _activation(self, bits: int, relu: nn.Module) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         n_w = n_a = 0
         relus = [n for n, m in model.named_modules() if type(m) is nn.ReLU and n]
-        layers = compute_layers(model)
-        roles = {layers[-1]: self.config.last_layer, layers[0]: self.config.first_layer} if layers else {}
-        for name in layers:
-            policy = roles.get(name, "same")
-            if policy == "fp":
-                continue
-            b = 8 if policy == "int8" else self._bits(name, "bits_weights")
+        for name in plan.method_layers():  # Linear and Conv2d (capabilities.module_types), as Distiller
+            b = self._bits(name, "bits_weights")
             self._check_weight_bits(b, name)
-            if b is not None:
-                set_submodule(model, name, to_quant_layer(model.get_submodule(name),
-                                                          weight_quantizer=self._weight_quantizer(b)))
-                n_w += 1
+            b_bias = self._bits(name, "bits_bias") if model.get_submodule(name).bias is not None else None
+            if b is None and b_bias is None:
+                continue
+            layer = to_quant_layer(model.get_submodule(name),
+                                   weight_quantizer=self._weight_quantizer(b) if b is not None else None)
+            if b_bias is not None:
+                # Distiller quantizes the bias with the weights' function (bits_bias; range-linear QAT's default
+                # is 32, a 2^32-step grid), under the same schedule
+                parametrize.register_parametrization(layer, "bias", self._weight_quantizer(b_bias), unsafe=True)
+            set_submodule(model, name, layer)
+            n_w += b is not None
         for name in relus:
             b = self._bits(name, "bits_activations")
-            if b is not None:
+            # a ReLU feeding a layer the policy keeps at 8 bits or float stays a plain ReLU (that layer
+            # quantizes its own input, or none)
+            if b is not None and plan.activation_role(name) == "method":
                 set_submodule(model, name, self._activation(b, model.get_submodule(name)))
                 n_a += 1
         if self.config.bits_activations is not None and not relus:
             raise UnsupportedError(f"{self.name}: Distiller quantizes activations at nn.ReLU modules and this "
                                    "model has none; set bits_activations: null for weight-only QAT")
         if not (n_w or n_a):
-            raise UnsupportedError(f"{self.name}: nothing to quantize (every layer kept FP by the config)")
+            raise UnsupportedError(f"{self.name}: nothing to quantize (every layer kept FP by the config, or only "
+                                   "Conv1d layers, whose weights Distiller does not quantize)")
+        for tensor, wq in self._scheduled(model):
+            wq.refresh(tensor)  # Distiller quantizes once when the policy is created
         return model
 
-    def _switchables(self, model: nn.Module) -> list[_Switchable]:
-        return [m for m in model.modules() if isinstance(m, _Switchable)]
+    def _scheduled(self, model: nn.Module) -> list[tuple[torch.Tensor, ScheduledWeight]]:
+        """``(float tensor, its quantizer)`` for every quantized weight and bias."""
+        out = []
+        for m in model.modules():
+            if isinstance(m, QuantLayerMixin) and isinstance(m.weight_quantizer, ScheduledWeight):
+                out.append((m.weight, m.weight_quantizer))
+            if parametrize.is_parametrized(m, "bias"):
+                out.append((m.parametrizations.bias.original, m.parametrizations.bias[0]))
+        return out
+
+    def policy_active(self, epoch: int) -> bool:
+        """Whether the schedule's policy runs in ``epoch``: ``range(starting_epoch, ending_epoch, frequency)``."""
+        cfg = self.config
+        return epoch >= cfg.starting_epoch and (cfg.ending_epoch is None or epoch < cfg.ending_epoch) and (
+            (epoch - cfg.starting_epoch) % cfg.frequency == 0)
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
-        """The schedule's policy: quantize during ``starting_epoch <= epoch < ending_epoch``."""
-        end = self.config.ending_epoch
-        on = self.config.starting_epoch <= epoch and (end is None or epoch < end)
-        for m in self._switchables(model):
-            m.active = on
+        """Re-quantize weights in the policy's epochs only; other epochs keep the last quantized weights."""
+        on = self.policy_active(epoch)
+        for tensor, wq in self._scheduled(model):
+            if not on and wq.synced:
+                wq.refresh(tensor)  # the weights after the last step of the policy's last epoch
+            wq.active = on
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        """Distiller re-quantizes the weights after each step of the policy's epochs only."""
+        for _, wq in self._scheduled(model):
+            wq.synced = wq.active
 
     def _convert(self, model: nn.Module) -> nn.Module:
-        for m in self._switchables(model):
-            m.active = True  # a converted model is always quantized
         for mod in model.modules():
-            if isinstance(mod, QuantLayerMixin):
-                mod.bake()
-        return model
+            if isinstance(mod, QuantLayerMixin) and parametrize.is_parametrized(mod, "bias"):
+                parametrize.remove_parametrizations(mod, "bias", leave_parametrized=True)
+        # bake: outside the policy's epochs the weights are the last quantized ones, as Distiller keeps them
+        return super()._convert(model)
 
 
 class DistillerQAT(_DistillerQAT):
     """Range-linear QAT (Distiller ``QuantAwareTrainRangeLinearQuantizer``; Jacob et al. 2018,
     arXiv:1712.05877 §3): weights from their current range every step, activations after every ReLU (and the
-    first layer's input with ``quantize_inputs``) from an EMA (decay 0.999) with bias correction. The STE is the
-    identity and, as in Distiller, nothing clamps the integer code (see :class:`.modules.RangeLinearQATWeight`
-    for the SYMMETRIC-mode extra code this causes).
+    model input with ``quantize_inputs``) from a float32 EMA (decay 0.999) with bias correction. The STE is the
+    identity and, as in Distiller, nothing clamps the integer code. Every ``mode`` runs ASYMMETRIC_UNSIGNED, as
+    in Distiller (see :class:`.modules.RangeLinearQATWeight`).
     """
 
     name = "distiller-qat"
     paper = "Distiller QuantAwareTrainRangeLinearQuantizer; Jacob et al. 2018, arXiv:1712.05877"
-    description = "Distiller range-linear QAT: EMA 0.999 with bias correction, identity STE without clamp."
+    description = "Distiller range-linear QAT: float32 EMA 0.999 with bias correction, asymmetric, identity STE."
     Config = RangeLinearQATConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
-                                needs_training=True)
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
+                                needs_training=True, module_types=_DISTILLER_LAYERS)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check_harness_bits(w_bits, a_bits)
-        # SYMMETRIC_RESTRICTED weights fit in w_bits (SYMMETRIC's unclamped extra code would not).
-        return cls.Config(bits_weights=w_bits, bits_activations=a_bits,
-                          mode={"activations": "ASYMMETRIC_UNSIGNED", "weights": "SYMMETRIC_RESTRICTED"})
+    def _config_for_bits(cls, w_bits, a_bits):
+        return cls.Config(bits_weights=w_bits, bits_activations=a_bits)
 
     def _weight_quantizer(self, bits):
         return RangeLinearQATWeight(bits, split_mode(self.config.mode)[1], self.config.per_channel_wts)
@@ -195,32 +227,35 @@ class DistillerQAT(_DistillerQAT):
         return FakeQuantizationWrapper(relu, EMAActivation(bits, split_mode(self.config.mode)[0],
                                                            self.config.ema_decay))
 
-    def _prepare(self, model):
-        model = super()._prepare(model)
+    def _prepare(self, model, plan):
+        every = plan_layers(model, self.config, compute_layer_types(("Linear", "Conv1d", "Conv2d")))
+        model = super()._prepare(model, plan)
         cfg = self.config
         in_bits = cfg.num_bits_inputs or cfg.bits_activations
-        if cfg.first_layer == "int8" and in_bits is not None:
-            in_bits = 8
-        layers = compute_layers(model, tuple(type(m) for m in model.modules() if isinstance(m, QuantLayerMixin)))
-        if cfg.quantize_inputs and in_bits is not None and layers:
-            # Distiller quantizes the model's input in a forward pre-hook; quantzoo puts that quantizer on the
-            # first compute layer's input (the same tensor when nothing but reshapes precede it), so that it
-            # is part of the layer and never becomes an extra child of an nn.Sequential.
-            first = model.get_submodule(layers[0])
-            first.input_quantizer = EMAActivation(in_bits, split_mode(cfg.mode)[0], cfg.ema_decay)
+        # Distiller quantizes the model's input in a forward pre-hook; quantzoo puts that quantizer on the
+        # first compute layer's input (the same tensor when nothing but reshapes precede it), so that it is
+        # part of the layer and never becomes an extra child of an nn.Sequential. That layer may be one whose
+        # weights Distiller leaves float (a Conv1d); a first layer the policy keeps at 8 bits or float
+        # quantizes its own input, or none.
+        first = every.layers[0] if every.layers else None
+        if cfg.quantize_inputs and in_bits is not None and first is not None and plan.role(first) == "method":
+            layer = model.get_submodule(first)
+            if not isinstance(layer, QuantLayerMixin):
+                layer = to_quant_layer(layer)
+                set_submodule(model, first, layer)
+            layer.input_quantizer = EMAActivation(in_bits, split_mode(cfg.mode)[0], cfg.ema_decay)
         return model
 
 
 class _DorefaWeightQAT(_DistillerQAT):
     """Distiller's QAT quantizers with DoReFa weights (``DorefaWeight``, 1..16 bits): DoReFa and PACT."""
 
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 17)), activation_bits=(*range(2, 17), 32),
-                                needs_training=True)
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 17)), activation_bits=(*range(2, 17), None),
+                                needs_training=True, module_types=_DISTILLER_LAYERS)
     min_weight_bits = 1
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check_harness_bits(w_bits, a_bits, min_w=1)
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(bits_weights=w_bits, bits_activations=a_bits)
 
     def _weight_quantizer(self, bits):
@@ -261,8 +296,7 @@ class DistillerPACT(_DorefaWeightQAT):
     Config = PACTConfig
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check_harness_bits(w_bits, a_bits, min_w=1)
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(bits_weights=w_bits, bits_activations=a_bits, act_clip_init_val="mse")
 
     def _activation(self, bits, relu):
@@ -303,12 +337,11 @@ class DistillerWRPN(_DistillerQAT):
     paper = "Mishra et al. 2017, arXiv:1709.01134; Distiller WRPNQuantizer"
     description = "Distiller WRPN: clamp(w,-1,1) weights (Distiller's 2^b+1-level quirk by default), clip-1 activations."
     Config = WRPNConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
-                                needs_training=True)
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
+                                needs_training=True, module_types=_DISTILLER_LAYERS)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check_harness_bits(w_bits, a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(bits_weights=w_bits, bits_activations=a_bits, levels="paper")
 
     def _weight_quantizer(self, bits):

@@ -1,20 +1,6 @@
-"""Distiller's range-linear quantization parameters, expressed in quantzoo's convention.
+"""Distiller's saturation ranges: the clip modes that turn a statistics record into ``(sat_min, sat_max)``.
 
-Distiller (``distiller/quantization/q_utils.py``) *multiplies* by its scale and subtracts its zero point:
-``q = clamp(round(s·x − zp), qmin, qmax)``, ``x̂ = (q + zp)/s``. quantzoo (Jacob et al. 2018 eq. 1) divides:
-``q = clamp(round(x/S) + Z)``, ``x̂ = (q − Z)·S``. Because Distiller rounds its zero point, ``round(s·x − zp)
-= round(s·x) − zp`` and the two are the same map with ``S = 1/s`` and ``Z = −zp``:
-
-* ASYMMETRIC_UNSIGNED: ``s = (2^b−1)/(max'−min')``, ``zp = round(s·min')``, codes ``[0, 2^b−1]``
-  → the core's asymmetric unsigned spec (``S = (max'−min')/(2^b−1)``, ``Z = −round(min'/S)``);
-* ASYMMETRIC_SIGNED: the same ``s``, ``zp = round(s·min') + 2^(b−1)``, codes ``[−2^(b−1), 2^(b−1)−1]``
-  → the core's asymmetric signed spec (``Z = qmin − round(min'/S)``);
-* SYMMETRIC: ``s = ((2^b−1)/2)/max|x|``, codes ``[−2^(b−1), 2^(b−1)−1]`` → the core's symmetric signed spec
-  (``S = max|x|/((qmax−qmin)/2)`` with ``qmax−qmin = 2^b−1``);
-* SYMMETRIC_RESTRICTED: ``s = (2^(b−1)−1)/max|x|``, codes ``[−(2^(b−1)−1), 2^(b−1)−1]`` → the narrow spec.
-
-So :func:`distiller_qparams` calls :func:`quantzoo.math.compute_qparams`; the one difference is a zero
-range, where Distiller sets ``s = 1`` (the core would use ``S = eps``; both give ``x̂ = 0``).
+The scale and zero point of a range, and the quantization itself, are in :mod:`.linear` (Distiller's arithmetic).
 
 Clip modes (``range_linear.py``, ``_get_quant_params_from_stats_dict``) turn a statistics record into the
 saturation range; GAUSS/LAPLACE are ACIQ (Banner et al. 2019, arXiv:1810.05723, Table 1 constants).
@@ -26,13 +12,11 @@ from typing import Literal
 
 import torch
 
-from quantzoo import QuantSpec, UnsupportedError
+from quantzoo import UnsupportedError
 from quantzoo.errors import DataError
-from quantzoo.math import compute_qparams
 
 Mode = Literal["SYMMETRIC", "SYMMETRIC_RESTRICTED", "ASYMMETRIC_UNSIGNED", "ASYMMETRIC_SIGNED"]
 ClipMode = Literal["NONE", "AVG", "N_STD", "GAUSS", "LAPLACE"]
-MODES: tuple[str, ...] = ("SYMMETRIC", "SYMMETRIC_RESTRICTED", "ASYMMETRIC_UNSIGNED", "ASYMMETRIC_SIGNED")
 CLIP_MODES: tuple[str, ...] = ("NONE", "AVG", "N_STD", "GAUSS", "LAPLACE")
 
 # ACIQ multipliers α/b (Laplace) and α/σ (Gauss) per bit width, as in Distiller's AciqClipper; the
@@ -47,38 +31,6 @@ STAT_KEYS = ("min", "max", "avg_min", "avg_max", "mean", "std", "b")
 
 def is_symmetric(mode: str) -> bool:
     return mode in ("SYMMETRIC", "SYMMETRIC_RESTRICTED")
-
-
-def mode_spec(bits: int, mode: str, per_channel: bool = False) -> QuantSpec:
-    """The core spec of a Distiller mode (the integer range Distiller clamps to)."""
-    gran = {"granularity": "per_channel", "axis": 0} if per_channel else {}
-    if mode == "SYMMETRIC":
-        return QuantSpec(bits=bits, signed=True, symmetric=True, **gran)
-    if mode == "SYMMETRIC_RESTRICTED":
-        return QuantSpec(bits=bits, signed=True, symmetric=True, narrow=True, **gran)
-    if mode == "ASYMMETRIC_UNSIGNED":
-        return QuantSpec(bits=bits, signed=False, symmetric=False, **gran)
-    if mode == "ASYMMETRIC_SIGNED":
-        return QuantSpec(bits=bits, signed=True, symmetric=False, **gran)
-    raise UnsupportedError(f"unknown Distiller mode {mode!r}; use one of {', '.join(MODES)}")
-
-
-def distiller_qparams(sat_min: torch.Tensor, sat_max: torch.Tensor, spec: QuantSpec
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(S, Z)`` in quantzoo's convention for Distiller's ``(s, zp)``: ``S = 1/s``, ``Z = −zp`` (see module doc)."""
-    sat_min = torch.as_tensor(sat_min, dtype=torch.float32)
-    sat_max = torch.as_tensor(sat_max, dtype=torch.float32)
-    scale, zp = compute_qparams(sat_min, sat_max, spec)
-    lo, hi = torch.clamp(sat_min, max=0.0), torch.clamp(sat_max, min=0.0)
-    width = torch.maximum(-lo, hi) if spec.symmetric else hi - lo
-    # Distiller: "if float values are all 0 ... override the saturation value so the scale becomes 1".
-    scale = torch.where(width == 0, torch.ones_like(scale), scale)
-    return scale, zp
-
-
-def distiller_scale(scale: torch.Tensor) -> torch.Tensor:
-    """Distiller's multiplicative scale ``s = 1/S`` (for reports and the stats/params YAML)."""
-    return 1.0 / scale
 
 
 def _aciq_alpha(stats: dict, bits: int, laplace: bool, half_range: bool) -> torch.Tensor:

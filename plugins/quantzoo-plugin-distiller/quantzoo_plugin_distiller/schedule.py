@@ -18,7 +18,8 @@ Schedule format (``examples/quantization/**``, ``distiller/config.py``)::
         frequency: 1
 
 ``overrides`` is ordered; each key is a regular expression matched against the whole module name
-(Distiller compiles ``(^p1$)|(^p2$)|...``) and the first pattern that matches wins. The pre-April-2019
+(Distiller compiles ``(^p1$)|(^p2$)|...``) and the first pattern that matches wins, except that a key equal to
+the module name wins over earlier patterns (Distiller looks the name up first). The pre-April-2019
 ``bits_overrides`` (keys ``acts``/``wts``) was removed by Distiller (commit 5271625, "(BREAKING) #178") and
 raises an error here too.
 """
@@ -78,7 +79,10 @@ def check_overrides(overrides: dict, allowed: set[str]) -> dict:
 
 
 def match_override(name: str, overrides: dict) -> dict | None:
-    """The settings of the first pattern that matches all of ``name`` (Distiller's ``^pattern$``)."""
+    """The settings for module ``name``: a key equal to the name wins, else the first pattern that matches all of
+    ``name`` (Distiller's ``Quantizer.__init__``: ``overrides.get(name)`` before the ``(^p1$)|(^p2$)|...`` regex)."""
+    if name in overrides:
+        return overrides[name]
     for pattern, settings in overrides.items():
         if re.fullmatch(pattern, name):
             return settings

@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from quantzoo_plugin_distiller import DistillerDorefa, DistillerPACT, DistillerPTQ, DistillerQAT, DistillerWRPN
+from quantzoo_plugin_distiller.linear import fake_quantize, mode_params, quantized_range
 from quantzoo_plugin_distiller.modules import (ClippedActivation, DorefaWeight, EMAActivation, PACTActivation,
                                                RangeLinearQATWeight, WRPNWeight)
-from quantzoo_plugin_distiller.ranges import distiller_qparams, distiller_scale, mode_spec, saturation_from_stats
+from quantzoo_plugin_distiller.ranges import saturation_from_stats
 from quantzoo.errors import ConfigError, NotCalibratedError
-from quantzoo.math import fake_quantize
 
 
 def _toy():
@@ -21,30 +21,31 @@ def _toy():
     return nn.Sequential(lin, nn.ReLU())
 
 
+def _fq(x, lo, hi, bits, mode):
+    s, zp = mode_params(bits, torch.tensor(lo), torch.tensor(hi), mode)
+    return fake_quantize(torch.tensor(x), s, zp, quantized_range(bits, mode))
+
+
 def test_scale_convention_asymmetric_unsigned():
     # Range [-1, 2], 2 bits, ASYMMETRIC_UNSIGNED: Distiller s = (2^2-1)/(2-(-1)) = 1, zp = round(1*-1) = -1.
-    # x = 0.4 -> q = round(0.4 + 1) = 1 -> x̂ = (1 + zp)/s = 0; x = 1.7 -> q = round(2.7) = 3 -> x̂ = 2.
-    spec = mode_spec(2, "ASYMMETRIC_UNSIGNED")
-    S, Z = distiller_qparams(torch.tensor(-1.0), torch.tensor(2.0), spec)
-    assert float(distiller_scale(S)) == pytest.approx(1.0) and int(Z) == 1  # core Z = -zp
-    assert fake_quantize(torch.tensor([0.4, 1.7, -3.0]), S, Z, spec).tolist() == pytest.approx([0.0, 2.0, -1.0])
+    # x = 0.4 -> q = round(0.4 + 1) = 1 -> x̂ = (1 + zp)/s = 0; x = 1.7 -> q = round(2.7) = 3 -> x̂ = 2;
+    # x = -3 -> q = round(-2) = -2, clamped to 0 -> x̂ = -1.
+    s, zp = mode_params(2, torch.tensor(-1.0), torch.tensor(2.0), "ASYMMETRIC_UNSIGNED")
+    assert (float(s), float(zp)) == (1.0, -1.0)
+    assert _fq([0.4, 1.7, -3.0], -1.0, 2.0, 2, "ASYMMETRIC_UNSIGNED").tolist() == pytest.approx([0.0, 2.0, -1.0])
 
 
 def test_scale_convention_signed_and_symmetric():
-    # ASYMMETRIC_SIGNED, 3 bits, [-1, 2.5]: s = 7/3.5 = 2, zp = round(-2) + 4 = 2 -> core Z = -2, S = 0.5.
-    S, Z = distiller_qparams(torch.tensor(-1.0), torch.tensor(2.5), mode_spec(3, "ASYMMETRIC_SIGNED"))
-    assert (float(S), int(Z)) == (0.5, -2)
+    # ASYMMETRIC_SIGNED, 3 bits, [-1, 2.5]: s = 7/3.5 = 2, zp = round(-2) + 4 = 2; codes [-4, 3].
+    s, zp = mode_params(3, torch.tensor(-1.0), torch.tensor(2.5), "ASYMMETRIC_SIGNED")
+    assert (float(s), float(zp)) == (2.0, 2.0)
     # SYMMETRIC, 3 bits, max|x| = 3.5: s = (7/2)/3.5 = 1, codes [-4, 3]: 3.4 -> 3, -3.6 -> -4.
-    spec = mode_spec(3, "SYMMETRIC")
-    S, Z = distiller_qparams(torch.tensor(-3.5), torch.tensor(1.0), spec)
-    assert float(S) == 1.0 and int(Z) == 0
-    assert fake_quantize(torch.tensor([3.4, -3.6]), S, Z, spec).tolist() == [3.0, -4.0]
+    assert _fq([3.4, -3.6], -3.5, 1.0, 3, "SYMMETRIC").tolist() == [3.0, -4.0]
     # SYMMETRIC_RESTRICTED, 3 bits, max 3: s = 3/3 = 1, codes [-3, 3]: -3.6 -> -3.
-    spec = mode_spec(3, "SYMMETRIC_RESTRICTED")
-    S, Z = distiller_qparams(torch.tensor(-3.0), torch.tensor(1.0), spec)
-    assert fake_quantize(torch.tensor([-3.6]), S, Z, spec).tolist() == [-3.0]
-    # zero range: Distiller overrides the scale to 1
-    assert float(distiller_qparams(torch.tensor(0.0), torch.tensor(0.0), spec)[0]) == 1.0
+    assert _fq([-3.6], -3.0, 1.0, 3, "SYMMETRIC_RESTRICTED").tolist() == [-3.0]
+    # zero range: Distiller overrides the saturation so that the scale is 1
+    assert float(mode_params(3, torch.tensor(0.0), torch.tensor(0.0), "SYMMETRIC_RESTRICTED")[0]) == 1.0
+    assert float(mode_params(3, torch.tensor(0.0), torch.tensor(0.0), "ASYMMETRIC_UNSIGNED")[0]) == 1.0
 
 
 STATS = {"min": -2.0, "max": 6.0, "avg_min": -1.0, "avg_max": 4.0, "mean": 1.0, "std": 0.5, "b": 0.25}
@@ -119,20 +120,24 @@ def test_ptq_stats_roundtrip_yaml(tmp_path):
     assert torch.equal(q2.convert(p2)(x), q.convert(prepared)(x))
 
 
-def test_qat_weight_no_clamp_quirk_and_ema():
-    # SYMMETRIC 2 bits, w = [1.0, -0.4]: max 1 -> s = 1.5, codes round(1.5) = 2 (unclamped, past qmax = 1),
-    # round(-0.6) = -1 -> [2/1.5, -1/1.5]. The extra code is why bits reports 3.
-    wq = RangeLinearQATWeight(2, "SYMMETRIC")
-    assert wq(torch.tensor([1.0, -0.4])).tolist() == pytest.approx([2 / 1.5, -1 / 1.5])
-    assert wq.bits == 3
-    # EMA decay 0.9, batches with (min, max) = (-1, 3) then (-3, 1):
+def test_qat_weight_asymmetric_whatever_the_mode_and_ema():
+    # Distiller's QAT runs every mode as ASYMMETRIC_UNSIGNED (the ModuleQuantMode namedtuple is never equal to a
+    # LinearQuantMode). 2 bits, w = [1.0, -0.4, 0.1]: s = 3/1.4, zp = round(s·-0.4) = round(-0.857) = -1;
+    # codes round(s·w + 1) = [round(3.14), round(0.143), round(1.21)] = [3, 0, 1] -> (q - 1)/s.
+    s = 3 / 1.4
+    for mode in ("SYMMETRIC", "ASYMMETRIC_UNSIGNED"):
+        wq = RangeLinearQATWeight(2, mode)
+        assert wq(torch.tensor([1.0, -0.4, 0.1])).tolist() == pytest.approx([2 / s, -1 / s, 0.0])
+        assert wq.bits == 2
+    # EMA decay 0.9 (float32), batches with (min, max) = (-1, 3) then (-3, 1):
     # biased max: 0.1*3 = 0.3 -> /(1-0.9) = 3; then 0.9*0.3 + 0.1*1 = 0.37 -> /(1-0.81) = 1.947368...
     ema = EMAActivation(8, "ASYMMETRIC_UNSIGNED", ema_decay=0.9).train()
     ema(torch.tensor([-1.0, 3.0]))
-    assert float(ema.tracked_max) == pytest.approx(3.0)
+    assert float(ema.tracked_max) == pytest.approx(3.0, rel=1e-6)
     ema(torch.tensor([-3.0, 1.0]))
-    assert float(ema.tracked_max) == pytest.approx(0.37 / 0.19)
-    assert float(ema.tracked_min) == pytest.approx((0.9 * -0.1 + 0.1 * -3.0) / 0.19)
+    assert float(ema.tracked_max) == pytest.approx(0.37 / 0.19, rel=1e-6)
+    assert float(ema.tracked_min) == pytest.approx((0.9 * -0.1 + 0.1 * -3.0) / 0.19, rel=1e-6)
+    assert ema.tracked_max.dtype == ema.ema_decay.dtype == torch.float32
 
 
 def test_dorefa_pact_wrpn_worked_numbers():
@@ -205,17 +210,18 @@ def test_toy_model_wrpn_and_range_linear_qat_forward():
     p = q.prepare(_toy())
     assert p[0].quantized_weight().tolist() == [[0.0, -1.0], [0.0, 1.0]]
     assert torch.allclose(p(X), torch.tensor([[0.0, 1 / 3]]))
-    # Range-linear QAT, harness setting W4A4 (SYMMETRIC_RESTRICTED weights, ASYMMETRIC_UNSIGNED activations):
-    # weights (w01 = -0.9 here, away from a rounding tie): s = 7/max|W| = 3.5;
-    # W*3.5 = [[1.75, -3.15], [.875, 7]] -> [[2, -3], [1, 7]] / 3.5.
-    # model input (first EMA batch = its own range [.25, 1] widened to [0, 1]): s = 15 -> [15, 3.75] ->
+    # Range-linear QAT W4A4 (asymmetric unsigned, as Distiller runs every mode), w01 = -0.9 here:
+    # weights: s = 15/(2 - -0.9) = 15/2.9, zp = round(s·-0.9) = round(-4.655) = -5;
+    # codes round(s·W + 5) = [[round(7.586), round(0.345)], [round(6.293), round(15.345)]] = [[8, 0], [6, 15]]
+    # -> (q - 5)/s = [[3, -5], [1, 10]]/s.
+    # model input (first EMA batch: its own range [.25, 1] widened to [0, 1]): s = 15 -> [15, 3.75] ->
     # [15, 4]/15. Then y = x_q w_q^T, ReLU, and the ReLU's EMA range [0, max y]: s = 15/max y.
     q = DistillerQAT(DistillerQAT.config_for_bits(4, 4))
     toy = _toy()
     with torch.no_grad():
         toy[0].weight[0, 1] = -0.9
     p = q.prepare(toy).train()
-    wq = torch.tensor([[2.0, -3.0], [1.0, 7.0]]) / 3.5
+    wq = torch.tensor([[3.0, -5.0], [1.0, 10.0]]) / (15 / 2.9)
     assert torch.allclose(p[0].quantized_weight(), wq)
     xq = torch.tensor([[15.0, 4.0]]) / 15
     y = torch.relu(xq @ wq.T)

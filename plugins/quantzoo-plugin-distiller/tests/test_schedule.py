@@ -79,8 +79,10 @@ def test_pact_schedule_overrides_select_layers():
 def test_first_match_wins_and_fullmatch():
     over = {"conv.*": {"bits_weights": 5}, "conv_b": {"bits_weights": 8}, "fc": {"bits_weights": 6}}
     prepared = DistillerPACT(bits_weights=3, bits_activations=None, overrides=over).prepare(Net())
-    assert prepared.conv_b.weight_quantizer.bits == 5  # 'conv.*' comes first
-    assert prepared.conv1.weight_quantizer.bits == 5
+    # a key equal to the module name wins over the earlier 'conv.*' (Distiller looks the name up first;
+    # tests/anchors schedule "dorefa_first_match" is the real Distiller on the same rule)
+    assert prepared.conv_b.weight_quantizer.bits == 8
+    assert prepared.conv1.weight_quantizer.bits == 5  # 'conv.*' is the first pattern matching 'conv1'
     assert prepared.fc.weight_quantizer.bits == 6
     # '^pattern$': 'layer1' does not match 'layer1.0'
     prepared = DistillerPACT(bits_weights=3, bits_activations=None,

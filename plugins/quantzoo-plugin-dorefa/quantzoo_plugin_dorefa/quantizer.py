@@ -8,14 +8,15 @@ Zhou, Wu, Ni, Zhou, Wen & Zou 2016, "DoReFa-Net", arXiv:1606.06160:
   (``BinaryWeight("layer", clip=None)``); E is taken over the whole layer and treated as a constant, as in
   the authors' tensorpack code (``stop_gradient(reduce_mean(abs(x)))``) and Distiller.
 * eq. 9 (k-bit weights, k > 1): ``r_o = 2·quantize_k(tanh(r_i) / (2·max|tanh(r_i)|) + ½) − 1``; the
-  gradient flows through tanh and max by autograd. Stored as codes ``c = round((2^k−1)·w')`` with
-  ``w_q = (c − (2^k−1)/2)·2/(2^k−1)`` (the same number as eq. 9).
+  gradient flows through tanh and max by autograd. Stored as codes ``c = round((2^k−1)·w')`` from
+  :func:`quantzoo.math.dorefa_codes` (``"half_even"``: tf.round of the exact product, so ``w = 0`` gives
+  ``+1/(2^k−1)``) with ``w_q = (c − (2^k−1)/2)·2/(2^k−1)`` (the same number as eq. 9).
 * eq. 11 (activations): ``r_o = quantize_k(r)`` on ``r = clamp(x, 0, 1)``, the bounded activation.
-* eq. 12 (gradients): ``f_γ(dr) = 2·max₀(|dr|)·[quantize_k(dr / (2·max₀(|dr|)) + ½ + N(k)) − ½]`` with
-  ``N(k) = σ/(2^k − 1)``, ``σ ~ Uniform(−½, ½)`` and ``max₀`` over all axes but the batch axis. Applied to
-  the gradient of each quantized layer's output (the backward signal that feeds the next GEMM). The
-  noisy value is clamped to [0, 1] before rounding (the paper's quantize_k assumes that range; the noise can
-  step half a level outside).
+* eq. 12 (gradients, ``gradient_bits``):
+  ``f_γ(dr) = 2·max₀(|dr|)·[quantize_k(dr / (2·max₀(|dr|)) + ½ + N(k)) − ½]`` with ``N(k) = σ/(2^k − 1)``,
+  ``σ ~ Uniform(−½, ½)`` and ``max₀`` over all axes but the batch axis. Applied to the gradient of each
+  quantized layer's output (the backward signal that feeds the next GEMM). The noisy value is clamped to
+  [0, 1] before rounding (the paper's quantize_k assumes that range; the noise can step half a level outside).
 
 Placement of the activation quantizer: the paper quantizes the output of a bounded activation ``h`` that
 replaces ReLU. Here ``quantize_k(clamp(x, 0, 1))`` runs at the *input* of every quantized layer. On the zoo
@@ -26,7 +27,9 @@ paper's clamp and quantizing, without rewriting the model (functional ReLUs work
 
 First and last layers are kept in full precision as in the paper's experiments (``first_layer``,
 ``last_layer``). Distiller quantizes weights and (by replacing nn.ReLU) activations but not gradients;
-NNI v2 is weight-only; NNI v3 adds the gradient pre-hook; micronet rejects 1-bit weights.
+NNI v2 is weight-only; NNI v3 adds the gradient pre-hook; micronet rejects 1-bit weights, pre-scales
+activations by 0.1 and rounds ``r/fl(1/n)`` half away from zero, one code off the paper at ties (w = 0 → −1/n;
+tests/test_anchor_micronet.py).
 """
 
 from __future__ import annotations
@@ -35,12 +38,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from quantzoo.errors import UnsupportedError
-from quantzoo.math import grad_transform, quantize_unit, round_ste, tanh_unit
-from quantzoo.nn import LayerPolicy
-from quantzoo.nn.packed import (BinaryWeight, CodedWeightQuantizer, WeightCodes, bake_model, prepare_lowbit,
-                                to_lowbit_layer)
-from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer
+from quantzoo.math import dorefa_codes, grad_transform, quantize_unit, tanh_unit
+from quantzoo.nn import BinaryWeight, CodedWeightQuantizer, WeightCodes, swap_layers, to_quant_layer
+from quantzoo.policy import LayerPolicy
 
 
 class DorefaWeight(CodedWeightQuantizer):
@@ -54,7 +55,8 @@ class DorefaWeight(CodedWeightQuantizer):
 
     def encode(self, w: torch.Tensor) -> WeightCodes:
         n = 2**self.bits - 1
-        codes = round_ste(tanh_unit(w) * n)                                              # = n·quantize_k(unit)
+        u = tanh_unit(w)
+        codes = dorefa_codes(w, self.bits, "half_even") + n * (u - u.detach())  # = n·quantize_k(u), STE to n·u
         return WeightCodes(codes, torch.tensor(2.0 / n), torch.tensor(n / 2.0), self.bits)
 
     def extra_repr(self) -> str:
@@ -110,9 +112,10 @@ class DorefaGradient(nn.Module):
 class DorefaConfig(LayerPolicyConfig):
     """DoReFa bit widths W/A/G (independent), activation pre-scale and the first/last-layer policy."""
 
-    w_bits: int = Field(4, ge=1, le=8, description="weight bits (1: E|w|·sign(w), eq. 7; 2..8: eq. 9)")
-    a_bits: int | None = Field(4, ge=1, le=16, description="activation bits (None: float activations)")
-    g_bits: int | None = Field(None, ge=1, le=16, description="gradient bits (None: float gradients, eq. 12 off)")
+    weight_bits: int = Field(4, ge=1, le=8, description="weight bits (1: E|w|·sign(w), eq. 7; 2..8: eq. 9)")
+    activation_bits: int | None = Field(4, ge=1, le=16, description="activation bits (None: float activations)")
+    gradient_bits: int | None = Field(None, ge=1, le=16,
+                                      description="gradient bits (None: float gradients, eq. 12 off)")
     activation_prescale: float = Field(1.0, gt=0, description="x·prescale before clamp(·,0,1); micronet: 0.1")
     first_layer: LayerPolicy = "fp"
     last_layer: LayerPolicy = "fp"
@@ -124,37 +127,32 @@ class DorefaQuantizer(Quantizer):
     name = "dorefa"
     family = "low-bit uniform"
     paper = "Zhou et al. 2016, DoReFa-Net, arXiv:1606.06160"
-    description = "k-bit weights via tanh normalisation (1-bit: E|w|·sign), clamp(x,0,1) k-bit activations, noisy k-bit gradients."
+    description = ("k-bit weights via tanh normalisation (1-bit: E|w|·sign), clamp(x,0,1) k-bit activations, "
+                   "noisy k-bit gradients.")
     aliases = ("dorefa-net",)
     Config = DorefaConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 9)), activation_bits=(*range(1, 17), 32),
+    decomposes_attention = True  # attention projections quantized like every other Linear
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(1, 9)), activation_bits=(*range(1, 17), None),
                                 needs_training=True)
     default_backend = "packed"
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if not 1 <= w_bits <= 8 or (a_bits is not None and not 1 <= a_bits <= 16):
-            raise UnsupportedError(f"dorefa supports weights of 1..8 bits and activations of 1..16 bits or float, "
-                                   f"not W{w_bits}A{a_bits}")
-        return cls.Config(w_bits=w_bits, a_bits=a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
+        return cls.Config(weight_bits=w_bits, activation_bits=a_bits)
 
     def weight_quantizer(self) -> nn.Module:
-        if self.config.w_bits == 1:
+        if self.config.weight_bits == 1:
             return BinaryWeight("layer", clip=None, scale_grad=False)
-        return DorefaWeight(self.config.w_bits)
+        return DorefaWeight(self.config.weight_bits)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
 
         def dorefa_layer(name, mod):
-            act = DorefaActivation(cfg.a_bits, cfg.activation_prescale) if cfg.a_bits is not None else None
-            grad = DorefaGradient(cfg.g_bits) if cfg.g_bits is not None else None
-            return to_lowbit_layer(mod, weight_quantizer=self.weight_quantizer(), input_quantizer=act,
-                                   output_quantizer=grad)
+            act = DorefaActivation(cfg.activation_bits, cfg.activation_prescale) if cfg.activation_bits else None
+            grad = DorefaGradient(cfg.gradient_bits) if cfg.gradient_bits is not None else None
+            return to_quant_layer(mod, weight_quantizer=self.weight_quantizer(), input_quantizer=act,
+                                  output_quantizer=grad)
 
-        prepare_lowbit(model, dorefa_layer, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
-                       method=self.name)
+        swap_layers(model, plan.method_layers(), dorefa_layer)
         return model
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_model(model)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from quantzoo.errors import ConfigError, UnsupportedError
-from quantzoo.nn.packed import BinaryWeight
+from quantzoo.nn import BinaryWeight
 from quantzoo_plugin_dorefa import DorefaActivation, DorefaGradient, DorefaQuantizer, DorefaWeight
 from quantzoo_plugin_dorefa.quantizer import quantize_gradient
 
@@ -75,19 +75,19 @@ def test_gradient_quantizer_is_identity_forward_and_quantizes_backward():
 
 def test_independent_bits_and_layer_roles():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
-    p = DorefaQuantizer(w_bits=1, a_bits=2, g_bits=6).prepare(model)
+    p = DorefaQuantizer(weight_bits=1, activation_bits=2, gradient_bits=6).prepare(model)
     body = p[2]
     assert isinstance(body.weight_quantizer, BinaryWeight) and body.input_quantizer.bits == 2
     assert body.output_quantizer.gradient_bits == 6
     assert not hasattr(p[0], "weight_quantizer") and not hasattr(p[4], "weight_quantizer")  # first/last FP
-    p8 = DorefaQuantizer(w_bits=3, a_bits=None, first_layer="int8").prepare(model)
+    p8 = DorefaQuantizer(weight_bits=3, activation_bits=None, first_layer="int8").prepare(model)
     assert p8[0].weight_quantizer.bits == 8 and p8[2].input_quantizer is None and p8[2].weight_quantizer.bits == 3
 
 
 def test_config_for_bits_and_errors():
-    assert DorefaQuantizer.config_for_bits(1, 2).w_bits == 1
-    assert DorefaQuantizer.config_for_bits(8, None).a_bits is None
+    assert DorefaQuantizer.config_for_bits(1, 2).weight_bits == 1
+    assert DorefaQuantizer.config_for_bits(8, None).activation_bits is None
     with pytest.raises(UnsupportedError):
         DorefaQuantizer.config_for_bits(16, 16)
-    with pytest.raises(ConfigError, match="w_bits"):
-        DorefaQuantizer(w_bits=0)
+    with pytest.raises(ConfigError, match="weight_bits"):
+        DorefaQuantizer(weight_bits=0)

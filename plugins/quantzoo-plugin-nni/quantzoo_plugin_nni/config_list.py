@@ -11,15 +11,24 @@ Module selection (``select_modules_by_config``): ``op_names`` ∪ names that ``r
 pattern (a prefix match, as NNI), intersected with ``op_types`` (class names) when both are given, else
 whichever is given; then ``exclude_op_names``, ``exclude_op_names_re``, ``exclude_op_types`` are removed.
 ``target_names`` defaults to every target of the module type (Linear/Conv: ``_input_``, ``weight``,
-``bias``, ``_output_``; activations and pooling: ``_input_``, ``_output_``). ``quant_dtype``/
-``quant_scheme``/``granularity`` apply to all targets, ``target_settings`` per target on top. A later
-entry that selects the same module replaces its settings.
+``bias``, ``_output_``; activations and pooling: ``_input_``, ``_output_``). A target's setting is NNI's
+``ModuleSetting.get``: the registry default (``quant_dtype`` None = int8, ``quant_scheme`` None = symmetric,
+``granularity`` default), overwritten by the entry's ``quant_dtype``/``quant_scheme``/``granularity``, then by
+``target_settings[target]`` (an explicit None overwrites too). A later entry that selects a module already
+configured adds the targets it names that are new and ignores those already set (NNI's
+``extend_target_spaces``: "have already configured, the new config will be ignored"), with a warning.
+Granularity names (NNI ``register_scalers``): ``out_channel`` / ``in_channel`` for weights (dim 0 / dim 1),
+``per_channel`` for ``_input_``/``_output_`` (dim 1).
 
 NNI 2.x (``quant_types``, ``quant_bits``, ``op_types``, ``op_names``, ``exclude``) is translated as NNI 3.0's
 own ``trans_legacy_config_list`` does: ``quant_types`` input/weight/output → ``_input_``/``weight``/
-``_output_``, each with ``quant_dtype = int{bits}``; an ``exclude: True`` entry adds its ops to every
-entry's exclusions. quantzoo also honours 2.x ``quant_dtype`` (``int``/``uint``) and ``quant_scheme``
-(``per_{tensor,channel}_{affine,symmetric}``), which NNI 2.x applied in its QAT quantizer.
+``_output_``, each with ``quant_dtype = int{bits}`` (a 2.x ``quant_dtype`` is ignored, as NNI 3.0 does; a
+warning says so); an ``exclude: True`` entry adds its ops to every entry's exclusions. Where NNI 3.0 raises
+instead (README, Deviations): an entry without ``quant_dtype`` (NNI's schema requires the key) is accepted;
+2.x ``quant_scheme`` names (``per_{tensor,channel}_{affine,symmetric}``) become ``quant_scheme`` plus
+``out_channel`` granularity on weights; ``quant_start_step`` inside an entry is dropped with a warning (the
+QAT argument goes beside ``config_list``); ``op_types: ["default"]``
+means Linear/Conv (NNI 3.0 would select nothing, leaving the model float).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ V3_KEYS = {"op_names", "op_names_re", "op_types", "exclude_op_names", "exclude_o
 V2_KEYS = {"quant_types", "quant_bits", "op_types", "op_names", "op_names_re", "op_partial_names", "exclude",
            "quant_start_step", "quant_scheme", "quant_dtype"}
 SETTING_KEYS = {"quant_dtype", "quant_scheme", "granularity"}
+GRANULARITIES = ("default", "out_channel", "in_channel", "per_channel")
 LAYER_TYPES = ("Linear", "Conv1d", "Conv2d")
 #: NNI's QuantizationSetting registry: module types with weight/bias targets and activation-only ones.
 ACTIVATION_TYPES = ("ReLU", "ReLU6", "Hardtanh", "MaxPool2d", "MaxPool1d", "Sigmoid", "Tanh", "Identity",
@@ -58,7 +68,7 @@ def _v2_scheme(scheme: str | None) -> dict:
     if not m:
         raise ConfigError(f"config_list (2.x): quant_scheme {scheme!r} is not per_tensor_affine, "
                           "per_tensor_symmetric, per_channel_affine or per_channel_symmetric")
-    return {"quant_scheme": m.group(2), "granularity": "per_channel" if m.group(1) == "channel" else "default"}
+    return {"quant_scheme": m.group(2), "granularity": "out_channel" if m.group(1) == "channel" else "default"}
 
 
 def translate_v2(config_list: list) -> list:
@@ -77,14 +87,21 @@ def translate_v2(config_list: list) -> list:
             ex_names.update(e.get("op_names", ()))
             ex_re.update(e.get("op_names_re", ()))
             continue
-        e.pop("quant_start_step", None)  # a quantizer argument in 3.0 (QATQuantizer(quant_start_step=...))
+        if e.pop("quant_start_step", None) is not None:  # a quantizer argument in 3.0
+            warnings.warn("config_list (2.x): quant_start_step inside an entry is ignored; in NNI 3.0 it is "
+                          "QATQuantizer's argument: set quant_start_step beside config_list", QuantzooWarning,
+                          stacklevel=5)
         if "quant_types" not in e or "quant_bits" not in e:
             raise ConfigError("config_list (2.x): each entry needs quant_types and quant_bits "
                               "(e.g. {'quant_types': ['weight'], 'quant_bits': 8, 'op_types': ['Conv2d']})")
         types, bits = e.pop("quant_types"), e.pop("quant_bits")
         dtype = e.pop("quant_dtype", "int")
-        if dtype not in ("int", "uint"):
+        if dtype not in ("int", "uint", None):
             raise ConfigError(f"config_list (2.x): quant_dtype {dtype!r} must be 'int' or 'uint'")
+        if dtype == "uint":
+            warnings.warn("config_list (2.x): quant_dtype 'uint' is ignored, as NNI 3.0's translation does "
+                          "(int{bits}); write the 3.0 form with quant_dtype 'uint{bits}' for unsigned codes",
+                          QuantzooWarning, stacklevel=5)
         shared = _v2_scheme(e.pop("quant_scheme", None))
         names, settings = [], {}
         for t, target in (("input", INPUT), ("weight", "weight"), ("output", OUTPUT)):
@@ -96,7 +113,7 @@ def translate_v2(config_list: list) -> list:
                 extra = dict(shared)
                 if target != "weight":  # NNI 2.x applied per-channel schemes to weights only
                     extra.pop("granularity", None)
-                settings[target] = {"quant_dtype": f"{dtype}{b}", **extra}
+                settings[target] = {"quant_dtype": f"int{b}", **extra}
         bad = set(types) - {"input", "weight", "output"}
         if bad:
             raise ConfigError(f"config_list (2.x): quant_types {sorted(bad)} unknown; use input/weight/output")
@@ -144,9 +161,13 @@ def normalize(config_list: list) -> list:
                 parse_dtype(s["quant_dtype"])
             if s.get("quant_scheme") not in (None, "affine", "symmetric"):
                 raise ConfigError(f"config_list: quant_scheme {s['quant_scheme']!r}; use 'affine' or 'symmetric'")
-            if s.get("granularity", "default") not in ("default", "per_channel"):
-                raise ConfigError(f"config_list: granularity {s['granularity']!r} is not supported; use "
-                                  "'default' or 'per_channel'")
+            g = s.get("granularity", "default")
+            if isinstance(g, (list, tuple)):
+                raise ConfigError(f"config_list: granularity {g!r} (NNI block granularity) is not supported; "
+                                  f"use one of {', '.join(GRANULARITIES)}")
+            if g not in (None, *GRANULARITIES):
+                raise ConfigError(f"config_list: granularity {g!r} is unknown; use one of {', '.join(GRANULARITIES)}"
+                                  " (out_channel/in_channel: weights, per_channel: inputs/outputs)")
     return config_list
 
 
@@ -190,11 +211,14 @@ def entry_targets(entry: dict, type_name: str) -> list[str]:
 
 
 def target_setting(entry: dict, target: str) -> dict:
-    """One target's settings: the entry's ``target_settings[target]`` over its shared keys over NNI's defaults
-    (``int8``, scheme and granularity left to the quantizer)."""
-    s = {"quant_dtype": "int8", "quant_scheme": None, "granularity": "default"}
-    s.update({k: entry[k] for k in SETTING_KEYS if entry.get(k) is not None})
-    s.update({k: v for k, v in ((entry.get("target_settings") or {}).get(target) or {}).items() if v is not None})
+    """One target's settings as NNI's ``ModuleSetting.get``: the registry default, the entry's shared keys
+    over it, ``target_settings[target]`` over those (an explicit None overwrites too); ``quant_dtype`` None is
+    int8 (NNI's ``QuantizationTargetSpace``), ``granularity`` None is per tensor."""
+    s = {"quant_dtype": None, "quant_scheme": None, "granularity": "default"}
+    s.update({k: entry[k] for k in SETTING_KEYS if k in entry})
+    s.update({k: v for k, v in ((entry.get("target_settings") or {}).get(target) or {}).items() if k in SETTING_KEYS})
+    s["quant_dtype"] = s["quant_dtype"] or "int8"
+    s["granularity"] = s["granularity"] or "default"
     return s
 
 
@@ -211,7 +235,12 @@ def resolve(model: nn.Module, config_list: list) -> dict[str, dict[str, dict]]:
             targets = entry_targets(entry, tname)
             if tname not in LAYER_TYPES and set(targets) & {"weight", "bias"}:
                 raise UnsupportedError(f"config_list: {name!r} ({tname}) has no weight/bias target")
-            plan[name] = {t: target_setting(entry, t) for t in targets}
+            settings = plan.setdefault(name, {})
+            again = [t for t in targets if t in settings]
+            if again:
+                warnings.warn(f"config_list: {name}: {', '.join(again)} already configured by an earlier entry; "
+                              "the later setting is ignored (as NNI)", QuantzooWarning, stacklevel=4)
+            settings.update({t: target_setting(entry, t) for t in targets if t not in settings})
     return plan
 
 

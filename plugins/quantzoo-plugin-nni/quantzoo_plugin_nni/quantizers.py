@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any, Literal
 
@@ -10,24 +9,25 @@ import torch
 from pydantic import field_validator
 from torch import nn
 
-from quantzoo import Capabilities, LayerPolicyConfig, Quantizer, UnsupportedError
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer, UnsupportedError
 from quantzoo.errors import ConfigError, QuantzooWarning
 from quantzoo.nn import set_submodule
-from quantzoo.nn.fold import _fuse
 
 from .config_list import (INPUT, LAYER_TYPES, OUTPUT, entry_targets, fuse_groups, normalize, parse_dtype,
                           resolve, target_setting)
 from .modules import (BNNQuant, DoReFaOutput, DoReFaWeight, FusedOutput, IOQuantWrapper, LSQQuant,
                       TrackedQuant, _BiasQuant, dorefa_grad_hook, make_layer, target_spec)
 
+_NO_GRANULARITY = "granularity must be 'default' (NNI raises ValueError: \"doesn't support for granularity\")"
+
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def default_config_list(w_bits: int = 8, a_bits: int | None = 8, weight_scheme: str = "symmetric",
-                        act_scheme: str = "affine", act_dtype: str = "int") -> list[dict]:
-    """Every Linear/Conv: weight ``int{w}`` and (unless ``a_bits`` is None) input ``{act_dtype}{a}``."""
+                        act_scheme: str = "affine", act_dtype: str = "int", weight_dtype: str = "int") -> list[dict]:
+    """Every Linear/Conv: weight ``{weight_dtype}{w}`` and (unless ``a_bits`` is None) input ``{act_dtype}{a}``."""
     targets = ["weight"] + ([INPUT] if a_bits is not None else [])
-    settings = {"weight": {"quant_dtype": f"int{w_bits}", "quant_scheme": weight_scheme}}
+    settings = {"weight": {"quant_dtype": f"{weight_dtype}{w_bits}", "quant_scheme": weight_scheme}}
     if a_bits is not None:
         settings[INPUT] = {"quant_dtype": f"{act_dtype}{a_bits}", "quant_scheme": act_scheme}
     return [{"op_types": list(LAYER_TYPES), "target_names": targets, "target_settings": settings}]
@@ -36,9 +36,9 @@ def default_config_list(w_bits: int = 8, a_bits: int | None = 8, weight_scheme: 
 class NNIConfig(LayerPolicyConfig):
     """An NNI ``config_list`` (3.0, or 2.x translated with a warning) plus the quantizer's arguments.
 
-    ``first_layer``/``last_layer`` (quantzoo's layer policy, default "same" = NNI's behaviour) act after the
-    config_list on the first/last Linear/Conv it selected: "fp" drops them, "int8" sets every target of
-    them to 8 bits (``int8`` for the first layer, whose raw input may be negative; the last keeps int/uint).
+    ``first_layer``/``last_layer``/``include``/``exclude`` (quantzoo's layer policy, default: NNI's
+    behaviour) act after the config_list: a layer the policy keeps at 8 bits or float leaves the method (the
+    core quantizes it, docs/layer-policy.md), and so do output targets whose tensor reaches such a layer.
     """
 
     config_list: list[dict[str, Any]] = default_config_list()
@@ -65,9 +65,17 @@ class LSQConfig(NNIConfig):
     init: Literal["v3", "v2"] = "v3"
 
 
-class LSQPlusConfig(LSQConfig):
-    #: uint inputs: NNI's offset init (qmax−qmin)/2 is the middle code of a uintN range (for intN it is qmax).
-    config_list: list[dict[str, Any]] = default_config_list(act_dtype="uint")
+def lsqplus_config_list(w_bits: int = 8, a_bits: int | None = 8) -> list[dict]:
+    """uint weights and inputs, affine: NNI 3.0 gives every LSQ+ target the offset (qmax−qmin)/2, the middle
+    code of a uintN range (for an intN target it would be qmax, leaving only non-positive values)."""
+    return default_config_list(w_bits, a_bits, weight_scheme="affine", act_scheme="affine", act_dtype="uint",
+                               weight_dtype="uint")
+
+
+class LSQPlusConfig(NNIConfig):
+    #: NNI 3.0's initialisation, the only one: step 0.01 and offset (qmax−qmin)/2 on every target.
+    init: Literal["v3"] = "v3"
+    config_list: list[dict[str, Any]] = lsqplus_config_list()
 
 
 class DoReFaConfig(NNIConfig):
@@ -80,8 +88,12 @@ class DoReFaConfig(NNIConfig):
 
 class BNNConfig(NNIConfig):
     config_list: list[dict[str, Any]] = [
-        {"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": "int8"},
-        {"op_types": ["ReLU"], "target_names": [OUTPUT], "quant_dtype": "int8"}]
+        {"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": None},
+        {"op_types": ["Hardtanh"], "target_names": [OUTPUT], "quant_dtype": None}]
+    #: Replace every nn.ReLU by nn.Hardtanh before the config_list is applied: BNN's activation is the sign
+    #: (Hubara et al. 2016, Alg. 1), which NNI's BNN example network takes from Hardtanh outputs; the sign of
+    #: a ReLU output is always +1. The harness's W1A1 row sets it (config_for_bits).
+    relu_to_hardtanh: bool = False
 
 
 class _NNIQuantizer(Quantizer):
@@ -127,56 +139,76 @@ class _NNIQuantizer(Quantizer):
     def _target(self, name: str, target: str, setting: dict, module: nn.Module) -> nn.Module:
         raise NotImplementedError  # pragma: no cover
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cl = self.config.config_list
-        fused_act: dict[str, nn.Module] = {}
-        for group in fuse_groups(cl):
-            layer = model.get_submodule(group[0])
-            for other in group[1:]:
-                mod = model.get_submodule(other)
-                if isinstance(mod, _BN):  # NNI fuse_names: fold the BN into the layer (eval statistics)
-                    was_training = layer.training
-                    layer = _fuse(copy.deepcopy(layer).eval(), copy.deepcopy(mod).eval())
-                    layer.train(was_training)
-                    set_submodule(model, group[0], layer)
-                    set_submodule(model, other, nn.Identity())
-                else:  # an activation in the group: the layer's _output_ is quantized after it
-                    fused_act[group[0]] = mod
-                    set_submodule(model, other, nn.Identity())
-        self._fused_with_activation = set(fused_act)
-        plan = resolve(model, cl)
-        self._apply_layer_policy(model, plan)
-        if not plan:
+        if getattr(self.config, "relu_to_hardtanh", False):
+            # BNN's sign with a saturating gradient takes the ReLU's place (NNI's BNN example uses Hardtanh);
+            # a ReLU feeding a layer the policy keeps at 8 bits or float stays
+            for name, mod in list(model.named_modules()):
+                if type(mod) is nn.ReLU and plan.activation_role(name) == "method":
+                    set_submodule(model, name, nn.Hardtanh())
+        targets_of = self._apply_layer_policy(resolve(model, cl), plan)
+        if not targets_of:
             raise UnsupportedError(f"{self.name}: the config_list selects no module of this model")
-        for name, targets in plan.items():
+        fused_act, fused_bn = self._fuse(model, targets_of, fuse_groups(cl))
+        self._fused_with_activation = set(fused_act)
+        for name, targets in targets_of.items():
             mod = model.get_submodule(name)
             q = {t: self._target(name, t, s, mod) for t, s in targets.items()}
             if name in fused_act:
                 q[OUTPUT] = FusedOutput(fused_act[name], q[OUTPUT]) if q.get(OUTPUT) else fused_act[name]
             if type(mod).__name__ in LAYER_TYPES:
-                new = make_layer(mod, q.get("weight"), q.get(INPUT), q.get(OUTPUT), q.get("bias"))
+                new = make_layer(mod, q.get("weight"), q.get(INPUT), q.get(OUTPUT), q.get("bias"), fused_bn.get(name))
             else:
                 new = IOQuantWrapper(mod, q.get(INPUT), q.get(OUTPUT))
             set_submodule(model, name, new)
         return model
 
-    def _apply_layer_policy(self, model: nn.Module, plan: dict) -> None:
-        from quantzoo.nn import compute_layers
+    @staticmethod
+    def _fuse(model: nn.Module, plan: dict, groups: list[tuple[str, ...]]):
+        """NNI ``fuse_names`` groups ``(layer, bn[, relu])`` / ``(layer, relu)``: the BN is folded into the layer
+        on every forward (:meth:`modules._BiasQuant._float_params`), the activation runs before the layer's
+        ``_output_`` target; both leave the model (NNI's ``IdentityModuleWrapper``). A group whose layer the
+        layer policy keeps float stays as it is."""
+        fused_act: dict[str, nn.Module] = {}
+        fused_bn: dict[str, nn.Module] = {}
+        for group in groups:
+            configured = sorted(set(group[1:]) & set(plan))
+            if configured:
+                raise ConfigError(f"config_list: {configured} are fused into {group[0]!r} and cannot have their own "
+                                  "targets (NNI: \"Don't provide quantization settings for identity modules\")")
+            if group[0] not in plan:
+                continue
+            for other in group[1:]:
+                mod = model.get_submodule(other)
+                if isinstance(mod, _BN):
+                    if "weight" not in plan[group[0]]:
+                        raise ConfigError(f"config_list: fusing {other!r} into {group[0]!r} needs a weight target on "
+                                          f"{group[0]!r} (as NNI's fuse_conv_bn / fuse_linear_bn)")
+                    fused_bn[group[0]] = mod
+                else:  # an activation in the group: the layer's _output_ is quantized after it
+                    fused_act[group[0]] = mod
+                set_submodule(model, other, nn.Identity())
+        return fused_act, fused_bn
 
-        layers = [n for n in compute_layers(model) if n in plan]
-        if not layers:
-            return
-        for role, name in (("first", layers[0]), ("last", layers[-1])):
-            policy = getattr(self.config, f"{role}_layer")
-            if policy == "fp":
-                plan.pop(name, None)
-            elif policy == "int8" and name in plan:
-                for target, setting in plan[name].items():
-                    # a signed raw input needs int8 unless a zero point/offset covers negatives (affine)
-                    unsigned = setting["quant_dtype"].startswith("u") and (
-                        role == "last" or setting.get("quant_scheme") == "affine")
-                    setting["quant_dtype"] = "uint8" if unsigned else "int8"
-                    setting["policy_int8"] = True
+    @staticmethod
+    def _apply_layer_policy(targets_of: dict, plan: LayerPlan) -> dict:
+        """The config_list's targets minus what the layer plan keeps from the method: layers it keeps at
+        8 bits or float (the core builds those), output targets of layers whose output reaches such a layer,
+        and every target of other modules (activations) whose output reaches one."""
+        out = {}
+        for name, targets in targets_of.items():
+            feeds_policy_layer = plan.activation_role(name) != "method"
+            if name in plan.roles:
+                if plan.role(name) != "method":
+                    continue
+                if feeds_policy_layer:
+                    targets = {t: s for t, s in targets.items() if t != OUTPUT}
+            elif feeds_policy_layer:
+                continue
+            if targets:
+                out[name] = targets
+        return out
 
     def _convert(self, model: nn.Module) -> nn.Module:
         for mod in model.modules():
@@ -188,35 +220,30 @@ class _NNIQuantizer(Quantizer):
         return model
 
     @classmethod
-    def _check(cls, w_bits, a_bits, lo=2):
-        if not lo <= w_bits <= 16 or (a_bits is not None and not 2 <= a_bits <= 16):
-            raise UnsupportedError(f"{cls.name} supports W{lo}..16 / A2..16, not W{w_bits}A{a_bits}")
-
-    @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
+    def _config_for_bits(cls, w_bits, a_bits):
         """NNI's default targets: every Linear/Conv's weight ``int{w}`` (symmetric) and input ``int{a}``
         (affine) — used as is by ``nni-qat`` and ``nni-ptq``; the others override it."""
-        cls._check(w_bits, a_bits)
         return cls.Config(config_list=default_config_list(w_bits, a_bits))
 
 
 class NNIQAT(_NNIQuantizer):
     """NNI ``QATQuantizer`` (Jacob et al. 2018, arXiv:1712.05877 §3): every target's min/max tracked with an
-    EMA (decay 0.99, seeded by the first batch) in training; NNI qparams (narrow ``intN``); gradient masked
-    outside ``[qmin, qmax]``. ``quant_start_step``: optimizer steps before fake quantization starts."""
+    EMA (decay 0.99, seeded by the first batch) in training; NNI qparams (narrow ``intN``); gradient zeroed
+    where the unrounded ``zp + x/s`` lies outside ``[qmin, qmax]`` (``qat_clamp_round``).
+    ``quant_start_step``: optimizer steps in float (ranges still tracked) before fake quantization starts."""
 
     name = "nni-qat"
     paper = "NNI QATQuantizer; Jacob et al. 2018, arXiv:1712.05877"
     description = "NNI QAT: EMA(0.99) ranges, NNI integer ranges (intN narrow), config_list targets."
     Config = QATConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True)
 
     def _target(self, name, target, setting, module):
         return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "ema", 0.99)
 
-    def _prepare(self, model):
-        model = super()._prepare(model)
+    def _prepare(self, model, plan):
+        model = super()._prepare(model, plan)
         self._set_quantizing(model, self.config.quant_start_step <= 0)
         model.register_buffer("nni_step", torch.zeros((), dtype=torch.int64))
         return model
@@ -238,77 +265,100 @@ class NNIQAT(_NNIQuantizer):
 
 
 class NNIPTQ(_NNIQuantizer):
-    """NNI ``PtqQuantizer``: global running min/max of every target over the calibration data, then NNI
-    qparams and ``clamp_round``. ``bias_correction`` (NNI's ``is_bias_correction``): the mean output error
-    ``E[y_float-weights − y_quantized]`` per output channel, measured on the calibration data with the layer's
-    quantized input, is added to the bias (empirical bias correction, Nagel et al. 2019, arXiv:1906.04721
-    §4.2)."""
+    """NNI ``PtqQuantizer``: every target runs in float while the calibration data record its global
+    min/max, then NNI qparams and ``clamp_round`` (gradient unchanged). ``bias_correction`` (NNI's
+    ``is_bias_correction``, after Nagel et al. 2019, arXiv:1906.04721 §4.2): see :meth:`_bias_correction`."""
 
     name = "nni-ptq"
     paper = "NNI PtqQuantizer; Nagel et al. 2019, arXiv:1906.04721 (bias correction)"
     description = "NNI PTQ: running min/max calibration, NNI integer ranges, optional bias correction."
     Config = PTQConfig
-    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_calibration=True)
 
     def _target(self, name, target, setting, module):
         return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "running")
 
-    def prepare(self, model):
-        prepared = super().prepare(model)
-        # weight/bias ranges are known without data; only activation targets need calibration
-        for mod in prepared.modules():
+    @staticmethod
+    def _targets(model):
+        return [m for m in model.modules() if isinstance(m, TrackedQuant) and m.tracking == "running"]
+
+    @staticmethod
+    def _track_params(model):
+        # NNI tracks a weight/bias target on every forward: its range is the parameter's own
+        for mod in model.modules():
             if isinstance(mod, _BiasQuant):
                 for q, t in ((mod.weight_quantizer, mod.weight), (mod.bias_quantizer, mod.bias)):
-                    if isinstance(q, TrackedQuant):
+                    if isinstance(q, TrackedQuant) and t is not None:
                         q.track(t.detach())
-                        q.observing, q.quantizing = False, True
-        if not any(isinstance(m, TrackedQuant) and not m.quantizing for m in prepared.modules()):
+
+    def prepare(self, model):
+        prepared = super().prepare(model)
+        targets = self._targets(prepared)
+        param_targets = {id(q) for m in prepared.modules() if isinstance(m, _BiasQuant)
+                         for q in (m.weight_quantizer, m.bias_quantizer) if q is not None}
+        if targets and all(id(t) in param_targets for t in targets):
+            # weights/biases only: their ranges are known without data (NNI's calibration gives the same)
+            self._track_params(prepared)
+            for t in targets:
+                t.update_qparams()
+                t.observing, t.quantizing = False, True
             prepared._quantzoo_calibrated = True
         return prepared
 
-    def calibrate(self, model, batches):
-        # activation targets still waiting for data (weight/bias ranges were set at prepare)
-        acts = [m for m in model.modules() if isinstance(m, TrackedQuant) and m.tracking == "running"
-                and not m.quantizing]
-        batches = list(batches)
-        for a in acts:
-            a.observing, a.quantizing = True, False
-        super().calibrate(model, batches)
-        for a in acts:
-            a.observing, a.quantizing = False, True
+    def _calibrate(self, model, batches):
+        """NNI ``PtqQuantizer.compress``: every target runs in float while the calibration batches record the
+        global min/max (weights too), then the qparams are fixed and every target quantizes."""
+        targets = self._targets(model)
+        for t in targets:
+            t.observing, t.quantizing = True, False
+        self._track_params(model)
+        super()._calibrate(model, batches)
+        for t in targets:
+            t.update_qparams()
+            t.observing, t.quantizing = False, True
         if self.config.bias_correction:
-            self._bias_correction(model, batches)
-        return model
+            self._bias_correction(model, batches, targets)
 
     @torch.no_grad()
-    def _bias_correction(self, model, batches):
-        layers = [m for m in model.modules() if isinstance(m, _BiasQuant) and m.bias is not None
-                  and m.weight_quantizer is not None]
-        sums = {id(m): None for m in layers}
-        counts = {id(m): 0 for m in layers}
+    def _bias_correction(self, model, batches, targets):
+        """NNI ``PtqQuantizer.bias_correction`` (after Nagel et al. 2019, arXiv:1906.04721 §4.2): one quantized
+        pass over the data measures, per layer with a bias, ``E[y_float params − y_quantized]`` (the float
+        output on the quantized input, through a fused activation, minus the quantized output after its
+        output target) averaged over every dimension but the last; it is added to the bias; a second quantized
+        pass follows. Both passes keep tracking the ranges (NNI's tracking never stops), and the qparams are
+        recomputed at the end — so a bias target's range covers the old and the corrected bias.
 
-        def hook(mod, args, out):
-            x = args[0]
-            if mod.input_quantizer is not None:
-                x = mod.input_quantizer(x)
-            err = mod._compute(x, mod.weight) - mod._compute(x, mod.quantized_weight())
-            dims = [d for d in range(err.dim()) if d != 1]
-            s = err.sum(dim=dims)
-            sums[id(mod)] = s if sums[id(mod)] is None else sums[id(mod)] + s
-            counts[id(mod)] += err.numel() // err.shape[1]
-
-        handles = [m.register_forward_hook(hook) for m in layers]
+        On a Conv the last dimension is the width, not the channel (NNI's reduction): an output width of 1 or
+        C gives NNI's numbers; any other width makes NNI raise, and here UnsupportedError."""
+        layers = [m for m in model.modules() if isinstance(m, _BiasQuant) and m.bias is not None]
+        for t in targets:
+            t.observing = True
         try:
-            model.eval()
-            for b in batches:
-                model(b[0] if isinstance(b, (tuple, list)) else b)
+            for m in layers:
+                m.bias_error = (None, 0)
+            Quantizer._calibrate(self, model, batches)  # one plain pass over the batches
+            for m in layers:
+                err, count = m.bias_error
+                m.bias_error = None
+                if err is None or not count:
+                    continue
+                n, c = err.numel(), m.bias.numel()
+                if not (n == c or (n == 1 and m.bias_quantizer is None)):
+                    raise UnsupportedError(
+                        f"nni-ptq bias_correction: NNI averages the output error over every dimension but the "
+                        f"last, which gives {n} values for {c} bias entries of {type(m).__name__} (a Conv's last "
+                        "dimension is its width) and NNI fails here too; use bias_correction only on Linear "
+                        "layers, e.g. with a config_list that selects them")
+                m.bias.add_(err / count)
+            Quantizer._calibrate(self, model, batches)  # one plain pass over the batches
+            for t in targets:
+                t.update_qparams()
         finally:
-            for h in handles:
-                h.remove()
-        for m in layers:
-            if counts[id(m)]:
-                m.bias.add_(sums[id(m)] / counts[id(m)])
+            for m in layers:
+                m.bias_error = None
+            for t in targets:
+                t.observing = False
 
 
 class NNILSQ(_NNIQuantizer):
@@ -320,28 +370,28 @@ class NNILSQ(_NNIQuantizer):
     paper = "Esser et al. 2020, arXiv:1902.08153; NNI LsqQuantizer"
     description = "NNI LSQ: learned step size (init 0.01 as NNI 3.0), NNI integer ranges."
     Config = LSQConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True)
     learn_zero_point = False
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check(w_bits, a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
         # LSQ has no zero point; Esser et al. (§3) use unsigned codes for the post-ReLU inputs and keep the
         # first and last layers at 8 bits, which also keeps the (signed) raw input of the first layer signed.
         return cls.Config(config_list=default_config_list(w_bits, a_bits, act_scheme="symmetric", act_dtype="uint"),
                           init="v2", first_layer="int8", last_layer="int8")
 
     def _target(self, name, target, setting, module):
-        # LSQ+ learns an offset for affine targets only (Bhalgat et al. §3.1: symmetric weights, asymmetric
-        # activations); NNI 3.0 would give every target an offset initialised to (qmax−qmin)/2.
-        offset = self.learn_zero_point and setting.get("quant_scheme") == "affine"
-        return LSQQuant(target_spec(setting, False), self.config.init, offset)
+        # NNI 3.0 learns an offset on every LSQ+ target, whatever its quant_scheme (it only warns that LSQ+
+        # supports affine), initialised to (qmax−qmin)/2
+        return LSQQuant(target_spec(setting, target in ("weight", "bias")), self.config.init,
+                        self.learn_zero_point)
 
 
 class NNILSQPlus(NNILSQ):
-    """NNI ``LsqPlusQuantizer`` (Bhalgat et al. 2020, arXiv:2004.09576): LSQ with a learned offset β,
-    initialised as NNI 3.0 to ``s = 0.01``, ``β = (qmax−qmin)/2``."""
+    """NNI 3.0 ``LsqPlusQuantizer`` (Bhalgat et al. 2020, arXiv:2004.09576): LSQ with a learned offset β on
+    every target, initialised as NNI 3.0 to ``s = 0.01``, ``β = (qmax−qmin)/2``. The harness row uses uint
+    weights and inputs (affine), where that offset is the middle code; 8-bit first/last layers."""
 
     name = "nni-lsqplus"
     paper = "Bhalgat et al. 2020, arXiv:2004.09576; NNI LsqPlusQuantizer"
@@ -350,10 +400,8 @@ class NNILSQPlus(NNILSQ):
     Config = LSQPlusConfig
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check(w_bits, a_bits)
-        return cls.Config(config_list=default_config_list(w_bits, a_bits, act_dtype="uint"), init="v2",
-                          first_layer="int8", last_layer="int8")
+    def _config_for_bits(cls, w_bits, a_bits):
+        return cls.Config(config_list=lsqplus_config_list(w_bits, a_bits), first_layer="int8", last_layer="int8")
 
 
 class NNIDoReFa(_NNIQuantizer):
@@ -366,12 +414,11 @@ class NNIDoReFa(_NNIQuantizer):
     paper = "Zhou et al. 2016, arXiv:1606.06160; NNI DoReFaQuantizer"
     description = "NNI DoReFa: tanh weights, clamp(0,1) outputs, quantized gradients via a backward hook."
     Config = DoReFaConfig
-    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), 32),
+    capabilities = Capabilities(qat=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
                                 needs_training=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        cls._check(w_bits, a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
         cl = [{"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": f"uint{w_bits}",
                "quant_scheme": "affine"}]
         if a_bits is not None:
@@ -380,6 +427,11 @@ class NNIDoReFa(_NNIQuantizer):
         return cls.Config(config_list=cl)
 
     def _target(self, name, target, setting, module):
+        if setting.get("granularity", "default") != "default":
+            raise ConfigError(f"nni-dorefa: {name}.{target}: {_NO_GRANULARITY}")
+        if setting.get("quant_scheme") is None:
+            raise ConfigError(f"nni-dorefa: {name}.{target}: set quant_scheme ('affine' or 'symmetric'); NNI's "
+                              "DoReFaQuantizer asserts it is given")
         spec = target_spec(setting, target in ("weight", "bias"))
         if target in ("weight", "bias"):
             if setting.get("quant_scheme") not in ("affine",):
@@ -395,8 +447,8 @@ class NNIDoReFa(_NNIQuantizer):
             return DoReFaOutput(spec)
         return TrackedQuant(spec, "batch")
 
-    def _prepare(self, model):
-        model = super()._prepare(model)
+    def _prepare(self, model, plan):
+        model = super()._prepare(model, plan)
         if self.config.quantize_gradients:
             for mod in model.modules():
                 if isinstance(mod, _BiasQuant) and isinstance(mod.weight_quantizer, DoReFaWeight) \
@@ -416,17 +468,18 @@ class NNIBNN(_NNIQuantizer):
     paper = "Hubara et al. 2016, arXiv:1602.02830; NNI BNNQuantizer"
     description = "NNI BNN: sign weights and activations with STE, latent weights clipped to [-1, 1]."
     Config = BNNConfig
-    capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1, 32), needs_training=True)
+    capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1, None), needs_training=True)
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if w_bits != 1 or a_bits not in (1, None):
-            raise UnsupportedError(f"nni-bnn is binary: W1A1 or W1 (float activations), not W{w_bits}A{a_bits}")
-        cl = [{"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": "int8"}]
+    def _config_for_bits(cls, w_bits, a_bits):
+        cl = [{"op_types": list(LAYER_TYPES), "target_names": ["weight"], "quant_dtype": None}]
         if a_bits == 1:
-            # The zoo's blocks are Conv/Linear-BN-ReLU: sign(relu(x)) would always be +1, so the activation is
-            # binarized at the ReLU's input (the BN output, as BNN's sign after BN), leaving {0, 1} after it.
-            cl.append({"op_types": ["ReLU"], "target_names": [INPUT], "quant_dtype": "int8"})
+            # The zoo's blocks are Conv/Linear-BN-ReLU and sign(relu(x)) is always +1. BNN's activation is the
+            # sign in place of the ReLU (Alg. 1), with the STE cancelled where |x| > 1 (eq. 4): every ReLU
+            # becomes a Hardtanh whose output is binarized, as in NNI's BNN example network. sign(hardtanh(x))
+            # = sign(x) and its gradient is 1 where |x| < 1 (Hardtanh's own), 0 elsewhere.
+            cl.append({"op_types": ["Hardtanh"], "target_names": [OUTPUT], "quant_dtype": None})
+            return cls.Config(config_list=cl, relu_to_hardtanh=True)
         return cls.Config(config_list=cl)
 
     @classmethod
@@ -436,8 +489,8 @@ class NNIBNN(_NNIQuantizer):
         return (1 if weights else None), (1 if acts else None)
 
     def _target(self, name, target, setting, module):
-        if setting.get("policy_int8"):  # the layer policy's 8-bit first/last layer: NNI QAT at int8
-            return TrackedQuant(target_spec(setting, target in ("weight", "bias")), "ema", 0.99)
+        if setting.get("granularity", "default") != "default":
+            raise ConfigError(f"nni-bnn: {name}.{target}: {_NO_GRANULARITY}")
         return BNNQuant(is_output=target == OUTPUT)
 
     @classmethod
@@ -450,9 +503,12 @@ class NNIBNN(_NNIQuantizer):
 
     @torch.no_grad()
     def after_optimizer_step(self, model):
+        # NNI clamps every parameter target (weight, and bias where it is one) after each optimizer step
         for mod in model.modules():
-            if isinstance(mod, _BiasQuant) and isinstance(mod.weight_quantizer, BNNQuant):
-                mod.weight.clamp_(-1.0, 1.0)
+            if isinstance(mod, _BiasQuant):
+                for q, p in ((mod.weight_quantizer, mod.weight), (getattr(mod, "bias_quantizer", None), mod.bias)):
+                    if isinstance(q, BNNQuant) and p is not None:
+                        p.clamp_(-1.0, 1.0)
 
 
 QUANTIZERS = [NNIQAT, NNIPTQ, NNILSQ, NNILSQPlus, NNIDoReFa, NNIBNN]

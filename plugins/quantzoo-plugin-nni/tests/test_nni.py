@@ -43,7 +43,8 @@ def test_v2_translated_with_notice():
         cl = normalize(v2)
     plan = resolve(net(), cl)
     assert sorted(plan) == ["3"]
-    assert plan["3"]["weight"] == {"quant_dtype": "int4", "quant_scheme": "symmetric", "granularity": "per_channel"}
+    # 2.x per_channel_* (NNI 3.0 raises on these names) = per output channel = 3.0's out_channel
+    assert plan["3"]["weight"] == {"quant_dtype": "int4", "quant_scheme": "symmetric", "granularity": "out_channel"}
     assert plan["3"]["_input_"]["quant_dtype"] == "int8"
     with pytest.warns(QuantzooWarning):
         q = NNIQAT(config_list=v2)
@@ -115,7 +116,9 @@ def test_quantizers_on_toy_model():
         p = q.prepare(net())
         p.train()
         p(x).sum().backward()
-    q = NNIPTQ(bias_correction=True)
+    # bias correction on the Linear layers (on a Conv NNI averages over the width: test_nni_anchor.py)
+    q = NNIPTQ(bias_correction=True, config_list=[{"op_types": ["Linear"], "target_names": ["weight", "_input_"],
+                                                   "quant_dtype": "int8"}])
     p = q.prepare(net())
     before = p[3].bias.detach().clone()
     q.calibrate(p, [x])
@@ -132,10 +135,11 @@ def test_quantizers_on_toy_model():
 def test_layer_policy_and_lsq_harness_config():
     cfg = NNILSQ.config_for_bits(4, 4)
     p = NNILSQ(cfg).prepare(net())
-    # first layer: int8 (signed raw input), body: uint4 inputs / int4 weights, last: 8 bits keeping uint
-    assert p[0].input_quantizer.spec.describe().startswith("int8") and p[0].weight_quantizer.bits == 8
+    # first and last layer: the core's 8-bit layers (quantzoo.policy.int8_layer: per-channel int8 weights,
+    # asymmetric uint8 input, whose zero point covers the signed raw input); body: uint4 inputs / int4 weights
+    assert p[0]._quantzoo_role == p[5]._quantzoo_role == "int8"
+    assert p[0].input_quantizer.spec.describe() == "uint8 asym per_tensor" and p[0].weight_quantizer.bits == 8
     assert p[3].input_quantizer.spec.describe().startswith("uint4") and p[3].weight_quantizer.bits == 4
-    assert p[5].input_quantizer.spec.describe().startswith("uint8")
     p = NNIQAT(first_layer="fp").prepare(net())
     assert type(p[0]) is nn.Conv2d
 
@@ -202,8 +206,10 @@ def test_toy_lsq_bnn_dorefa_forward():
     p = NNILSQ(config_list=cl).prepare(toy())
     assert torch.allclose(p[0].quantized_weight(), torch.tensor([[0.07, -0.07], [0.07, 0.07]]), atol=1e-6)
     assert torch.allclose(p(X), torch.tensor([[0.0, 0.0098]]), atol=1e-6)
-    # BNN: sign(W) = [[1, -1], [1, 1]]; y = [0.7, 1.3]; ReLU output binarized -> [1, 1]
-    p = NNIBNN().prepare(toy())
+    # BNN W1A1: sign(W) = [[1, -1], [1, 1]]; y = [0.7, 1.3]; the ReLU became a Hardtanh whose output is
+    # binarized: sign(hardtanh(y)) = [1, 1]
+    p = NNIBNN(NNIBNN.config_for_bits(1, 1)).prepare(toy())
+    assert isinstance(p[1].module, nn.Hardtanh)
     assert p[0].quantized_weight().tolist() == [[1.0, -1.0], [1.0, 1.0]]
     assert p(X).tolist() == [[1.0, 1.0]]
     # DoReFa W uint2 affine over [0,1] (s = 1/3, zp = 0): tanh(W) = [[.462, -.716], [.245, .964]],
@@ -285,10 +291,17 @@ def test_fuse_names_fold_bn_and_quantize_after_activation():
     q = NNIQAT(config_list=cl)
     p = q.prepare(model)
     assert isinstance(p[1], nn.Identity) and isinstance(p[2], nn.Identity)
-    # folded weight: W·γ/sqrt(var + eps) = W/2 (γ = 1)
-    assert torch.allclose(p[0].weight, model[0].weight / (4.0 + 1e-5) ** 0.5)
+    # evaluation: the fold with the running statistics, W·γ/sqrt(var + eps) = W/2 (γ = 1), b' = (b − 0.5)/2
+    p.eval()
+    w, b = p[0]._float_params(torch.randn(2, 1, 4, 4))
+    assert torch.allclose(w, model[0].weight / (4.0 + 1e-5) ** 0.5)
+    assert torch.allclose(b, (model[0].bias - 0.5) / (4.0 + 1e-5) ** 0.5)
     y = p[0](torch.randn(2, 1, 4, 4))
     assert float(y.min()) >= 0.0  # the output target sits after the fused ReLU
+    # training: a float pass first updates the running mean (momentum 0.1) before the fold, as NNI
+    p.train()
+    p[0](torch.randn(2, 1, 4, 4))
+    assert not torch.allclose(p[0].fused_bn.running_mean, torch.full((2,), 0.5))
 
 
 def test_dorefa_output_only_on_activations():

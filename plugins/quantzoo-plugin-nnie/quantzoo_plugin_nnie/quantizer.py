@@ -7,9 +7,10 @@ from typing import Literal
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
-from quantzoo.quantizer import Capabilities, Quantizer, QuantizerConfig
+from quantzoo import Capabilities, LayerPlan, Quantizer, QuantizerConfig
 
-from .hooks import ACTIVATION_TYPES, merge_freeze_bn, quant_dequant_weight, register_quantization_hook, unquant_weight
+from .hooks import (ACTIVATION_TYPES, freeze_bn, merge_freeze_bn, quant_dequant_weight, register_quantization_hook,
+                    unquant_weight)
 
 
 class NNIEConfig(QuantizerConfig):
@@ -34,16 +35,14 @@ class NNIEQuantizer(Quantizer):
              "logarithmic quantization: Miyashita et al. 2016, arXiv:1603.01025")
     description = "NNIE 8/16-bit logarithmic QAT (sign + index, 16 steps per octave, anchored at max|x|)."
     Config = NNIEConfig
-    capabilities = Capabilities(ptq=False, qat=True, weight_bits=(8, 16), activation_bits=(8, 16, 32),
+    capabilities = Capabilities(ptq=False, qat=True, weight_bits=(8, 16), activation_bits=(8, 16, None),
                                 needs_training=True, module_types=("Linear", "Conv1d", "Conv2d", "Conv3d"))
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if w_bits not in (8, 16) or a_bits not in (8, 16, None):
-            raise UnsupportedError(f"nnie has 8-bit and 16-bit logarithmic formats only, not W{w_bits}A{a_bits}")
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(weight_bits=w_bits, activation_bits=a_bits)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
         if cfg.merge_bn:
             merge_freeze_bn(model)
@@ -53,8 +52,13 @@ class NNIEQuantizer(Quantizer):
                 "nnieqat quantizes (functional activations cannot be hooked); set activation_bits=None")
         n_w, _ = register_quantization_hook(model, cfg.weight_bits, cfg.activation_bits)
         if n_w == 0:
-            raise UnsupportedError("nnie: the model has no Linear/Conv layer to quantize")
+            raise UnsupportedError("nnie: the model has no layer with a weight to quantize")
         return model
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        """nnieqat's loop freezes the BatchNorms again after every ``model.train()``."""
+        if self.config.merge_bn:
+            freeze_bn(model)
 
     def before_optimizer_step(self, model: nn.Module) -> None:
         model.apply(unquant_weight)

@@ -15,7 +15,8 @@ from torch import nn
 
 from quantzoo import Capabilities, QuantSpec
 from quantzoo.nn import FakeQuant, fold_batch_norms
-from quantzoo.quantizers.uniform import UniformConfig, UniformQuantizer, make_observer
+from quantzoo.policy import LayerPlan
+from quantzoo.quantizers.uniform import UniformConfig, UniformQuantizer, observer_class
 
 from .recon import quant_layers, reconstruct
 from .units import partition, trace
@@ -89,7 +90,7 @@ class _Reconstruction(UniformQuantizer):
     family = "reconstruction PTQ"
     Config = ReconstructionConfig
     capabilities = Capabilities(ptq=True, qat=False, weight_bits=tuple(range(2, 17)),
-                                activation_bits=(*range(2, 17), 32), needs_calibration=True)
+                                activation_bits=(*range(2, 17), None), needs_calibration=True)
 
     def __init__(self, config=None, **overrides):
         super().__init__(config, **overrides)
@@ -101,25 +102,26 @@ class _Reconstruction(UniformQuantizer):
         return {"iterations": 8}  # the kit checks the contract, not convergence
 
     def _weight_quantizer(self, layer: nn.Module, spec: QuantSpec) -> nn.Module:
-        return AdaRoundWeight(layer.weight, spec, make_observer(self.config.weight_observer, spec))
+        observer = observer_class(self.config.weight_observer, self.registry)(spec)
+        return AdaRoundWeight(layer.weight, spec, observer)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         model = fold_batch_norms(model, inplace=True)  # AdaRound §5, BRECQ: BN folded before rounding
         trace(model)  # an untraceable model fails here, before calibration
-        return super()._prepare(model)
+        return super()._prepare(model, plan)
 
-    def calibrate(self, model: nn.Module, batches) -> nn.Module:
+    def _calibrate(self, model: nn.Module, batches: list) -> None:
         """Activation ranges from every batch (as ``uniform``, weights rounded to nearest meanwhile), then the
-        ranges are frozen and each unit is reconstructed on the same batches."""
-        batches = list(batches)
-        super().calibrate(model, batches)
+        ranges are frozen and each unit is reconstructed on the same batches. Only the method's layers learn
+        (rounding, activation steps); the policy's 8-bit layers inside a unit stay as the core made them."""
+        super()._calibrate(model, batches)
         for layer in quant_layers(model).values():
             if isinstance(layer.input_quantizer, FakeQuant):
                 layer.input_quantizer.freeze()
         graph = trace(model)
         units = partition(model, graph, self.config.unit, self.config.block_layers)
-        self.history = reconstruct(model, graph, units, batches, self.config)
-        return model
+        learn = set(model._quantzoo_plan.method_layers())
+        self.history = reconstruct(model, graph, units, batches, self.config, learn)
 
 
 class AdaRoundQuantizer(_Reconstruction):

@@ -123,9 +123,11 @@ class _ActivationHooks:
         self.handles, self.scales = [], {}
 
 
-def reconstruct(model: nn.Module, graph: fx.Graph, units: list[Unit], batches: list, cfg) -> list[dict]:
-    """Reconstruct every unit in order (in place) and return one record per unit: its layers, the loss
-    curve (``iteration``, ``loss``, ``reg``, ``beta``), the rounding softness at the end, and the
+def reconstruct(model: nn.Module, graph: fx.Graph, units: list[Unit], batches: list, cfg,
+                learn: set[str] | None = None) -> list[dict]:
+    """Reconstruct every unit in order (in place), learning the rounding and activation steps of the layers
+    in ``learn`` (all quantized layers when ``None``), and return one record per unit: its layers, those it
+    learned (``learned``; a unit with none is skipped and has only these keys), the loss curve (``iteration``, ``loss``, ``reg``, ``beta``), the rounding softness at the end, and the
     reconstruction loss on the whole calibration set before optimisation and after it with soft and with
     hard rounding."""
     was_training = model.training
@@ -138,13 +140,22 @@ def reconstruct(model: nn.Module, graph: fx.Graph, units: list[Unit], batches: l
     try:
         for unit in units:
             done.update(unit.layers)
-            history.append(_reconstruct_unit(full, unit, batches, inputs, set(done), cfg, gen))
+            history.append(_reconstruct_unit(full, unit, batches, inputs, set(done), cfg, gen, learn))
     finally:
         model.train(was_training)
     return history
 
 
-def _reconstruct_unit(full: fx.GraphModule, unit: Unit, batches, inputs, upto: set[str], cfg, gen) -> dict:
+def _reconstruct_unit(full: fx.GraphModule, unit: Unit, batches, inputs, upto: set[str], cfg, gen,
+                      learn: set[str] | None) -> dict:
+    layers = quant_layers(full)
+    mine = {n: layers[n] for n in unit.layers if n in layers and (learn is None or n in learn)}
+    weights = [m.weight_quantizer for m in mine.values() if isinstance(m.weight_quantizer, AdaRoundWeight)]
+    acts = [m.input_quantizer for m in mine.values() if isinstance(m.input_quantizer, FakeQuant)]
+    record: dict = {"layers": list(unit.layers), "learned": list(mine), "iterations": cfg.iterations, "curve": []}
+    if not weights or cfg.iterations == 0:  # e.g. a unit of the policy's 8-bit layers only: nothing to learn
+        return record
+
     with quantizers_off(full):
         x_fp = capture(full, [unit.entry], batches)[unit.entry]
     x_q = capture(full, [unit.entry], batches)[unit.entry]  # earlier units already rounded
@@ -152,14 +163,6 @@ def _reconstruct_unit(full: fx.GraphModule, unit: Unit, batches, inputs, upto: s
     with quantizers_off(full):
         target = run_in_chunks(block, x_fp)
     fisher = fisher_weights(full, unit, inputs, upto, cfg.batch_size) if cfg.loss == "fisher_diag" else None
-
-    layers = quant_layers(full)
-    mine = [layers[n] for n in unit.layers if n in layers]
-    weights = [m.weight_quantizer for m in mine if isinstance(m.weight_quantizer, AdaRoundWeight)]
-    acts = [m.input_quantizer for m in mine if isinstance(m.input_quantizer, FakeQuant)]
-    record: dict = {"layers": list(unit.layers), "iterations": cfg.iterations, "curve": []}
-    if not weights or cfg.iterations == 0:
-        return record
 
     def whole_set_loss() -> float:
         return float(reconstruction_loss(run_in_chunks(block, x_q), target, fisher))

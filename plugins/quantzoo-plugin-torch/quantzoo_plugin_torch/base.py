@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
-from quantzoo.quantizer import Quantizer, QuantizerConfig
+from quantzoo import Quantizer, QuantizerConfig
 
 from ._compat import engine_available
 
@@ -23,13 +23,12 @@ class EngineConfig(QuantizerConfig):
 class PluginQuantizer(Quantizer):
     """Base of the plugin's methods: reports itself unavailable (with the reason) instead of failing.
 
-    Subclasses set ``a_bits_supported`` (the ``a_bits`` values of the harness they accept with 8-bit
-    weights: 8 for int8 activations, None for float activations) and implement :meth:`availability`.
+    Subclasses implement :meth:`availability`; their ``capabilities`` say W8A8 (int8 activations) or W8A32
+    (float activations, weight-only or dynamic kernels).
     """
 
     family = "PyTorch native"
     default_backend = "torch-x86"
-    a_bits_supported: ClassVar[tuple[int | None, ...]] = (8,)
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:  # pragma: no cover - abstract
@@ -49,19 +48,19 @@ class PluginQuantizer(Quantizer):
     @classmethod
     def config_for_bits(cls, w_bits, a_bits):
         cls._require_available()
-        if w_bits != 8 or a_bits not in cls.a_bits_supported:
-            want = " or ".join("W8A" + ("32 (float activations)" if a is None else str(a))
-                               for a in cls.a_bits_supported)
-            raise UnsupportedError(f"{cls.name} runs int8 kernels only: {want}, not W{w_bits}A{a_bits}")
+        return super().config_for_bits(w_bits, a_bits)
+
+    @classmethod
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config()
 
     @classmethod
     def bits_of_config(cls, config):
-        """int8 weights; int8 activations, or float ones where the method takes only ``a_bits`` None."""
-        return 8, cls.a_bits_supported[0]
+        """int8 weights; int8 activations, or float ones for the weight-only/dynamic methods."""
+        return 8, cls.capabilities.activation_bits[0]
 
-    def __init__(self, config=None, **overrides):
-        super().__init__(config, **overrides)
+    def __init__(self, config=None, *, registry=None, **overrides):
+        super().__init__(config, registry=registry, **overrides)
         engine = getattr(self.config, "engine", None)
         if engine is not None:
             ok, why = engine_available(engine)

@@ -62,7 +62,7 @@ class TorchDynamicQuantizer(PluginQuantizer):
     def _types(self) -> tuple[type, ...]:
         return tuple(_TYPES[t] for t in self.config.module_types)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         require_layers(model, self._types(), self.name, "/".join(self.config.module_types))
         return model.eval()
 

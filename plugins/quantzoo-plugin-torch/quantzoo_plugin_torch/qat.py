@@ -58,7 +58,7 @@ class TorchQATQuantizer(PluginQuantizer):
             wt = tq.default_fused_wt_fake_quant if version else tq.default_weight_fake_quant
         return tq.QConfig(activation=act, weight=wt)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         from torch.ao.quantization import QuantWrapper, fuse_modules_qat, prepare_qat
 
         require_layers(model, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d), self.name, "Linear/Conv layer")

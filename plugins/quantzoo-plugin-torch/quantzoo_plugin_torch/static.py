@@ -80,7 +80,7 @@ class TorchStaticQuantizer(PluginQuantizer):
     def availability(cls):
         return torch_ao_api("eager")
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         from torch.ao.quantization import QuantWrapper, fuse_modules, prepare
 
         cfg = self.config
@@ -141,7 +141,7 @@ class TorchFXQuantizer(PluginQuantizer):
             return bc.get_qnnpack_backend_config()
         return bc.get_native_backend_config()
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx
 
         require_layers(model, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d), self.name, "Linear/Conv layer")

@@ -16,7 +16,7 @@ from torch import nn
 
 from quantzoo.backends import Backend
 from quantzoo.errors import UnsupportedError
-from quantzoo.quantizer import Capabilities, QuantizerConfig
+from quantzoo import Capabilities, QuantizerConfig
 from quantzoo.spec import QuantSpec
 
 from ._compat import _quiet_loggers, import_torchao, torchao_api
@@ -26,9 +26,9 @@ from .base import PluginQuantizer, require_layers
 class TorchAOInt8Linear(nn.Linear):
     """An ``nn.Linear`` whose weight torchao's ``quantize_`` replaced by an int8 tensor subclass
     (``Int8Tensor``: int8 ``qdata`` with per-row ``scale``). The class only adds what quantzoo reads:
-    ``packed_weight_bits`` and :meth:`dequantized_weight` (the values the kernel multiplies with)."""
+    ``weight_bits`` and :meth:`dequantized_weight` (the values the kernel multiplies with)."""
 
-    packed_weight_bits: ClassVar[int] = 8
+    weight_bits: ClassVar[int] = 8
 
     def dequantized_weight(self) -> torch.Tensor:
         return self.weight.dequantize()
@@ -77,7 +77,7 @@ class _TorchAOQuantizeMethod(PluginQuantizer):
 
         return PerRow() if self.config.granularity == "per_row" else PerTensor()
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         require_layers(model, (nn.Linear,), self.name, "nn.Linear")
         return model.eval()
 
@@ -116,8 +116,7 @@ class TorchAOInt8WeightOnlyQuantizer(_TorchAOQuantizeMethod):
     aliases = ("torchao-int8-weight-only",)
     paper = "torchao quantize_ (Int8WeightOnlyConfig)"
     description = "torchao int8 weight-only Linear (quantize_), float activations."
-    capabilities = Capabilities(ptq=True, weight_bits=(8,), activation_bits=(32,), module_types=("Linear",))
-    a_bits_supported = (None,)
+    capabilities = Capabilities(ptq=True, weight_bits=(8,), activation_bits=(None,), module_types=("Linear",))
     feature = "int8-weight"
 
     def _ao_config(self):
@@ -188,7 +187,7 @@ class PT2EWeightView(nn.Module):
     """Read-only view of one int8 weight of a pt2e graph (for :func:`quantzoo.testing.find_quantized_weights`
     and size accounting); holds no tensors itself."""
 
-    packed_weight_bits: ClassVar[int] = 8
+    weight_bits: ClassVar[int] = 8
 
     def __init__(self, graph: nn.Module, qweight: str, scale: str, zero_point: str, axis: int):
         super().__init__()
@@ -265,7 +264,7 @@ class TorchAOPT2EQuantizer(PluginQuantizer):
     def availability(cls):
         return torchao_api("pt2e")
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan) -> nn.Module:
         import_torchao()
         require_layers(model, (nn.Linear, nn.Conv2d), self.name, "Linear/Conv2d layer")
         return PT2EPrepared(model.eval(), self.config.reduce_range)

@@ -12,7 +12,8 @@ pass hands the gradient of the ternary weight straight to the float weight (the 
 weights are used in the forward and backward, the gradient updates the full-precision weights").
 
 Anchors: micronet computes the same Δ/α per output channel; its ``sign(sign(w+Δ)+sign(w−Δ))`` gives the
-same codes as eq. 3 except exactly at ``|w| = Δ`` (there it is 0 by sign(0)=0 arithmetic, as here).
+same codes as eq. 3 except exactly at ``|w| = Δ``, where it is ``±1`` (eq. 3: 0), and its gradient is
+``α·g`` plus the path through α instead of the straight-through ``g`` (tests/test_anchor_micronet.py).
 First/last layers: the paper does not say it keeps them full precision; we default to FP (micronet's
 convention and the project's policy for low-bit nets) — set ``first_layer``/``last_layer`` to change it.
 """
@@ -23,13 +24,11 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from quantzoo.errors import UnsupportedError
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, QuantSpec, Quantizer
 from quantzoo.math import ste, ternary_codes
-from quantzoo.nn import FakeQuant, LayerPolicy
-from quantzoo.nn.packed import CodedWeightQuantizer, WeightCodes, bake_model, prepare_lowbit, to_lowbit_layer
-from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
-from quantzoo.quantizers.uniform import make_observer
-from quantzoo.spec import QuantSpec
+from quantzoo.nn import CodedWeightQuantizer, FakeQuant, WeightCodes, swap_layers, to_quant_layer
+from quantzoo.observers import MovingAverageMinMaxObserver
+from quantzoo.policy import LayerPolicy
 
 
 class TernaryWeight(CodedWeightQuantizer):
@@ -69,11 +68,12 @@ class TWNConfig(LayerPolicyConfig):
 
     threshold_factor: float = Field(0.7, gt=0, lt=1, description="Δ = factor·E|W| (paper: 0.7)")
     per_channel: bool = Field(False, description="Δ and α per output channel instead of per layer")
-    a_bits: int | None = Field(None, description="None: float activations (the paper); 8: uint8 fake-quant inputs")
+    activation_bits: int | None = Field(None, description="None: float activations (the paper); 8: uint8 fake-quant "
+                                                          "inputs")
     first_layer: LayerPolicy = "fp"
     last_layer: LayerPolicy = "fp"
 
-    @field_validator("a_bits")
+    @field_validator("activation_bits")
     @classmethod
     def _a_bits(cls, v):
         if v not in (None, 8):
@@ -90,34 +90,28 @@ class TWNQuantizer(Quantizer):
     description = "Ternary weights α·{-1,0,+1}, Δ=0.7·E|W|, α=mean|W| over |W|>Δ, STE training; 2-bit packed."
     aliases = ("ternary-weight-networks",)
     Config = TWNConfig
-    capabilities = Capabilities(qat=True, weight_bits=(2,), activation_bits=(8, 32), needs_training=True)
+    decomposes_attention = True  # attention projections quantized like every other Linear
+    capabilities = Capabilities(qat=True, weight_bits=(2,), activation_bits=(8, None), needs_training=True)
     default_backend = "packed"
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if w_bits != 2 or a_bits not in (None, 8):
-            raise UnsupportedError(f"twn has ternary weights (w_bits=2) with float or 8-bit activations, "
-                                   f"not W{w_bits}A{a_bits}")
-        return cls.Config(a_bits=a_bits)
+    def _config_for_bits(cls, w_bits, a_bits):
+        return cls.Config(activation_bits=a_bits)
 
     @classmethod
     def bits_of_config(cls, config):
-        return 2, config.a_bits  # ternary weights are stored in 2 bits
+        return 2, config.activation_bits  # ternary weights are stored in 2 bits
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
 
         def ternary_layer(name, mod):
             act = None
-            if cfg.a_bits is not None:
-                spec = QuantSpec(bits=cfg.a_bits, signed=False, symmetric=False)
-                act = FakeQuant(spec, make_observer("moving_average_minmax", spec))
-            return to_lowbit_layer(mod, weight_quantizer=TernaryWeight(cfg.threshold_factor, cfg.per_channel),
-                                   input_quantizer=act)
+            if cfg.activation_bits is not None:
+                spec = QuantSpec(bits=cfg.activation_bits, signed=False, symmetric=False)
+                act = FakeQuant(spec, MovingAverageMinMaxObserver(spec))
+            return to_quant_layer(mod, weight_quantizer=TernaryWeight(cfg.threshold_factor, cfg.per_channel),
+                                  input_quantizer=act)
 
-        prepare_lowbit(model, ternary_layer, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
-                       method=self.name)
+        swap_layers(model, plan.method_layers(), ternary_layer)
         return model
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_model(model)

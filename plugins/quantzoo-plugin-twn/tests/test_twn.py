@@ -39,13 +39,13 @@ def test_straight_through_gradient():
 
 
 def test_config_for_bits_and_errors():
-    assert TWNQuantizer.config_for_bits(2, None).a_bits is None
-    assert TWNQuantizer.config_for_bits(2, 8).a_bits == 8
+    assert TWNQuantizer.config_for_bits(2, None).activation_bits is None
+    assert TWNQuantizer.config_for_bits(2, 8).activation_bits == 8
     for bits in ((1, None), (4, 4), (2, 2)):
         with pytest.raises(UnsupportedError):
             TWNQuantizer.config_for_bits(*bits)
-    with pytest.raises(ConfigError, match="a_bits"):
-        TWNQuantizer(a_bits=4)
+    with pytest.raises(ConfigError, match="activation_bits"):
+        TWNQuantizer(activation_bits=4)
 
 
 def test_all_fp_policy_is_refused():

@@ -11,7 +11,7 @@ Rastegari, Ordonez, Redmon & Farhadi 2016, "XNOR-Net", arXiv:1603.05279:
   conv's own stride, padding and dilation, so K has the output's spatial shape. For Linear layers K is
   ``β = ‖X‖_ℓ1/n`` per input vector (the paper's binary dot product, §3.2).
   :class:`XnorInput` returns ``(sign(I), K)`` and the layer multiplies its output by K
-  (:func:`quantzoo.nn.packed.run_layer`). K keeps its autograd gradient (the paper does not say).
+  (:func:`quantzoo.nn.run_layer`). K keeps its autograd gradient (the paper does not say).
 * Fig. 3 block order: BN → BinActiv → BinConv → Pool. On the zoo models (``Conv → BN → ReLU → MaxPool``),
   ``replace_relu=True`` turns the ReLUs that feed binary layers into Identity (the sign is the
   nonlinearity; ReLUs after the last binary layer feed only real-valued layers and stay) and the binary activation
@@ -33,12 +33,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from quantzoo.errors import UnsupportedError
+from quantzoo import Capabilities, LayerPlan, LayerPolicyConfig, Quantizer, UnsupportedError
 from quantzoo.math import binarize
-from quantzoo.nn import LayerPolicy
-from quantzoo.nn.packed import (BinaryActivation, BinaryWeight, bake_model, input_batchnorm, prepare_lowbit,
-                                to_lowbit_layer)
-from quantzoo.quantizer import Capabilities, LayerPolicyConfig, Quantizer
+from quantzoo.nn import BinaryActivation, BinaryWeight, input_batchnorm, replace_relus, swap_layers, to_quant_layer
+from quantzoo.policy import LayerPolicy
 
 
 class XnorInput(BinaryActivation):
@@ -95,33 +93,29 @@ class XnorQuantizer(Quantizer):
     description = "BWN (α·sign(W), α per filter) and XNOR-Net (binary inputs with the K scaling map); 1-bit packed."
     aliases = ("xnor-net",)
     Config = XnorConfig
-    capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1, 32), needs_training=True)
+    decomposes_attention = True  # attention projections quantized like every other Linear
+    capabilities = Capabilities(qat=True, weight_bits=(1,), activation_bits=(1, None), needs_training=True)
     default_backend = "packed"
 
     @classmethod
-    def config_for_bits(cls, w_bits, a_bits):
-        if w_bits != 1 or a_bits not in (None, 1):
-            raise UnsupportedError(f"xnor has binary weights with float (BWN) or binary (XNOR) activations, "
-                                   f"not W{w_bits}A{a_bits}")
+    def _config_for_bits(cls, w_bits, a_bits):
         return cls.Config(binary_activations=a_bits == 1)
 
     @classmethod
     def bits_of_config(cls, config):
         return 1, (1 if config.binary_activations else None)  # XNOR-Net, or BWN with float activations
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
+    def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
 
         def binary_layer(name, mod):
             act = None
             if cfg.binary_activations:
                 act = XnorInput(mod, input_batchnorm(mod) if cfg.input_batchnorm else None)
-            return to_lowbit_layer(mod, weight_quantizer=BinaryWeight("channel", clip=1.0, scale_grad=True),
-                                   input_quantizer=act)
+            return to_quant_layer(mod, weight_quantizer=BinaryWeight("channel", clip=1.0, scale_grad=True),
+                                  input_quantizer=act)
 
-        prepare_lowbit(model, binary_layer, first_layer=cfg.first_layer, last_layer=cfg.last_layer,
-                       method=self.name, replace_relu=cfg.binary_activations and cfg.replace_relu)
+        done = swap_layers(model, plan.method_layers(), binary_layer)
+        if cfg.binary_activations and cfg.replace_relu:
+            replace_relus(model, plan.modules_feeding(done))
         return model
-
-    def _convert(self, model: nn.Module) -> nn.Module:
-        return bake_model(model)

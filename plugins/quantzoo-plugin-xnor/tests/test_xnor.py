@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from quantzoo.errors import UnsupportedError
-from quantzoo.nn.packed import BinaryWeight
+from quantzoo.nn import BinaryWeight
 from quantzoo_plugin_xnor import XnorInput, XnorQuantizer
 
 
@@ -17,7 +17,7 @@ def test_bwn_weights_by_hand():
     assert torch.allclose(out, torch.tensor([[0.5, -0.5, 0.5], [-0.4, 0.4, 0.4]]), atol=1e-7)
 
 
-I = torch.tensor([[[[1.0, -2.0, 3.0], [0.0, 1.0, -1.0], [2.0, 2.0, -2.0]],
+X_IN = torch.tensor([[[[1.0, -2.0, 3.0], [0.0, 1.0, -1.0], [2.0, 2.0, -2.0]],
                    [[-1.0, 0.0, 1.0], [2.0, -3.0, 1.0], [0.0, 2.0, 0.0]]]])
 W = torch.tensor([[[[0.5, -1.0], [0.25, 0.25]], [[-0.5, 0.5], [1.0, -1.0]]]])
 
@@ -32,19 +32,19 @@ def _xnor_conv():
 def test_scaling_map_by_hand():
     # A = (|I_0| + |I_1|)/2 = [[1, 1, 2], [1, 2, 1], [1, 2, 1]]
     # K = A ⊛ (2×2 box of 1/4): [[(1+1+1+2)/4, (1+2+2+1)/4], [(1+2+1+2)/4, (2+1+2+1)/4]] = [[1.25, 1.5], [1.5, 1.5]]
-    xb, K = XnorInput(_xnor_conv()).scaled_forward(I)
+    xb, K = XnorInput(_xnor_conv()).scaled_forward(X_IN)
     assert torch.allclose(K, torch.tensor([[[[1.25, 1.5], [1.5, 1.5]]]]))
-    assert torch.equal(xb, torch.where(I >= 0, 1.0, -1.0))
+    assert torch.equal(xb, torch.where(X_IN >= 0, 1.0, -1.0))
 
 
 def test_xnor_conv_by_hand():
     # α = mean|W| = (0.5+1+0.25+0.25+0.5+0.5+1+1)/8 = 0.625; sign(W)_0 = [[1,-1],[1,1]], sign(W)_1 = [[-1,1],[1,-1]]
-    # sign(I)_0 = [[1,-1,1],[1,1,-1],[1,1,-1]], sign(I)_1 = [[-1,1,1],[1,-1,1],[1,1,1]]
-    # sign(I) ⊛ sign(W) = [[4+4, -2-2], [2-2, 2+2]] = [[8, -4], [0, 4]]
-    # eq. 11: (sign(I) ⊛ sign(W)) ⊙ K·α = [[8·1.25, -4·1.5], [0, 4·1.5]]·0.625 = [[6.25, -3.75], [0, 3.75]]
+    # sign(X_IN)_0 = [[1,-1,1],[1,1,-1],[1,1,-1]], sign(X_IN)_1 = [[-1,1,1],[1,-1,1],[1,1,1]]
+    # sign(X_IN) ⊛ sign(W) = [[4+4, -2-2], [2-2, 2+2]] = [[8, -4], [0, 4]]
+    # eq. 11: (sign(X_IN) ⊛ sign(W)) ⊙ K·α = [[8·1.25, -4·1.5], [0, 4·1.5]]·0.625 = [[6.25, -3.75], [0, 3.75]]
     q = XnorQuantizer(first_layer="same", last_layer="same")
     layer = q.prepare(nn.Sequential(_xnor_conv()))[0]
-    out = layer(I)
+    out = layer(X_IN)
     assert torch.allclose(out, torch.tensor([[[[6.25, -3.75], [0.0, 3.75]]]]), atol=1e-6)
 
 

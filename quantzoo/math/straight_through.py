@@ -1,4 +1,4 @@
-"""Straight-through estimators and the LSQ learnable-scale fake-quantizer."""
+"""Straight-through estimators (value forward, chosen gradient backward) and the LSQ learnable-scale fake-quantizer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ import torch
 
 from ..spec import QuantSpec
 from .uniform import expand_qparam
+
+
+def ste(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` in the forward pass, the identity gradient with respect to ``x`` in the backward pass."""
+    return x + (value - x).detach()
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -62,3 +67,21 @@ def lsq_fake_quantize(
     z = expand_qparam(round_ste(grad_scale(zero_point, grad_factor)), x, spec)
     v = torch.clamp(x / s + z, spec.qmin, spec.qmax)
     return (rnd(v) - z) * s
+
+
+def round_clamp_fake_quantize(x: torch.Tensor, scale: torch.Tensor, spec: QuantSpec,
+                              clamp_ste: bool = False) -> torch.Tensor:
+    """Fake-quantize rounding *before* clamping: ``x̂ = clamp(round(x/s), qmin, qmax)·s``, the STE through
+    ``round`` and a true division ``x/s`` (Brevitas' ``IntQuant.to_int``, brevitas.readthedocs.io
+    ``brevitas.core.quant``; the scaled-integer form of Jacob et al. 2018, arXiv:1712.05877 eq. 1).
+
+    Values equal :func:`lsq_fake_quantize`'s (clamp then round, for integer bounds), gradients do not: here
+    ``∂x̂/∂x = 1`` wherever ``round(x/s)`` lies in ``[qmin, qmax]``, so also up to half a step outside the range,
+    and ``∂x̂/∂s = round(x/s) − x/s`` there; beyond, ``0`` and ``qmin``/``qmax``. ``clamp_ste=True`` passes the
+    gradient through the clamp as well (Brevitas' weight quantizers, ``TensorClampSte``): ``∂x̂/∂x = 1`` and
+    ``∂x̂/∂s = clamp(round(x/s)) − x/s`` everywhere. No gradient scale; ``scale`` broadcasts by the spec.
+    """
+    s = expand_qparam(scale, x, spec)
+    y = round_ste(x / s)
+    clamped = torch.clamp(y, spec.qmin, spec.qmax)
+    return (ste(y, clamped) if clamp_ste else clamped) * s

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from quantzoo.math import grad_scale, lsq_fake_quantize, lsq_grad_factor, round_ste
-from quantzoo.math.ste import stochastic_round_ste
+from quantzoo.math.straight_through import stochastic_round_ste
 from quantzoo.spec import QuantSpec
 
 torch.set_num_threads(1)
@@ -104,3 +104,32 @@ def test_lsq_matches_fake_quantize_forward():
     s = torch.tensor(0.0625)  # a power of two: x/s and x·(1/s) are the same float
     want = fake_quantize(x, s, torch.tensor(0, dtype=torch.int32), spec)
     assert torch.equal(lsq_fake_quantize(x, s, spec), want)
+
+
+def test_round_clamp_fake_quantize_gradients_by_hand():
+    # s = 0.5, signed 4-bit [-8, 7]. x/s = [1.2, 7.4, 7.6, -8.4, -8.6]:
+    #   round: [1, 7, 8, -8, -9] → clamp: [1, 7, 7, -8, -8] → x̂ = [0.5, 3.5, 3.5, -4, -4].
+    # Round then clamp: ∂x̂/∂x = 1 where round(x/s) ∈ [-8, 7] (7.4 and -8.4 included: half a step outside
+    # the range still passes), 0 where it does not (7.6 → 8, -8.6 → -9).
+    # ∂x̂/∂s = round(x/s) − x/s inside: [-0.2, -0.4]; 7 and -8 outside.
+    spec = QuantSpec(bits=4)
+    x = torch.tensor([0.6, 3.7, 3.8, -4.2, -4.3], requires_grad=True)
+    s = torch.tensor(0.5, requires_grad=True)
+    from quantzoo.math import round_clamp_fake_quantize
+
+    y = round_clamp_fake_quantize(x, s, spec)
+    assert torch.allclose(y, torch.tensor([0.5, 3.5, 3.5, -4.0, -4.0]))
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 0.0, 1.0, 0.0]
+    want_s = (1 - 1.2) + (7 - 7.4) + 7 + (-8 + 8.4) + (-8)
+    assert s.grad.item() == pytest.approx(want_s, abs=1e-5)
+    # clamp_ste: identity gradient for x everywhere, ∂x̂/∂s = clamp(round(x/s)) − x/s everywhere.
+    x.grad = s.grad = None
+    round_clamp_fake_quantize(x, s, spec, clamp_ste=True).sum().backward()
+    assert x.grad.tolist() == [1.0] * 5
+    want_s = (1 - 1.2) + (7 - 7.4) + (7 - 7.6) + (-8 + 8.4) + (-8 + 8.6)
+    assert s.grad.item() == pytest.approx(want_s, abs=1e-5)
+    # LSQ clamps first: the same values, but 7.4 and -8.4 lose their gradient.
+    x.grad = None
+    lsq_fake_quantize(x, s.detach(), spec, grad_factor=1.0).sum().backward()
+    assert x.grad.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
