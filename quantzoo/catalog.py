@@ -13,7 +13,7 @@ from torch import nn
 class DatasetDef:
     """A data set: ``load(root, seed)`` returns a :class:`quantzoo.datasets.Splits`-like object.
 
-    ``metric`` names what the harness scores it by (:func:`quantzoo.metrics.evaluate`): ``"top1"`` (accuracy
+    ``metric`` names what the harness scores it by (:func:`quantzoo.bench.scoring.evaluate`): ``"top1"`` (accuracy
     in percent) or ``"map50"`` (detection, COCO mAP@0.5; needs a model with a ``decode``).
     """
 

@@ -25,7 +25,7 @@ def _row(method, mode, w, a, seed, acc, *, model="cnn", dataset="digits", status
             "accuracy": acc if status == "ok" else None, "fp_accuracy": FP[seed], "backend": "fakequant",
             "size_bytes": 1000.0, "ideal_size_bytes": 250.0, "compression": 1.0, "ideal_compression": 4.0,
             "bn_fold": "method", "first_layer": "int8", "last_layer": "int8", "error": error, "metrics": metrics,
-            "paper": paper, "config": config or {}, "config_hash": json.dumps(config or {}), "protocol_json": "p"}
+            "paper": paper, "config": config or {}, "config_hash": json.dumps(config or {}), "protocol_json": "{}"}
 
 
 def _seeds(method, mode, w, a, accs, **kw):
@@ -159,3 +159,29 @@ def test_plots_are_small_multiples_by_family(tmp_path):
     names = sorted(p.name for p in paths)
     assert names == ["accuracy_vs_bits_cnn_digits.png", "accuracy_vs_size_cnn_digits.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def _twin(main: dict, acc: float) -> dict:
+    """A budget-check twin of ``main``: the same cell at twice the QAT epochs."""
+    return {**main, "cell_key": main["cell_key"] + "x2", "accuracy": acc, "protocol_json": '{"qat": {"epochs": 6}}',
+            "cell_json": json.dumps({"check_of": main["cell_key"]})}
+
+
+def test_budget_check_pairs_twins_by_seed_and_flags_rows_that_move():
+    main = [{**r, "protocol_json": '{"qat": {"epochs": 3}}'} for r in _seeds("b", "qat", 4, 4, [97.0, 96.0, 95.0])]
+    # twins: +0.2, +0.4, +0.3 -> mean shift +0.30 (converged); for "s": +1, +1, +1 -> +1.00 (not converged)
+    slow = [{**r, "protocol_json": '{"qat": {"epochs": 3}}'} for r in _seeds("s", "qat", 4, 4, [90.0, 90.0, 90.0])]
+    rows = [*ROWS[:3], *main, *slow, *(_twin(r, r["accuracy"] + d) for r, d in zip(main, (0.2, 0.4, 0.3))),
+            *(_twin(r, 91.0) for r in slow)]
+    records = aggregate(rows)
+    check = json.loads(render(records, "json"))["budget_check"]
+    assert check["max_abs_shift"] == pytest.approx(1.0) and check["converged"] is False and check["goal"] == 0.5
+    by = {r["method"]: r for r in check["rows"]}
+    assert by["b"]["shift"] == pytest.approx(0.3) and by["b"]["epochs"] == 3 and by["b"]["checked_epochs"] == 6
+    assert by["b"]["seeds"] == [0, 1, 2] and by["b"]["variant"] == ""
+    section = _section("W4A4", rows)
+    labels = [row.label for row in section.rows]
+    assert labels.count("b (qat)") == 1 and not any("#" in label for label in labels)  # twins are no rows
+    notes = {row.label: section_table(section)[1][i][-1] for i, row in enumerate(section.rows)}
+    assert "not converged: +1.00" in notes["s (qat)"] and "not converged" not in notes["b (qat)"]
+    assert "### Budget check" in render(records, "github")

@@ -101,3 +101,20 @@ def test_suite_row_names_a_missing_target():
 
     with pytest.raises(ValueError, match="no target mlp/digits"):
         suite_row("uniform", "mlp", "digits", 8, 8, mode="ptq")
+
+
+def test_budget_check_adds_longer_twins_of_the_checked_qat_cells_only(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('name = "s"\nseeds = [0, 1]\n[protocol.qat]\nepochs = 3\n'
+                 '[[targets]]\nmodel = "cnn"\ndataset = "digits"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n'
+                 '[[entries]]\nmethods = ["uniform"]\nbits = ["W4A4"]\nmodes = ["ptq", "qat"]\n'
+                 '[budget_check]\ntargets = ["cnn"]\nseeds = [1]\n')
+    cells = plan_suite(load_suite(p)).cells
+    twins = [c for c in cells if c.check_of]
+    assert len(twins) == 1
+    (twin,) = twins
+    main = next(c for c in cells if c.key == twin.check_of)
+    assert (main.mode, main.model, main.seed, main.protocol["qat"]["epochs"]) == ("qat", "cnn", 1, 3)
+    assert twin.protocol["qat"]["epochs"] == 6 and twin.key != main.key
+    assert {k: v for k, v in twin.to_dict().items() if k not in ("protocol", "check_of")} == {
+        k: v for k, v in main.to_dict().items() if k not in ("protocol", "check_of")}

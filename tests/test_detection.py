@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from quantzoo.errors import NonFiniteOutputError
 from quantzoo.bench.data import load_dataset
 from quantzoo.datasets import shapes
-from quantzoo.metrics import Detections, GroundTruth, coco_map, evaluate, ground_truth_of, loss_for, nms
+from quantzoo.bench.scoring import evaluate, loss_for
+from quantzoo.metrics import Detections, GroundTruth, coco_map, ground_truth_of, nms
 from quantzoo.bench.data import build_model
 from quantzoo.models import yolo
 

@@ -31,6 +31,8 @@ class Cell:
     code: dict = field(default_factory=dict)
     #: the hardware scheme the method follows (the protocol's), "own: <why>" where it cannot, None: the method's
     scheme: str | None = None
+    #: the key of the cell this one re-runs at a longer QAT budget (the suite's budget check); None: a result row
+    check_of: str | None = None
     data_root: str | None = None  # where the data lies: not part of the key
     paper: dict | None = None  # the published number to print beside ours: not part of the key
 
@@ -39,7 +41,7 @@ class Cell:
         return {"method": self.method, "model": self.model, "dataset": self.dataset, "seed": self.seed,
                 "w_bits": self.w_bits, "a_bits": self.a_bits, "mode": self.mode, "config": self.config,
                 "config_version": self.config_version, "protocol": proto, "baseline": self.baseline,
-                "code": self.code, "scheme": self.scheme}
+                "code": self.code, "scheme": self.scheme, **({"check_of": self.check_of} if self.check_of else {})}
 
     @property
     def key(self) -> str:

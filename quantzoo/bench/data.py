@@ -45,7 +45,7 @@ class Baseline:
     key: str
     train_s: float
     cached: bool
-    #: the data set's metrics of the FP model beside accuracy (:func:`quantzoo.metrics.evaluate`), e.g. map50
+    #: the data set's metrics of the FP model beside accuracy (:func:`quantzoo.bench.scoring.evaluate`), e.g. map50
     task_metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -77,7 +77,7 @@ def get_baseline(model: str, dataset: str, seed: int, budget: Budget | dict | No
                                 dict(record.get("task_metrics", {})))
             except (RuntimeError, KeyError, TypeError, ValueError) as e:
                 cache._reject(key, f"it does not fit the model ({e})")
-        from ..metrics import evaluate, loss_for
+        from .scoring import evaluate, loss_for
         from ..training import fit
 
         torch.manual_seed(seed)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError
 from .cell import bits_label
 from .measure import NOISY_SPREAD
+from .protocol import CONVERGED_SHIFT
 from .stats import Summary, paired_better
 
 FORMATS = ("github", "markdown", "html", "latex", "csv", "json")
@@ -62,6 +63,7 @@ def _record(key: tuple, rs: list[dict]) -> dict:
             latency.setdefault(str(b), []).append(lat)
     latency = {b: _latency(v) for b, v in latency.items()}
     degenerate = sorted({m["degenerate"] for m in metrics if m.get("degenerate")})
+    cell = {r["seed"]: json.loads(r.get("cell_json") or "{}") for r in rs}
     status = "ok" if len(ok) == len(rs) else "failed" if any(r["status"] == "failed" for r in rs) else "unsupported"
     if ok and status != "ok":
         status = "partial"
@@ -89,7 +91,11 @@ def _record(key: tuple, rs: list[dict]) -> dict:
         "failed": sum(r["status"] == "failed" for r in rs),
         "errors": sorted({r["error"] or "" for r in rs if r["status"] in ("failed", "unsupported")}),
         "paper": next((r["paper"] for r in rs if r.get("paper")), None),
-        "scheme": json.loads(rs[0].get("cell_json") or "{}").get("scheme"),
+        "scheme": cell[rs[0]["seed"]].get("scheme"),
+        "epochs": json.loads(rs[0].get("protocol_json") or "{}").get("qat", {}).get("epochs"),
+        "keys": {r["seed"]: r["cell_key"] for r in rs},
+        # a budget-check twin: seed -> the key of the cell it re-runs longer (never a leaderboard row)
+        "check_of": {s: c["check_of"] for s, c in cell.items() if c.get("check_of")},
     }
 
 
@@ -144,6 +150,7 @@ class Row:
     delta_ci95: float | None = None
     not_ranked: str | None = None  # why, where rank is None
     pairs: dict = field(default_factory=dict)  # (target, seed) -> Δ, on the ranking targets
+    budget_shift: float | None = None  # the largest mean shift at the budget check's longer budget
 
     @property
     def label(self) -> str:
@@ -161,6 +168,9 @@ class Section:
 
 def build_board(records: list[dict], rank_targets: set[str] | None = None) -> list[Section]:
     """Sections in a fixed order; ``rank_targets``: the targets that may rank (None: all)."""
+    shifts = {(c["method"], c["mode"], c["bits"], c["target"], c["variant_hash"]): c["shift"]
+              for c in budget_check(records)["rows"]}
+    records = [r for r in records if not r["check_of"]]
     by_setting: dict[str, list[dict]] = defaultdict(list)
     for rec in records:
         by_setting[setting_of(rec["w_bits"], rec["a_bits"], rec["mode"])].append(rec)
@@ -172,6 +182,10 @@ def build_board(records: list[dict], rank_targets: set[str] | None = None) -> li
         for r in recs:
             k = (r["method"], r["mode"], _variant_of(r, records))
             rows.setdefault(k, Row(k[0], k[1], k[2], {})).records[r["target"]] = r
+        for row in rows.values():
+            found = [shifts[k] for t, r in row.records.items()
+                     if (k := (row.method, row.mode, r["bits"], t, r["variant"])) in shifts]
+            row.budget_shift = max(found, key=abs) if found else None
         ranked_targets = rank_rows(list(rows.values()), setting != "FP32", rank_targets)
         sections.append(Section(setting, targets, ranked_targets, sorted(
             rows.values(), key=lambda row: (row.rank is None, row.rank or 0, -(row.delta or -1e9), row.label))))
@@ -223,6 +237,40 @@ def _variant_of(rec: dict, records: list[dict]) -> str:
     return tag or f"#{rec['variant']}"
 
 
+def budget_check(records: list[dict]) -> dict:
+    """Each checked row's mean accuracy at its QAT budget and at the longer one, paired by seed, and the
+    largest shift (the goal: at most :data:`~quantzoo.bench.protocol.CONVERGED_SHIFT` points)."""
+    mains = [rec for rec in records if not rec["check_of"]]
+    by_key = {key: (rec, seed) for rec in mains for seed, key in rec["keys"].items()}
+    rows = []
+    for twin in records:
+        pairs = [(by_key[k][0], s) for s, k in twin["check_of"].items() if k in by_key]
+        pairs = [(rec, s) for rec, s in pairs if s in twin["per_seed"] and s in rec["per_seed"]]
+        if not pairs:
+            continue
+        main = pairs[0][0]
+        before = [rec["per_seed"][s]["accuracy"] for rec, s in pairs]
+        after = [twin["per_seed"][s]["accuracy"] for _, s in pairs]
+        rows.append({"method": main["method"], "mode": main["mode"], "bits": main["bits"], "target": main["target"],
+                     "variant": _variant_of(main, mains), "variant_hash": main["variant"], "epochs": main["epochs"], "checked_epochs": twin["epochs"],
+                     "seeds": sorted(s for _, s in pairs), "accuracy": statistics.fmean(before),
+                     "checked_accuracy": statistics.fmean(after),
+                     "shift": statistics.fmean(after) - statistics.fmean(before)})
+    rows.sort(key=lambda r: -abs(r["shift"]))
+    worst = rows[0]["shift"] if rows else None
+    return {"goal": CONVERGED_SHIFT, "max_abs_shift": abs(worst) if rows else None,
+            "converged": None if not rows else abs(worst) <= CONVERGED_SHIFT, "rows": rows}
+
+
+def budget_table(check: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "bits", "target", "epochs", "mean", "epochs ×", "mean ×", "shift", "seeds"]
+    return header, [[f"{r['method']} ({r['mode']})" + (f" {r['variant']}" if r["variant"] else ""),
+                     r["bits"], r["target"], str(r["epochs"]), f"{r['accuracy']:.2f}", str(r["checked_epochs"]),
+                     f"{r['checked_accuracy']:.2f}", f"{r['shift']:+.2f}" + (" !" if abs(r["shift"]) > check["goal"]
+                                                                            else ""),
+                     str(len(r["seeds"]))] for r in check["rows"]]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # rendering
 # ---------------------------------------------------------------------------------------------------------
@@ -267,7 +315,9 @@ def section_table(section: Section) -> tuple[list[str], list[list[str]]]:
         ideal = [r["ideal_compression"] for r in recs if r["ideal_compression"]]
         backends = sorted({r["backend"] for r in recs if r["backend"]}) or ["-"]
         own = next((r["scheme"] for r in recs if (r.get("scheme") or "").startswith("own")), None)
-        notes = "; ".join(n for n in (row.not_ranked, own and "own scheme") if n)
+        budget = (f"not converged: {row.budget_shift:+.2f} at the longer budget"
+                  if row.budget_shift is not None and abs(row.budget_shift) > CONVERGED_SHIFT else None)
+        notes = "; ".join(n for n in (row.not_ranked, own and "own scheme", budget) if n)
         out.append([rank, row.label, *(_fmt_cell(row.records.get(t)) for t in section.targets), delta,
                     "/".join(map(str, seeds)), ", ".join(backends),
                     f"{statistics.fmean(ideal):.1f}" if ideal else "", _speed(recs),
@@ -306,6 +356,13 @@ def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | No
                                                               f"% {ranked}" if fmt == "latex" else f"_{ranked}_"))
                                if x) + "\n\n" + tabulate(rows, headers=header, tablefmt=_TABULATE[fmt],
                                                           disable_numparse=True))
+    check = budget_check(records)
+    if check["rows"]:
+        header, rows = budget_table(check)
+        title = {"html": "<h3>Budget check</h3>", "latex": "% Budget check"}.get(fmt, "### Budget check")
+        parts.append(f"{title}\n\nmax |shift| {check['max_abs_shift']:.2f} points (goal: at most "
+                     f"{check['goal']:.1f}; `!` marks a row above it)\n\n"
+                     + tabulate(rows, headers=header, tablefmt=_TABULATE[fmt], disable_numparse=True))
     return "\n\n".join(parts)
 
 
@@ -320,10 +377,12 @@ def board_json(sections: list[Section], records: list[dict]) -> dict:
 
     return {
         "rank_rule": RANK_RULE,
+        "budget_check": budget_check(records),
         "sections": [{
             "setting": s.setting, "targets": s.targets, "ranking_targets": s.ranking_targets,
             "rows": [{"method": r.method, "mode": r.mode, "variant": r.variant, "rank": r.rank,
                       "delta": r.delta, "delta_ci95": r.delta_ci95, "not_ranked": r.not_ranked,
+                      "budget_shift": r.budget_shift,
                       "degenerate": any(rec["degenerate"] for rec in r.records.values()),
                       "targets": {t: target_json(rec) for t, rec in r.records.items()}} for r in s.rows],
         } for s in sections],

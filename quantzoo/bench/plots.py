@@ -53,7 +53,7 @@ def make_plots(records: list[dict], out_dir) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     by_target: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        if r["accuracy"] is not None:
+        if r["accuracy"] is not None and not r.get("check_of"):  # budget-check twins are not results
             by_target[(r["model"], r["dataset"])].append(r)
     written = []
     for (model, dataset), recs in sorted(by_target.items()):

@@ -18,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..training import TrainConfig
 
+#: A QAT budget counts as converged when doubling it moves no row's mean accuracy by more than this many points
+#: (docs/benchmark-protocol.md, "Budgets"; checked by a suite's [budget_check]).
+CONVERGED_SHIFT = 0.5
+
 #: Version of the baseline recipe; bump it when training code changes so cached baselines are retrained.
 BASELINE_RECIPE_VERSION = 1
 

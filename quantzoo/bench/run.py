@@ -124,7 +124,7 @@ def _quantize_cell(cell: Cell, proto: Protocol, cache_dir):
     base = get_baseline(cell.model, cell.dataset, cell.seed, cell.baseline, data_root=cell.data_root,
                         cache_dir=cache_dir)
     fp_model = base.model
-    from ..metrics import evaluate, loss_for
+    from .scoring import evaluate, loss_for
     from ..registry import get_registry
 
     reg = get_registry()

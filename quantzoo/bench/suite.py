@@ -30,12 +30,18 @@ A suite is validated completely (pydantic, then names against the registry) befo
     modes = ["auto"]            # ptq | qat | auto (ptq where supported, else qat)
     config = {}                 # overrides merged into config_for_bits(w, a)
     config_file = "x.yaml"      # instead of bits: a method config file (JSON/YAML/TOML, Distiller/NNI formats)
-    protocol = {}               # paper suites only: per-entry budget (recorded in each row)
+    protocol = {}               # per-entry protocol fields, e.g. a section's QAT budget (recorded in each row)
     paper = { accuracy = 99.35, source = "TWN (Li & Liu 2016), Table 2" }
+
+    [budget_check]              # optional: QAT cells again at factor x the epochs; the leaderboard reports
+    factor = 2                  # each row's mean shift (goal: at most max_shift points) and ranks on the
+    targets = ["cnn1d"]         # main cells only
+    seeds = [0, 1, 2]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -140,6 +146,16 @@ class SuiteEntry(BaseModel):
         return v
 
 
+class BudgetCheck(BaseModel):
+    """Re-run the QAT cells at ``factor`` x the epochs to show the budget has converged
+    (docs/benchmark-protocol.md, "Budgets"): the leaderboard reports each row's mean shift, never ranks them."""
+
+    model_config = ConfigDict(extra="forbid")
+    factor: float = Field(2.0, gt=1)
+    targets: list[str] = ["*"]  # model or model/dataset patterns
+    seeds: list[int] | None = None  # None: every seed of the checked cells
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -149,6 +165,7 @@ class Suite(BaseModel):
     protocol: Protocol = Protocol()
     targets: list[Target] = Field(min_length=1)
     entries: list[SuiteEntry] = []
+    budget_check: BudgetCheck | None = None
     source: str | None = None  # the file it came from (set by load_suite)
 
 
@@ -308,7 +325,26 @@ def plan_suite(suite: Suite, *, methods: str | None = None, models: str | None =
                                 raise ConfigError(f"suite {suite.source or suite.name}: entries[{i}] ({name}): "
                                                   f"{e}") from None
                             add(cell)
+    if suite.budget_check:
+        for cell in _budget_check_cells(suite.budget_check, plan.cells):
+            add(cell)
     return plan
+
+
+def _budget_check_cells(check: BudgetCheck, cells: list[Cell]) -> list[Cell]:
+    """Twins of the QAT cells on the checked targets/seeds with ``factor`` x the epochs (``check_of`` set)."""
+    out = []
+    for c in cells:
+        if c.mode != "qat" or not (_matches(c.model, check.targets) or _matches(f"{c.model}/{c.dataset}",
+                                                                                 check.targets)):
+            continue
+        if check.seeds is not None and c.seed not in check.seeds:
+            continue
+        proto = Protocol.model_validate(c.protocol)
+        longer = proto.model_copy(update={"qat": proto.qat.model_copy(
+            update={"epochs": max(1, round(proto.qat.epochs * check.factor))})})
+        out.append(dataclasses.replace(c, protocol=longer.model_dump(mode="json"), check_of=c.key))
+    return out
 
 
 def _suggest(patterns: list[str], installed: list[str]) -> str:

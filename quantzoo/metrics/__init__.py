@@ -1,11 +1,10 @@
-"""Task metrics: top-1 for classification, COCO mAP for detection, and :func:`evaluate`, which scores a model
-by the metric its data set declares (``DatasetDef.metric``)."""
+"""Task metrics: top-1 for classification, COCO mAP for detection. Pure functions of outputs and labels; the
+harness picks one per data set in :mod:`quantzoo.bench.scoring`."""
 
 from __future__ import annotations
 
 from .classification import accuracy
-from .detection import IOU_THRESHOLDS, RECALL_POINTS, Detections, GroundTruth, box_iou, coco_map, nms
-from .task import METRICS, evaluate, ground_truth_of, loss_for
+from .detection import IOU_THRESHOLDS, RECALL_POINTS, Detections, GroundTruth, box_iou, coco_map, ground_truth_of, nms
 
-__all__ = ["IOU_THRESHOLDS", "METRICS", "RECALL_POINTS", "Detections", "GroundTruth", "accuracy", "box_iou",
-           "coco_map", "evaluate", "ground_truth_of", "loss_for", "nms"]
+__all__ = ["IOU_THRESHOLDS", "RECALL_POINTS", "Detections", "GroundTruth", "accuracy", "box_iou", "coco_map",
+           "ground_truth_of", "nms"]

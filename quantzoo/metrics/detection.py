@@ -178,3 +178,12 @@ def coco_map(detections: Sequence[Detections], ground_truth: Sequence[GroundTrut
         if len(hit):
             out[key] = float(ap[hit[0]])
     return out
+
+def ground_truth_of(target: torch.Tensor) -> list[GroundTruth]:
+    """Per-image ground truth from padded targets ``(N, M, 5)``: rows ``(class, x1, y1, x2, y2)``, class -1 =
+    padding."""
+    out = []
+    for t in target.detach().cpu().numpy().astype(np.float64):
+        t = t[t[:, 0] >= 0]
+        out.append(GroundTruth(t[:, 1:5], t[:, 0].astype(np.int64)))
+    return out

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import NonFiniteOutputError, UnsupportedError
-from .classification import accuracy
-from .detection import GroundTruth, coco_map
+from ..metrics import accuracy, coco_map, ground_truth_of
 
 #: The metrics a data set may declare.
 METRICS = ("top1", "map50")
@@ -39,15 +37,6 @@ def loss_for(model: str, dataset: str, *, registry=None) -> Callable:
     mdef, _ = _defs(model, dataset, registry)
     return mdef.loss or F.cross_entropy
 
-
-def ground_truth_of(target: torch.Tensor) -> list[GroundTruth]:
-    """Per-image ground truth from padded targets ``(N, M, 5)``: rows ``(class, x1, y1, x2, y2)``, class -1 =
-    padding."""
-    out = []
-    for t in target.detach().cpu().numpy().astype(np.float64):
-        t = t[t[:, 0] >= 0]
-        out.append(GroundTruth(t[:, 1:5], t[:, 0].astype(np.int64)))
-    return out
 
 
 @torch.no_grad()
