@@ -74,3 +74,11 @@ def test_empirical_shift_is_the_mean_error_per_channel():
     assert channel_mean(yq - empirical_bias_shift(yq, y).reshape(1, 2, 1) - y).abs().max() < 1e-6
     with pytest.raises(ConfigError, match="same layer"):
         empirical_bias_shift(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_linear_on_a_sequence_corrects_its_features_not_its_tokens():
+    # a Linear on N x T x F: the shift is per feature (last axis), averaged over samples and tokens
+    y = torch.zeros(2, 3, 4)
+    yq = y + torch.tensor([0.0, 1.0, 2.0, 3.0])
+    torch.testing.assert_close(empirical_bias_shift(yq, y, dim=-1), torch.tensor([0.0, 1.0, 2.0, 3.0]))
+    torch.testing.assert_close(channel_mean(yq, dim=-1), torch.tensor([0.0, 1.0, 2.0, 3.0]))

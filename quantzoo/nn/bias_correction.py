@@ -71,18 +71,21 @@ def output_shift(weight: torch.Tensor, input_mean: torch.Tensor, groups: int = 1
     return torch.einsum("goi,gi->go", e, ex.reshape(groups, in_per_group)).reshape(out_ch)
 
 
-def channel_mean(y: torch.Tensor) -> torch.Tensor:
-    """Mean of ``y`` over every dimension but 1 (the channels of an ``N×C×…`` output, the features of ``N×F``)."""
+def channel_mean(y: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Mean of ``y`` over every dimension but ``dim``: the channels of a Conv's ``N×C×…`` output (``dim=1``), the
+    features of a Linear's ``N×…×F`` output (``dim=-1``, e.g. per token of a sequence)."""
     if y.dim() < 2:
         raise ConfigError(f"channel_mean: expected an output of shape N x C x ..., got {tuple(y.shape)}")
-    dims = [d for d in range(y.dim()) if d != 1]
+    keep = dim % y.dim()
+    dims = [d for d in range(y.dim()) if d != keep]
     return y.detach().float().mean(dim=dims)
 
 
-def empirical_bias_shift(quantized_output: torch.Tensor, float_output: torch.Tensor) -> torch.Tensor:
-    """``E[ỹ] − E[y]`` per output channel from the quantized and float outputs of one layer on the same data;
-    subtracting it from the bias is empirical bias correction (DFQ §4.2, AIMET ``correct_bias``)."""
+def empirical_bias_shift(quantized_output: torch.Tensor, float_output: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """``E[ỹ] − E[y]`` per output channel (on axis ``dim``, see :func:`channel_mean`) from the quantized and float
+    outputs of one layer on the same data; subtracting it from the bias is empirical bias correction (DFQ §4.2,
+    AIMET ``correct_bias``)."""
     if quantized_output.shape[1:] != float_output.shape[1:]:
         raise ConfigError(f"empirical_bias_shift: outputs of shapes {tuple(quantized_output.shape)} and "
                           f"{tuple(float_output.shape)} differ; compare the same layer's outputs")
-    return channel_mean(quantized_output) - channel_mean(float_output)
+    return channel_mean(quantized_output, dim) - channel_mean(float_output, dim)

@@ -127,7 +127,8 @@ class DFQQuantizer(UniformQuantizer):
                 error = (layer.quantized_weight() - layer.weight).detach()
                 shift = output_shift(error, means[name], groups=getattr(layer, "groups", 1))
             else:
-                shift = empirical_bias_shift(capture(model, [name], batches, outputs=True)[name], reference[name])
+                dim = -1 if isinstance(layer, nn.Linear) else 1  # a Linear's features are its last axis
+                shift = empirical_bias_shift(capture(model, [name], batches, outputs=True)[name], reference[name], dim)
             layer.bias.data.sub_(shift)
 
 
