@@ -186,6 +186,14 @@ class Quantizer:
         """
         return None
 
+    @classmethod
+    def conformance_overrides(cls) -> dict:
+        """Config overrides :mod:`quantzoo.testing` applies when it checks this class with its defaults, to
+        shorten long work only (e.g. a reconstruction's iterations; scikit-learn's checks lower ``max_iter``
+        alike), never to change what a check sees. Instances are checked with their own config. Default: none.
+        """
+        return {}
+
     def to_json(self) -> dict:
         """``{"method": name, "version": v, "config": {...}}``; :func:`quantzoo.load_config` reverses it."""
         return {"method": self.name, "version": self.config.version, "config": self.config.model_dump(mode="json")}

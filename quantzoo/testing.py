@@ -148,9 +148,10 @@ def _converted(quantizer: Quantizer, build: Callable, seed: int = _SEED):
 
 
 def _fresh(quantizer: Quantizer | type[Quantizer]) -> Quantizer:
-    """A new instance with the same config (checks never share state such as schedules)."""
+    """A new instance with the same config (checks never share state such as schedules); a class gets its
+    defaults with its ``conformance_overrides()``."""
     if isinstance(quantizer, type):
-        return quantizer()
+        return quantizer(**quantizer.conformance_overrides())
     return type(quantizer)(quantizer.config)
 
 
@@ -399,7 +400,7 @@ def check_layer_policy(quantizer: Quantizer) -> None:
     if setting is None:
         return
     w_bits, a_bits = setting
-    base = cls.config_for_bits(w_bits, a_bits).model_dump()
+    base = {**cls.config_for_bits(w_bits, a_bits).model_dump(), **cls.conformance_overrides()}
     for policy in ("int8", "fp"):
         q = cls(cls.make_config({**base, "first_layer": policy, "last_layer": policy}))
         converted, _ = _converted(q, _conv_model)

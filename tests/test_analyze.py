@@ -62,6 +62,10 @@ def test_the_fragile_layer_ranks_first(method, setting):
             converted = run_pipeline(q, model, mode="ptq", calibration=batches).model
     except QuantzooError as e:
         pytest.skip(f"{method} refuses the MLP: {e}")
+    if getattr(q.config, "equalize", False):
+        # cross-layer equalization (DFQ §4.1) undoes exactly the planted 100x channel, and its per-channel
+        # rescaling makes layer '0' compute a different (equivalent) function than the float model's '0'
+        pytest.skip(f"{method} equalizes the channels across layers: no fragile layer is left to rank")
     layers = ["0", "2", "4"]
     info = layer_sqnr(model, converted, layers, batches)
     if all(info[n]["local_sqnr_db"] is None and info[n]["sqnr_db"] is None for n in layers):

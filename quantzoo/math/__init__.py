@@ -1,5 +1,13 @@
 """The quantization math every method calls: one implementation, cited, tested against torch and by hand."""
 
+from .adaround import (
+    adaround_fake_quantize,
+    beta_schedule,
+    init_rounding,
+    inverse_rectified_sigmoid,
+    rectified_sigmoid,
+    rounding_regularizer,
+)
 from .packing import PACKABLE_BITS, pack_bits, pack_signed, unpack_bits, unpack_signed
 from .binary import binarize, sign, ternary_codes
 from .logarithmic import log_dequantize, log_quantize, log_quantize_codes
@@ -27,6 +35,8 @@ from .uniform import (
 
 __all__ = [
     "PACKABLE_BITS",
+    "adaround_fake_quantize",
+    "beta_schedule",
     "binarize",
     "compute_qparams",
     "dequantize",
@@ -40,12 +50,16 @@ __all__ = [
     "log_quantize",
     "log_quantize_codes",
     "grad_transform",
+    "init_rounding",
+    "inverse_rectified_sigmoid",
     "lsq_fake_quantize",
     "lsq_grad_factor",
     "pack_bits",
     "pack_signed",
     "quantize",
     "quantize_unit",
+    "rectified_sigmoid",
+    "rounding_regularizer",
     "tanh_unit",
     "reduce_min_max",
     "reduction_rows",

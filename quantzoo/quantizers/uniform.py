@@ -84,6 +84,10 @@ class UniformQuantizer(Quantizer):
         obs = observer_class(observer, self.registry)(spec)
         return FakeQuant(spec, obs, learnable=self.config.learnable_scale, per_sample=per_sample)
 
+    def _weight_quantizer(self, layer: nn.Module, spec: QuantSpec) -> nn.Module:
+        """The quantizer of ``layer``'s weight (methods on uniform's grid with another rounding override it)."""
+        return self._fake_quant(spec, self.config.weight_observer)
+
     def _prepare(self, model: nn.Module, plan: LayerPlan) -> nn.Module:
         cfg = self.config
 
@@ -91,8 +95,7 @@ class UniformQuantizer(Quantizer):
             # Layer inputs carry a batch dimension: LSQ's N counts one sample's features.
             act = (self._fake_quant(cfg.activation, cfg.activation_observer, per_sample=True)
                    if cfg.activation else None)
-            return to_quant_layer(mod, weight_quantizer=self._fake_quant(cfg.weight, cfg.weight_observer),
-                                  input_quantizer=act)
+            return to_quant_layer(mod, weight_quantizer=self._weight_quantizer(mod, cfg.weight), input_quantizer=act)
 
         swap_layers(model, plan.method_layers(), make)
         return model
