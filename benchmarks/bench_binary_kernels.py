@@ -7,9 +7,10 @@ Printed, in one process, with the CPU, ISA and thread count beside every timing:
 1. Kernels. The binary GEMM (Linear) and direct binary convolution — XNOR-Net's sign × sign with its
    scaling, the whole layer: packing the float input to bits, the popcounts, the epilogue — against
    ``F.linear``/``F.conv2d`` in FP32 on the same shapes and batch; and TWN's ternary × uint8 layer (W2A8) on the
-   same shapes, which runs on the byte kernel (see below). Each pair is timed round-robin, run by run (a burst of load slows both), and reported
-   as the median with the 10th–90th percentile spread. ``Gb/s`` counts bit-pair operations (one per binary
-   multiply-accumulate) and ``of limit`` divides it by the popcount limit below; TWN's column gives GMAC/s.
+   same shapes, which runs on the byte kernel (see below). Each pair is timed round-robin, run by run (a burst
+   of load slows both), and reported as the median with the 10th–90th percentile spread. ``Gb/s`` counts
+   bit-pair operations (one per binary multiply-accumulate) and ``of limit`` divides it by the popcount limit
+   below; TWN's column gives GMAC/s.
 2. Whole models: xnor W1A1 and twn W2A8 on the zoo CNNs, lowered by the packed backend (kernel_report()
    printed), against the BN-folded FP32 model at batch 1 and 64, same protocol. The QAT is short (latency
    does not depend on accuracy). twn W2A32, the harness's ternary row, has float inputs: its layers stay on
@@ -170,9 +171,11 @@ def bench_kernels(isa: str, runs: int, limit_gbits: float | None, peak: float) -
         assert xnor.use_kernel(isa).startswith("xnor") and twn.use_kernel(isa).startswith("ternary-i8")
         w = xnor.dequantized_weight()
         xf = x.contiguous()  # FP32 in torch's default layout
-        fp = (lambda: F.linear(xf, w)) if kind == "linear" else (lambda: F.conv2d(xf, w, None, **conv))
+        # this iteration's tensors bound as defaults (the lambdas are only called in this iteration)
+        fp = ((lambda xf=xf, w=w: F.linear(xf, w)) if kind == "linear"
+              else (lambda xf=xf, w=w, conv=conv: F.conv2d(xf, w, None, **conv)))
         xr = x.relu()
-        t_fp, t_x, t_t = interleaved([fp, lambda: xnor(x), lambda: twn(xr)], runs)
+        t_fp, t_x, t_t = interleaved([fp, lambda xnor=xnor, x=x: xnor(x), lambda twn=twn, xr=xr: twn(xr)], runs)
         with torch.no_grad():
             out = fp()
         macs = out.numel() * (wshape[1] * (wshape[2] * wshape[3] if kind == "conv2d" else 1))
@@ -203,7 +206,7 @@ def bench_models(specs: list[str], isa: str, runs: int) -> None:
             print(f"{spec} {method} W{w}A{a}: {low.kernel_report()}")
             for b in (1, 64):
                 x = splits.test_x[:b]
-                t_q, t_fp = interleaved([lambda: low(x), lambda: fp(x)], runs)
+                t_q, t_fp = interleaved([lambda low=low, x=x: low(x), lambda fp=fp, x=x: fp(x)], runs)
                 print(f"  batch {b:2}: packed {fmt(t_q)}  FP32 {fmt(t_fp)}  speedup "
                       f"{summary(t_fp)[0] / summary(t_q)[0]:.2f}×  [{isa}, {torch.get_num_threads()} thread]")
 

@@ -27,8 +27,9 @@ weights of the padded taps — the result is exact at the border too.
 The convolution is direct: each input image is packed once into bit planes ``[P][H+2p][W+2p][C/8]`` (fused
 with the sign/threshold/affine code and, for XNOR-Net, the mean |x| of the K map; no float im2col), and
 the window of an output position is read in place, one contiguous run of bytes per kernel row. Linear layers
-are the 1×1 case (the byte kernel reads a byte image ``[H+2p][W+2p][C]`` the same way). The float epilogue then gives ``y = (d·α_o·s + b_o)·K_p`` (α the weight scale — XNOR-Net's
-per-filter α, BNN's 1, DoReFa's E|w|, TWN's α —, s the input code step, b the bias, K XNOR-Net's scaling map).
+are the 1×1 case (the byte kernel reads a byte image ``[H+2p][W+2p][C]`` the same way). The float epilogue
+then gives ``y = (d·α_o·s + b_o)·K_p`` (α the weight scale — XNOR-Net's per-filter α, BNN's 1, DoReFa's E|w|,
+TWN's α —, s the input code step, b the bias, K XNOR-Net's scaling map).
 
 Exactness: ``d`` is exact (integer arithmetic); the epilogue rounds once per product where the fake-quant
 model sums ±α terms in float32, so outputs agree to float32 rounding, not bit for bit (tests/

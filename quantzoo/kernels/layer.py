@@ -42,7 +42,9 @@ def _geometry(layer) -> dict | str:
         return f"string padding {layer.padding!r}"
     if layer.groups != 1:
         return f"grouped convolution (groups={layer.groups})"
-    one = (lambda v: v[0] if isinstance(v, (tuple, list)) else v)
+    def one(v):
+        return v[0] if isinstance(v, (tuple, list)) else v
+
     if layer.kind == "conv1d":
         return dict(C=shape[1], KH=1, KW=shape[2], SH=1, SW=one(layer.stride), PH=0, PW=one(layer.padding), DH=1,
                     DW=one(layer.dilation))
@@ -116,9 +118,9 @@ class BitKernel:
     def _prepare(self, layer) -> None:
         lib = library()
         g = self.geom
-        O, C, KH, KW = layer.weight_shape[0], g["C"], g["KH"], g["KW"]
+        out_ch, C, KH, KW = layer.weight_shape[0], g["C"], g["KH"], g["KW"]
         codes = unpack_bits(layer.packed_weight, layer.storage_bits, layer.numel).to(torch.int32)
-        codes = codes.reshape(O, C, KH, KW)
+        codes = codes.reshape(out_ch, C, KH, KW)
         if self.weights == "binary":  # v = 2c − 1: one row per channel, neg_o (c = 0)
             v = 2 * codes - 1
             rows = codes == 0
@@ -133,16 +135,16 @@ class BitKernel:
         if self.bytes_mode:  # weight values as int8 rows [O padded to 4][nseg][seg_vecs*32], zero-filled
             seg_bytes = taps_per_seg * C
             seg_vecs = -(-seg_bytes // 32)
-            rows8 = torch.zeros(-(-O // 4) * 4, nseg, seg_vecs * 32, dtype=torch.int8)
-            rows8[:O, :, :seg_bytes] = v.permute(0, 2, 3, 1).reshape(O, nseg, seg_bytes).to(torch.int8)
+            rows8 = torch.zeros(-(-out_ch // 4) * 4, nseg, seg_vecs * 32, dtype=torch.int8)
+            rows8[:out_ch, :, :seg_bytes] = v.permute(0, 2, 3, 1).reshape(out_ch, nseg, seg_bytes).to(torch.int8)
             self._wb, self._w, groups = rows8.contiguous(), None, 0
         else:
             self._w = self._pack(lib, rows, taps_per_seg, seg_words)
             self._wb, seg_vecs = None, 0
             groups = self._w.numel() // (nseg * seg_words * 8)
-        self._vtap = v.sum(dim=1).reshape(O, KH * KW).t().to(torch.int32).contiguous()  # [taps][O]
+        self._vtap = v.sum(dim=1).reshape(out_ch, KH * KW).t().to(torch.int32).contiguous()  # [taps][O]
         self._vsum = self._vtap.sum(dim=0, dtype=torch.int32).contiguous()
-        alpha = alpha.expand(O) if alpha.numel() == 1 else alpha.reshape(O)
+        alpha = alpha.expand(out_ch) if alpha.numel() == 1 else alpha.reshape(out_ch)
         self._scale = (alpha * torch.tensor(self.enc.value_scale, dtype=torch.float32)).contiguous()
         self._bias = layer.bias.detach().float().contiguous() if layer.bias is not None else None
         self._post = None
@@ -152,7 +154,7 @@ class BitKernel:
             g = g / torch.sqrt(bn.running_var + bn.eps)
             h = (0.0 if bn.bias is None else bn.bias.detach().float()) - bn.running_mean * g
             self._post = (g.contiguous(), h.contiguous())
-        self._layout = dict(O=O, groups=groups, nseg=nseg, seg_words=seg_words, taps_per_seg=taps_per_seg,
+        self._layout = dict(O=out_ch, groups=groups, nseg=nseg, seg_words=seg_words, taps_per_seg=taps_per_seg,
                             bytes_mode=int(self.bytes_mode), seg_vecs=seg_vecs)
         self._struct = None
         self._src = [(t, t._version if t is not None else None) for t in self._sources(layer)]
@@ -178,7 +180,9 @@ class BitKernel:
             elif e.kind == "affine":
                 qmin, qmax, zp = e.qmin, e.qmax, e.zero_point
                 pad_code = zp - qmin
-            ptr = (lambda t: t.data_ptr() if t is not None else None)
+            def ptr(t):
+                return t.data_ptr() if t is not None else None
+
             self._struct = _Layer(
                 **fields, in_kind=_IN_KIND[e.kind], planes=e.bits, prescale=e.prescale,
                 levels=float(2**e.bits - 1), scale_in=e.scale, zero_point=zp, qmin=qmin, qmax=qmax,
@@ -220,7 +224,7 @@ class BitKernel:
             self._prepare(layer)
         if self.enc.norm is not None:
             x = self.enc.norm(x)
-        O = self._layout["O"]
+        out_ch = self._layout["O"]
         if self.kind == "linear":
             lead = x.shape[:-1]
             x = x.reshape(-1, self.geom["C"])
@@ -234,14 +238,14 @@ class BitKernel:
             N, _, H, W = x.shape
             strides = x.stride()  # any layout: the packer reads NCHW or channels-last in place
         OH, OW = self._out_hw(x)
-        res = torch.empty(N, OH, OW, O, dtype=torch.int32 if dots else torch.float32)
+        res = torch.empty(N, OH, OW, out_ch, dtype=torch.int32 if dots else torch.float32)
         out_ptr, dots_ptr = (None, res.data_ptr()) if dots else (res.data_ptr(), None)
         rc = library().qz_forward(ctypes.byref(self._layer_struct()), ISAS[self.isa], x.data_ptr(),
                                   (ctypes.c_int64 * 4)(*strides), N, H, W, OH, OW, out_ptr, dots_ptr)
         if rc != 0:
             raise RuntimeError(f"bit-serial kernel {self.name} failed (code {rc})")
         if self.kind == "linear":
-            return res.reshape(*lead, O)
+            return res.reshape(*lead, out_ch)
         if self.kind == "conv1d":
-            return res.reshape(N, OW, O).permute(0, 2, 1)
+            return res.reshape(N, OW, out_ch).permute(0, 2, 1)
         return res.permute(0, 3, 1, 2)  # channels-last memory, NCHW shape

@@ -35,7 +35,8 @@ CORE_MODELS = [
     ModelDef("mobilenetv2-tiny", MobileNetV2Tiny, datasets=("digits", "mnist1d"), aliases=("mobilenetv2",),
              description="MobileNetV2 (depthwise convs, ReLU6, inverted residuals as functional adds), 1-D or 2-D"),
     ModelDef("resnet8", ResNet8, datasets=("digits", "mnist1d"),
-             description="ResNet-8 in torchvision's BasicBlock idiom (shared in-place ReLU, out += identity), 1-D or 2-D"),
+             description="ResNet-8 in torchvision's BasicBlock idiom (shared in-place ReLU, out += identity), "
+                         "1-D or 2-D"),
 ]
 
 

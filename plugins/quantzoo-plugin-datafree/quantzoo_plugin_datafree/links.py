@@ -44,7 +44,7 @@ class Link:
 def trace(model: nn.Module) -> fx.GraphModule:
     try:
         return fx.symbolic_trace(model)
-    except Exception as e:  # noqa: BLE001 - fx raises many types for untraceable code
+    except Exception as e:  # fx raises many types for untraceable code; re-raised as UnsupportedError
         raise UnsupportedError(
             f"data-free quantization needs a torch.fx-traceable model to find its layer chains, and tracing "
             f"{type(model).__name__} failed ({type(e).__name__}: {e}); remove data-dependent control flow "

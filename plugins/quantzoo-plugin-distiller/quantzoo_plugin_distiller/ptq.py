@@ -133,7 +133,8 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
 
     name = "distiller-ptq"
     family = "uniform affine"
-    paper = "Distiller PostTrainLinearQuantizer; Krishnamoorthi 2018, arXiv:1806.08342; Banner et al. 2019, arXiv:1810.05723 (ACIQ)"
+    paper = ("Distiller PostTrainLinearQuantizer; Krishnamoorthi 2018, arXiv:1806.08342; "
+             "Banner et al. 2019, arXiv:1810.05723 (ACIQ)")
     description = "Distiller range-linear PTQ: 4 modes, clip NONE/AVG/N_STD/GAUSS/LAPLACE, stats YAML, overrides."
     Config = DistillerPTQConfig
     capabilities = Capabilities(ptq=True, weight_bits=tuple(range(2, 17)), activation_bits=(*range(2, 17), None),
@@ -206,8 +207,10 @@ class DistillerPTQ(DistillerQuantizerMixin, Quantizer):
             half = s["half_range"] or succ.get(name) in ("relu", "relu6")
             act = {}
             if s["bits_a"] is not None:
-                make = lambda half_range, successor: RangeLinearAct(  # noqa: E731
-                    s["bits_a"], s["act_mode"], s["clip"], s["n_stds"], half_range, successor, cfg.dynamic)
+                def make(half_range, successor, s=s):  # s bound now: this layer's settings
+                    return RangeLinearAct(s["bits_a"], s["act_mode"], s["clip"], s["n_stds"], half_range,
+                                          successor, cfg.dynamic)
+
                 act = {"input_quantizer": make(False, None)}
                 # the output feeds the next layer: re-quantize it only where that layer is the method's too
                 if plan.activation_role(name) == "method":

@@ -39,8 +39,8 @@ class DistillerQATConfig(LayerPolicyConfig):
 
     ``first_layer``/``last_layer``/``include``/``exclude``: quantzoo's layer policy (default: every layer
     quantized), applied by the core to whole layers: a ReLU feeding a layer kept at 8 bits or float is not
-    quantized by the method (docs/layer-policy.md). Distiller's constructor defaults are 32 bits ("not quantized"); quantzoo's are 8/8. ``null`` keeps
-    weights or activations FP.
+    quantized by the method (docs/layer-policy.md). Distiller's constructor defaults are 32 bits ("not
+    quantized"); quantzoo's are 8/8. ``null`` keeps weights or activations FP.
     """
 
     bits_activations: int | None = 8
@@ -343,7 +343,8 @@ class DistillerWRPN(_DistillerQAT):
 
     name = "distiller-wrpn"
     paper = "Mishra et al. 2017, arXiv:1709.01134; Distiller WRPNQuantizer"
-    description = "Distiller WRPN: clamp(w,-1,1) weights (Distiller's 2^b+1-level quirk by default), clip-1 activations."
+    description = ("Distiller WRPN: clamp(w,-1,1) weights (Distiller's 2^b+1-level quirk by default), "
+                   "clip-1 activations.")
     Config = WRPNConfig
     scheme_refusal = ("WRPN's format is the paper's (clamp(w, -1, 1) on a fixed grid, activations clipped to [0, 1]): "
                       "WRPNQuantizer has no granularity, symmetry or scale option")

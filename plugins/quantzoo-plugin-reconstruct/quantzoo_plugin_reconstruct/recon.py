@@ -127,9 +127,9 @@ def reconstruct(model: nn.Module, graph: fx.Graph, units: list[Unit], batches: l
                 learn: set[str] | None = None) -> list[dict]:
     """Reconstruct every unit in order (in place), learning the rounding and activation steps of the layers
     in ``learn`` (all quantized layers when ``None``), and return one record per unit: its layers, those it
-    learned (``learned``; a unit with none is skipped and has only these keys), the loss curve (``iteration``, ``loss``, ``reg``, ``beta``), the rounding softness at the end, and the
-    reconstruction loss on the whole calibration set before optimisation and after it with soft and with
-    hard rounding."""
+    learned (``learned``; a unit with none is skipped and has only these keys), the loss curve (``iteration``,
+    ``loss``, ``reg``, ``beta``), the rounding softness at the end, and the reconstruction loss on the whole
+    calibration set before optimisation and after it with soft and with hard rounding."""
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(cfg.seed)

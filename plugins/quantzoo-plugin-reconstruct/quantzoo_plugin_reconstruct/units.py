@@ -35,7 +35,7 @@ def trace(model: nn.Module) -> fx.Graph:
     """The fx graph of ``model``; :class:`UnsupportedError` when it cannot be traced."""
     try:
         return _LeafTracer().trace(model)
-    except Exception as e:  # noqa: BLE001 - fx raises many types for untraceable code
+    except Exception as e:  # fx raises many types for untraceable code; re-raised as UnsupportedError
         raise UnsupportedError(
             f"reconstruction needs a torch.fx-traceable model to find its layers and blocks, and tracing "
             f"{type(model).__name__} failed ({type(e).__name__}: {e}); remove data-dependent control flow "

@@ -69,8 +69,8 @@ def test_layer_units_are_the_compute_layers():
 
 
 def test_block_units_follow_mqbench():
-    # plain chains stack up to `chain` layers (across containers); a residual block runs from the fork to the join (+ its ReLU),
-    # the projection shortcut included; the stem before a fork and the classifier stay alone
+    # plain chains stack up to `chain` layers (across containers); a residual block runs from the fork to the
+    # join (+ its ReLU), the projection shortcut included; the stem before a fork and the classifier stay alone
     assert _units("cnn", "digits", "block") == [["features.0", "features.3", "features.7"], ["classifier.1"]]
     assert _units("cnn1d", "mnist1d", "block", chain=2) == [["features.0", "features.3"],
                                                             ["features.6", "classifier.1"]]

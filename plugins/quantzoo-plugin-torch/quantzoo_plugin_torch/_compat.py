@@ -67,7 +67,7 @@ def _probe(path: str) -> str | None:
         obj = importlib.import_module(mod_name)
         for a in filter(None, attrs.split(".")):
             obj = getattr(obj, a)
-    except Exception as exc:  # ImportError, AttributeError, or a broken install
+    except Exception as exc:  # noqa: BLE001 - ImportError, AttributeError, or a broken install: all mean missing
         return f"{path} is missing in torch {torch.__version__} ({type(exc).__name__}: {exc})"
     return None
 
@@ -125,7 +125,7 @@ def import_torchao():
         warnings.simplefilter("ignore")
         try:
             return importlib.import_module("torchao")
-        except Exception:
+        except Exception:  # noqa: BLE001 - a broken torchao install (any error on import) counts as absent
             return None
 
 

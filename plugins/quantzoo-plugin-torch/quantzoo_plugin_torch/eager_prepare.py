@@ -144,7 +144,8 @@ def prepare_eager_model(model: nn.Module, qconfig, qat: bool, fuse: bool = True)
     has_stubs = any(isinstance(m, tq.QuantStub) for m in model.modules())
     try:
         graph = _Tracer().trace(model)
-    except Exception as exc:  # untraceable: torch's plain eager flow; a failure is explained at convert
+    except Exception as exc:  # noqa: BLE001 - fx raises many types, all mean untraceable:
+        # torch's plain eager flow; a failure is explained at convert
         groups = _fuse(model, qat) if fuse else []
         return EagerPlan(model if has_stubs else tq.QuantWrapper(model), groups=groups, trace_error=exc)
     gm = fx.GraphModule(model, graph, model.__class__.__name__).train(model.training)

@@ -87,7 +87,7 @@ def locate_failure(model: nn.Module, run: Callable[[], object]) -> tuple[BaseExc
         handles.append(mod.register_forward_hook(leave))
     try:
         run()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error from the user's model is returned to be explained
         mod = stack[-1] if stack else model
         return exc, names.get(id(mod), ""), type(mod).__name__
     finally:

@@ -35,7 +35,8 @@ _FUNCTION_CALLS = {
     torch.split: lambda: torch.split(Q, 2, 1)[0], torch.mean: lambda: torch.mean(Q, (2, 3)),
     torch.clamp: lambda: torch.clamp(Q, 0, 1), torch.sigmoid: lambda: torch.sigmoid(Q),
     torch.tanh: lambda: torch.tanh(Q), F.adaptive_avg_pool1d: lambda: F.adaptive_avg_pool1d(Q1, 1),
-    F.adaptive_avg_pool2d: lambda: F.adaptive_avg_pool2d(Q, 1), F.adaptive_avg_pool3d: lambda: F.adaptive_avg_pool3d(Q3, 1),
+    F.adaptive_avg_pool2d: lambda: F.adaptive_avg_pool2d(Q, 1),
+    F.adaptive_avg_pool3d: lambda: F.adaptive_avg_pool3d(Q3, 1),
     F.max_pool1d: lambda: F.max_pool1d(Q1, 2), F.max_pool2d: lambda: F.max_pool2d(Q, 2),
     F.max_pool3d: lambda: F.max_pool3d(Q3, 2), F.avg_pool1d: lambda: F.avg_pool1d(Q1, 2),
     F.avg_pool2d: lambda: F.avg_pool2d(Q, 2), F.avg_pool3d: lambda: F.avg_pool3d(Q3, 2),
@@ -98,7 +99,8 @@ def test_functional_ops_become_floatfunctional_and_match_float():
     prepared, conv = _quantize(model, x)
     ops = sorted(m.op for m in prepared.modules() if isinstance(m, FunctionalOp))
     assert ops == ["add_relu", "add_scalar", "cat", "mul_scalar", "mul_scalar"]
-    assert all(isinstance(m.ff, torch.ao.nn.quantized.QFunctional) for m in conv.modules() if isinstance(m, FunctionalOp))
+    assert all(isinstance(m.ff, torch.ao.nn.quantized.QFunctional)
+               for m in conv.modules() if isinstance(m, FunctionalOp))
     assert conv._quantzoo_float_layers == {}
     assert (conv(x) - model(x)).abs().max() < 0.1
 
