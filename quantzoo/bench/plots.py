@@ -80,13 +80,13 @@ def _bits_plot(out: Path, model: str, dataset: str, recs: list[dict], fp: dict |
                 name = f"{r['method']} ({r['mode']})" + (f" {variant}" if variant else "")
                 data[row][name].append((r["w_bits"], r["accuracy"], r["accuracy_ci95"] or 0.0))
     panels = sorted({p for row in data.values() for p in (t for t, _ in _panels(row))})
-    ncols = max(len(panels), 1)
-    fig, axes = plt.subplots(2, ncols, figsize=(3.6 * ncols + 1, 7.5), squeeze=False, sharey=True)
+    nrows = max(len(panels), 1)  # one row per method family, the two kinds of setting side by side
+    fig, axes = plt.subplots(nrows, 2, figsize=(12, 2.9 * nrows + 0.6), squeeze=False, sharey=True)
     colors = plt.get_cmap("tab10").colors
     for i, (row, series) in enumerate(data.items()):
         by_title = dict(_panels(series))
         for j, title in enumerate(panels):
-            ax = axes[i][j]
+            ax = axes[j][i]
             for k, name in enumerate(by_title.get(title, [])):
                 pts = sorted(series[name])
                 xs, ys, es = zip(*pts)
@@ -100,15 +100,15 @@ def _bits_plot(out: Path, model: str, dataset: str, recs: list[dict], fp: dict |
             ax.set_xticklabels([str(b) for b in _BITS])
             ax.set_xlim(0.25, 10)
             ax.grid(alpha=0.3)
-            ax.set_title(f"{title}: {row}" if i == 0 else row, fontsize=8)
-            if j == 0:
+            ax.set_title(f"{title}: {row}", fontsize=8)
+            if i == 0:
                 ax.set_ylabel("top-1 accuracy (%)")
-            if i == 1:
+            if j == nrows - 1:
                 ax.set_xlabel("weight bits")
     fp_text = f" {fp['accuracy']:.2f}" if fp else ""
     fig.suptitle(f"Accuracy vs bits: {model} on {dataset} (dashed: FP32{fp_text}; bars: 95% interval over seeds; "
                  "degenerate rows left out)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # room for the title
     p = out / f"accuracy_vs_bits_{model}_{dataset}.png"
     fig.savefig(p, dpi=110)
     plt.close(fig)
