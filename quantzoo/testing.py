@@ -147,6 +147,12 @@ def _converted(quantizer: Quantizer, build: Callable, seed: int = _SEED):
     return converted, x
 
 
+def check_config(cls: type[Quantizer], w_bits: int, a_bits: int | None):
+    """``cls.config_for_bits(w_bits, a_bits)`` with the class's ``conformance_overrides()``: the config a
+    test runs a method under when it checks behaviour, not convergence (e.g. 8 reconstruction iterations)."""
+    return cls.make_config({**cls.config_for_bits(w_bits, a_bits).model_dump(), **cls.conformance_overrides()})
+
+
 def _fresh(quantizer: Quantizer | type[Quantizer]) -> Quantizer:
     """A new instance with the same config (checks never share state such as schedules); a class gets its
     defaults with its ``conformance_overrides()``."""
@@ -400,7 +406,7 @@ def check_layer_policy(quantizer: Quantizer) -> None:
     if setting is None:
         return
     w_bits, a_bits = setting
-    base = {**cls.config_for_bits(w_bits, a_bits).model_dump(), **cls.conformance_overrides()}
+    base = check_config(cls, w_bits, a_bits).model_dump()
     for policy in ("int8", "fp"):
         q = cls(cls.make_config({**base, "first_layer": policy, "last_layer": policy}))
         converted, _ = _converted(q, _conv_model)

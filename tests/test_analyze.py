@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import quantzoo
+from quantzoo.testing import check_config
 from quantzoo import QuantzooError
 from quantzoo.bench.analyze import layer_sqnr, sensitivity_order, sqnr_db
 from quantzoo.pipeline import run_pipeline
@@ -56,7 +57,7 @@ def test_the_fragile_layer_ranks_first(method, setting):
     batches = [torch.randn(64, 16, generator=gen) for _ in range(4)]
     cls = REG.get("quantizer", method)
     try:
-        q = cls(cls.config_for_bits(*setting), registry=REG)
+        q = cls(check_config(cls, *setting), registry=REG)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             converted = run_pipeline(q, model, mode="ptq", calibration=batches).model

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import quantzoo
+from quantzoo.testing import check_config
 from quantzoo import QuantzooError, QuantzooWarning
 from quantzoo.pipeline import run_pipeline
 from quantzoo.testing import HARNESS_SETTINGS
@@ -150,7 +151,7 @@ def test_method_on_a_real_architecture_succeeds_or_refuses_clearly(method, arch)
     model = build().eval()
     x = data()
     try:
-        quantizer = cls(cls.config_for_bits(*setting), registry=REG)
+        quantizer = cls(check_config(cls, *setting), registry=REG)
         mode = "ptq" if cls.capabilities.ptq else "qat"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", QuantzooWarning)

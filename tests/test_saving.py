@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import quantzoo
+from quantzoo.testing import check_config
 from quantzoo import DataError, QuantzooWarning
 from quantzoo.pipeline import run_pipeline
 from quantzoo.testing import HARNESS_SETTINGS
@@ -32,7 +33,7 @@ def test_a_saved_model_loads_into_a_fresh_architecture_with_the_same_outputs(met
     cls = REG.get("quantizer", method)
     setting = next((s for s in ((8, 8), *HARNESS_SETTINGS) if cls.capabilities.supports(*s)), None)
     net, x = _net(cls, 0)
-    q = cls(cls.config_for_bits(*setting), registry=REG)
+    q = cls(check_config(cls, *setting), registry=REG)
     mode = "ptq" if cls.capabilities.ptq else "qat"
     def one_step(model, quantizer):
         model.train()
