@@ -185,3 +185,12 @@ def test_budget_check_pairs_twins_by_seed_and_flags_rows_that_move():
     notes = {row.label: section_table(section)[1][i][-1] for i, row in enumerate(section.rows)}
     assert "not converged: +1.00" in notes["s (qat)"] and "not converged" not in notes["b (qat)"]
     assert "### Budget check" in render(records, "github")
+
+
+def test_a_row_unstable_across_seeds_is_shown_but_not_ranked():
+    # Δ per seed: -0.5, -40, -1 -> 95% half-width far above 5 points: it would tie rank 1 by noise alone
+    rows = [*ROWS[:3], *_seeds("a", "ptq", 4, 4, [98.5, 58.0, 96.0]), *_seeds("c", "ptq", 4, 4, [98.4, 97.7, 96.3])]
+    section = _section("W4A4", rows)
+    by = {row.method: row for row in section.rows}
+    assert by["a"].rank is None and by["a"].not_ranked.startswith("unstable across seeds")
+    assert by["c"].rank == 1

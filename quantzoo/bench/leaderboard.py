@@ -27,9 +27,12 @@ from .stats import Summary, paired_better
 
 FORMATS = ("github", "markdown", "html", "latex", "csv", "json")
 _TABULATE = {"github": "github", "markdown": "pipe", "html": "html", "latex": "latex_booktabs"}
+#: A row whose paired Δ-vs-FP interval is wider than this (points, 95% half-width) cannot be told apart from
+#: anything: it would share rank 1 by noise alone, so it is shown unranked as unstable across seeds.
+UNSTABLE_CI = 5.0
 RANK_RULE = ("rank = 1 + the number of rows of the section significantly better than the row (95% interval of "
              "the mean paired Δ difference over (target, seed) pairs above zero); rows within noise of the best "
-             "share rank 1")
+             f"share rank 1; rows whose Δ interval is wider than ±{UNSTABLE_CI:.0f} points are unstable and not ranked")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -215,6 +218,8 @@ def rank_rows(rows: list[Row], rank: bool, rank_targets: set[str] | None) -> lis
         if row.pairs:
             summ = Summary.of(list(row.pairs.values()))
             row.delta, row.delta_ci95 = summ.mean, summ.ci95
+            if not row.not_ranked and summ.ci95 is not None and summ.ci95 > UNSTABLE_CI:
+                row.not_ranked = f"unstable across seeds (Δ ±{summ.ci95:.1f})"
     if not rank:
         return targets
     ranked = [row for row in rows if row.not_ranked is None and row.pairs]
