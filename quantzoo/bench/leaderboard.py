@@ -169,10 +169,12 @@ class Section:
     rows: list[Row]
 
 
-def build_board(records: list[dict], rank_targets: set[str] | None = None) -> list[Section]:
-    """Sections in a fixed order; ``rank_targets``: the targets that may rank (None: all)."""
-    shifts = {(c["method"], c["mode"], c["bits"], c["target"], c["variant_hash"]): c["shift"]
-              for c in budget_check(records)["rows"]}
+def build_board(records: list[dict], rank_targets: set[str] | None = None,
+                check: dict | None = None) -> list[Section]:
+    """Sections in a fixed order; ``rank_targets``: the targets that may rank (None: all); ``check``: the
+    records' :func:`budget_check`, where the caller has it already."""
+    check = check if check is not None else budget_check(records)
+    shifts = {(c["method"], c["mode"], c["bits"], c["target"], c["variant_hash"]): c["shift"] for c in check["rows"]}
     records = [r for r in records if not r["check_of"]]
     by_setting: dict[str, list[dict]] = defaultdict(list)
     for rec in records:
@@ -305,6 +307,12 @@ def _speed(recs: list[dict]) -> str:
     return f"{speed:.2f}" + ("~" if any(lat["noisy"] for lat in lats) else "")
 
 
+def suite_notes(row: Row, cell_notes: dict[str, str] | None) -> list[str]:
+    """The suite's notes (``SuiteEntry.note``) on any cell of ``row``; ``cell_notes``: cell key -> note."""
+    said = cell_notes or {}
+    return sorted({said[k] for rec in row.records.values() for k in rec["keys"].values() if k in said})
+
+
 def section_table(section: Section, cell_notes: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one section; ``cell_notes``: cell key -> the suite's note on it."""
     fp = section.setting == "FP32"
@@ -323,8 +331,8 @@ def section_table(section: Section, cell_notes: dict[str, str] | None = None) ->
         own = next((r["scheme"] for r in recs if (r.get("scheme") or "").startswith("own")), None)
         budget = (f"not converged: {row.budget_shift:+.2f} at the longer budget"
                   if row.budget_shift is not None and abs(row.budget_shift) > CONVERGED_SHIFT else None)
-        said = sorted({cell_notes[k] for r in recs for k in r["keys"].values() if k in (cell_notes or {})})
-        notes = "; ".join(n for n in (row.not_ranked, own and "own scheme", budget, *said) if n)
+        notes = "; ".join(n for n in (row.not_ranked, own and "own scheme", budget, *suite_notes(row, cell_notes))
+                          if n)
         out.append([rank, row.label, *(_fmt_cell(row.records.get(t)) for t in section.targets), delta,
                     "/".join(map(str, seeds)), ", ".join(backends),
                     f"{statistics.fmean(ideal):.1f}" if ideal else "", _speed(recs),
@@ -338,9 +346,10 @@ def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | No
     ``cell_notes``: cell key -> the suite's note on it (``SuiteEntry.note``), shown in the row's notes."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    sections = build_board(records, rank_targets)
+    check = budget_check(records)
+    sections = build_board(records, rank_targets, check)
     if fmt == "json":
-        return json.dumps(board_json(sections, records, cell_notes), indent=1, default=str)
+        return json.dumps(board_json(sections, check, cell_notes), indent=1, default=str)
     if fmt == "csv":  # long format: one line per (section, row, target)
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -365,7 +374,6 @@ def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | No
                                                               f"% {ranked}" if fmt == "latex" else f"_{ranked}_"))
                                if x) + "\n\n" + tabulate(rows, headers=header, tablefmt=_TABULATE[fmt],
                                                           disable_numparse=True))
-    check = budget_check(records)
     if check["rows"]:
         header, rows = budget_table(check)
         title = {"html": "<h3>Budget check</h3>", "latex": "% Budget check"}.get(fmt, "### Budget check")
@@ -375,7 +383,7 @@ def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | No
     return "\n\n".join(parts)
 
 
-def board_json(sections: list[Section], records: list[dict], cell_notes: dict[str, str] | None = None) -> dict:
+def board_json(sections: list[Section], check: dict, cell_notes: dict[str, str] | None = None) -> dict:
     """The leaderboard as data: sections with, per row, rank, Δ and its interval, and per target mean, sd,
     ci95, seeds, degenerate flag and the variant label."""
     def target_json(rec: dict) -> dict:
@@ -386,14 +394,13 @@ def board_json(sections: list[Section], records: list[dict], cell_notes: dict[st
 
     return {
         "rank_rule": RANK_RULE,
-        "budget_check": budget_check(records),
+        "budget_check": check,
         "sections": [{
             "setting": s.setting, "targets": s.targets, "ranking_targets": s.ranking_targets,
             "rows": [{"method": r.method, "mode": r.mode, "variant": r.variant, "rank": r.rank,
                       "delta": r.delta, "delta_ci95": r.delta_ci95, "not_ranked": r.not_ranked,
                       "budget_shift": r.budget_shift,
-                      "notes": sorted({(cell_notes or {})[k] for rec in r.records.values() for k in rec["keys"].values()
-                                       if k in (cell_notes or {})}),
+                      "notes": suite_notes(r, cell_notes),
                       "degenerate": any(rec["degenerate"] for rec in r.records.values()),
                       "targets": {t: target_json(rec) for t, rec in r.records.items()}} for r in s.rows],
         } for s in sections],
