@@ -194,3 +194,56 @@ def test_a_row_unstable_across_seeds_is_shown_but_not_ranked():
     by = {row.method: row for row in section.rows}
     assert by["a"].rank is None and by["a"].not_ranked.startswith("unstable across seeds")
     assert by["c"].rank == 1
+
+
+def test_variant_labels_name_nested_config_keys_by_their_path():
+    a = _seeds("uniform", "ptq", 3, None, [98.0, 97.0, 96.0], config={"weight": {"bits": 3, "symmetric": True}})
+    b = _seeds("uniform", "ptq", 3, None, [97.0, 96.0, 95.0], config={"weight": {"bits": 3, "symmetric": False}})
+    labels = sorted(r.label for r in _section("W3 weight-only", a + b).rows)
+    assert labels == ["uniform (ptq) weight.symmetric=False", "uniform (ptq) weight.symmetric=True"]
+
+
+# trends: the pairs' paired differences and verdicts, worked by hand on ROWS (FP 99/98/97 by seed)
+def _trends(rows, *specs):
+    from quantzoo.bench.trends import Trend
+
+    trends = [Trend.model_validate({"claim": f"t{i}", "bits": ["W4A4"], "targets": ["cnn/digits"], **spec})
+              for i, spec in enumerate(specs)]
+    return json.loads(render(aggregate(rows), "json", trends=trends))["trends"]
+
+
+def test_a_trend_compares_adjacent_rows_on_their_paired_differences():
+    (res,) = _trends(ROWS, {"order": ["b", "a", "c"]})
+    b_a, a_c = res["pairs"]
+    # a - b per seed: 1.5, 1.6, 1.4 -> mean 1.5, sd 0.1, half-width t(0.975, 2)·0.1/√3 = 0.2484: ahead
+    assert b_a["difference"] == pytest.approx(1.5) and b_a["ci95"] == pytest.approx(4.302653 * 0.1 / 3 ** 0.5)
+    assert b_a["verdict"] == "ahead" and b_a["seeds"] == [0, 1, 2]
+    # c - a: -0.1, +0.1, -0.1 -> mean -0.0333, sd 0.1155, half-width 0.287: behind within noise
+    assert a_c["difference"] == pytest.approx(-0.1 / 3) and a_c["verdict"] == "behind within noise"
+    assert res["holds"] is True and res["significant"] is False
+
+
+def test_a_reversed_trend_does_not_hold_and_missing_or_ambiguous_rows_are_named():
+    (rev,) = _trends(ROWS, {"order": ["a", "b"]})
+    assert rev["pairs"][0]["verdict"] == "behind" and rev["holds"] is False
+    u = [*_seeds("u", "ptq", 4, 4, [98.0, 97.0, 96.0], config={"p": 0.0}),
+         *_seeds("u", "ptq", 4, 4, [98.5, 97.5, 96.5], config={"p": 0.5})]
+    amb, picked, gone = _trends([*ROWS, *u], {"order": ["a", "u"]},
+                                {"order": [{"method": "u", "config": {"p": 0.0}}, {"method": "u", "config": {"p": 0.5}}]},
+                                {"order": ["a", "nope"]})
+    assert "matches 2 rows" in amb["pairs"][0]["missing"] and amb["holds"] is None
+    assert picked["pairs"][0]["difference"] == pytest.approx(0.5) and picked["pairs"][0]["verdict"] == "ahead"
+    assert picked["pairs"][0]["lower"] == "u [p=0.0]"
+    assert gone["pairs"][0]["missing"] == "no nope row at W4A4 on cnn/digits"
+    text = render(aggregate([*ROWS, *u]), "github", trends=[])
+    assert "### Trends" not in text
+
+
+def test_the_trends_table_renders_in_every_format():
+    from quantzoo.bench.trends import Trend
+
+    trend = Trend.model_validate({"claim": "b then a", "order": ["b", "a"], "bits": ["W4A4"],
+                                  "targets": ["cnn/digits"]})
+    for fmt in ("github", "markdown", "html", "latex"):
+        text = render(aggregate(ROWS), fmt, trends=[trend])
+        assert "Trends" in text and "b then a — holds" in text and "+1.50 ±0.25" in text

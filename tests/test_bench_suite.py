@@ -26,6 +26,21 @@ def test_builtin_suites_load_and_plan(name):
     assert len(fp) == sum(len(t.seeds or suite.seeds) for t in suite.targets)
     assert plan.cells[: len(fp)] == fp  # FP rows first (they train the baselines)
     assert len({c.key for c in plan.cells}) == len(plan.cells)
+    _every_trend_row_is_planned_once(suite, plan)
+
+
+def _every_trend_row_is_planned_once(suite, plan):
+    """Each row a [[trends]] table names is exactly one planned row (method, mode, config, protocol) at each
+    of its settings and targets: a typo or an ambiguous reference fails here, not in the rendered table."""
+    rows = {(c.method, c.mode, c.bits_label, f"{c.model}/{c.dataset}", repr(c.config), repr(c.protocol)):
+            {"method": c.method, "mode": c.mode, "config": c.config}
+            for c in plan.cells if c.mode != "fp" and c.check_of is None}
+    for trend in suite.trends:
+        for bits in trend.bits:
+            for target in trend.targets:
+                for ref in trend.order:
+                    found = [k for k, rec in rows.items() if k[2:4] == (bits, target) and ref.matches(rec)]
+                    assert len(found) == 1, (trend.claim, bits, target, ref.name, found)
 
 
 def test_quick_suite_covers_every_installed_8bit_method_but_the_slow_ones():

@@ -4,6 +4,7 @@ runs it."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from .protocol import Protocol, hash_of
@@ -73,3 +74,19 @@ def bits_label(w_bits: int | None, a_bits: int | None, mode: str) -> str:
     if mode == "fp":
         return "FP32"
     return f"W{w_bits}A{32 if a_bits is None else a_bits}"
+
+
+_BITS = re.compile(r"^W(\d+)(?:A(\d+))?$", re.IGNORECASE)
+
+
+def parse_bits(text: str) -> tuple[int | None, int | None]:
+    """``"W4A8"`` → (4, 8); ``"W2"``/``"W2A32"`` → (2, None) (float activations); ``"default"`` → (None, None)."""
+    if str(text).lower() == "default":
+        return None, None
+    m = _BITS.match(str(text).strip())
+    if not m:
+        raise ValueError(f"bits {text!r} is not of the form W<n>A<m> (e.g. W8A8, W2A32, W1A1) or 'default'")
+    w, a = int(m.group(1)), int(m.group(2)) if m.group(2) else 32
+    if not 1 <= w <= 16 or not (1 <= a <= 16 or a == 32):
+        raise ValueError(f"bits {text!r}: weight widths lie in 1..16, activation widths in 1..16 or 32 (float)")
+    return w, (None if a == 32 else a)

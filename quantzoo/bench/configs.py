@@ -31,6 +31,17 @@ def deep_merge(base: dict, overrides: dict) -> dict:
     return out
 
 
+def flatten(config: dict, prefix: str = "") -> dict:
+    """Nested config keys as dotted paths: ``{"weight": {"bits": 3}}`` → ``{"weight.bits": 3}``."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def bits_config(cls: type[Quantizer], w_bits: int | None, a_bits: int | None, overrides: dict | None = None,
                 protocol: Protocol | None = None) -> QuantizerConfig:
     """The validated config of ``cls`` at W``w_bits``/A``a_bits`` (``a_bits`` None: float activations).

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .cell import bits_label
+from .configs import flatten
 from .measure import NOISY_SPREAD
 from .protocol import CONVERGED_SHIFT
 from .stats import Summary, paired_better
+from .trends import evaluate as evaluate_trends
+from .trends import trend_table
 
 FORMATS = ("github", "markdown", "html", "latex", "csv", "json")
 _TABULATE = {"github": "github", "markdown": "pipe", "html": "html", "latex": "latex_booktabs"}
@@ -33,6 +36,9 @@ UNSTABLE_CI = 5.0
 RANK_RULE = ("rank = 1 + the number of rows of the section significantly better than the row (95% interval of "
              "the mean paired Δ difference over (target, seed) pairs above zero); rows within noise of the best "
              f"share rank 1; rows whose Δ interval is wider than ±{UNSTABLE_CI:.0f} points are unstable and not ranked")
+TREND_RULE = ("Each pair: the mean over seeds of the paired accuracy difference (better − worse row, same FP "
+              "checkpoint and calibration samples per seed) ±95% interval; verdict `ahead` = interval above 0, "
+              "`behind` = below 0, else within noise. A trend holds within noise where no pair is `behind`.")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -237,8 +243,8 @@ def _variant_of(rec: dict, records: list[dict]) -> str:
             (rec["method"], rec["mode"], rec["w_bits"], rec["a_bits"], rec["target"])}
     if len(same) <= 1:
         return ""
-    configs = [r["config"] for r in same.values()]
-    mine = rec["config"]
+    configs = [flatten(r["config"]) for r in same.values()]
+    mine = flatten(rec["config"])
     keys = sorted({k for c in configs for k in c if any(c.get(k) != o.get(k) for o in configs)})
     tag = ", ".join(f"{k}={mine[k]}" for k in keys if k in mine)
     return tag or f"#{rec['variant']}"
@@ -341,15 +347,17 @@ def section_table(section: Section, cell_notes: dict[str, str] | None = None) ->
 
 
 def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | None = None,
-           cell_notes: dict[str, str] | None = None) -> str:
+           cell_notes: dict[str, str] | None = None, trends: list | None = None) -> str:
     """The leaderboard in one of :data:`FORMATS`; ``json`` gives the sections with every statistic.
-    ``cell_notes``: cell key -> the suite's note on it (``SuiteEntry.note``), shown in the row's notes."""
+    ``cell_notes``: cell key -> the suite's note on it (``SuiteEntry.note``), shown in the row's notes;
+    ``trends``: the suite's :class:`~quantzoo.bench.trends.Trend` list, checked in a table of their own."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     check = budget_check(records)
     sections = build_board(records, rank_targets, check)
+    checked = evaluate_trends(trends or [], records)
     if fmt == "json":
-        return json.dumps(board_json(sections, check, cell_notes), indent=1, default=str)
+        return json.dumps(board_json(sections, check, cell_notes, checked), indent=1, default=str)
     if fmt == "csv":  # long format: one line per (section, row, target)
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -374,6 +382,11 @@ def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | No
                                                               f"% {ranked}" if fmt == "latex" else f"_{ranked}_"))
                                if x) + "\n\n" + tabulate(rows, headers=header, tablefmt=_TABULATE[fmt],
                                                           disable_numparse=True))
+    if checked:
+        header, rows = trend_table(checked)
+        title = {"html": "<h3>Trends</h3>", "latex": "% Trends"}.get(fmt, "### Trends")
+        parts.append(f"{title}\n\n{TREND_RULE}\n\n"
+                     + tabulate(rows, headers=header, tablefmt=_TABULATE[fmt], disable_numparse=True))
     if check["rows"]:
         header, rows = budget_table(check)
         title = {"html": "<h3>Budget check</h3>", "latex": "% Budget check"}.get(fmt, "### Budget check")
@@ -383,7 +396,8 @@ def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | No
     return "\n\n".join(parts)
 
 
-def board_json(sections: list[Section], check: dict, cell_notes: dict[str, str] | None = None) -> dict:
+def board_json(sections: list[Section], check: dict, cell_notes: dict[str, str] | None = None,
+               trends: list[dict] | None = None) -> dict:
     """The leaderboard as data: sections with, per row, rank, Δ and its interval, and per target mean, sd,
     ci95, seeds, degenerate flag and the variant label."""
     def target_json(rec: dict) -> dict:
@@ -395,6 +409,7 @@ def board_json(sections: list[Section], check: dict, cell_notes: dict[str, str] 
     return {
         "rank_rule": RANK_RULE,
         "budget_check": check,
+        "trends": trends or [],
         "sections": [{
             "setting": s.setting, "targets": s.targets, "ranking_targets": s.ranking_targets,
             "rows": [{"method": r.method, "mode": r.mode, "variant": r.variant, "rank": r.rank,

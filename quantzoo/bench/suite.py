@@ -39,13 +39,18 @@ A suite is validated completely (pydantic, then names against the registry) befo
     targets = ["cnn1d"]         # cells only
     bits = ["W4A4", "W2A2"]
     seeds = [0]
+
+    [[trends]]                  # optional: a published ordering, checked on every rendering (bench/trends.py)
+    claim = "RTN < GPTQ"        # each row of `order` should be at least as good as the one before it
+    order = ["uniform", { method = "gptq", config = { group_size = 128 } }]  # a method, or a table naming
+    bits = ["W3A32"]            # its mode/config part where the method has several rows at the setting
+    targets = ["cnn1d/mnist1d"]
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -55,28 +60,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import ConfigError, UnknownNameError, UnsupportedError
 from ..quantizer import format_validation_error
-from .cell import FP_METHOD, Cell
+from .cell import FP_METHOD, Cell, parse_bits
 from .configs import deep_merge
 from .protocol import Budget, Protocol
+from .trends import Trend
 
 #: Built-in suites ship inside the package (symlinks to benchmarks/suites/ in the repository, copied into
 #: wheels); in a checkout, ``benchmarks/suites/*.toml`` is the place to edit and add suites.
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 REPO_SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
-_BITS = re.compile(r"^W(\d+)(?:A(\d+))?$", re.IGNORECASE)
-
-
-def parse_bits(text: str) -> tuple[int | None, int | None]:
-    """``"W4A8"`` → (4, 8); ``"W2"``/``"W2A32"`` → (2, None) (float activations); ``"default"`` → (None, None)."""
-    if str(text).lower() == "default":
-        return None, None
-    m = _BITS.match(str(text).strip())
-    if not m:
-        raise ValueError(f"bits {text!r} is not of the form W<n>A<m> (e.g. W8A8, W2A32, W1A1) or 'default'")
-    w, a = int(m.group(1)), int(m.group(2)) if m.group(2) else 32
-    if not 1 <= w <= 16 or not (1 <= a <= 16 or a == 32):
-        raise ValueError(f"bits {text!r}: weight widths lie in 1..16, activation widths in 1..16 or 32 (float)")
-    return w, (None if a == 32 else a)
 
 
 class Paper(BaseModel):
@@ -172,6 +164,7 @@ class Suite(BaseModel):
     targets: list[Target] = Field(min_length=1)
     entries: list[SuiteEntry] = []
     budget_check: BudgetCheck | None = None
+    trends: list[Trend] = []  # published orderings checked on every rendering (quantzoo.bench.trends)
     source: str | None = None  # the file it came from (set by load_suite)
 
 

@@ -109,11 +109,12 @@ def _emit(records, fmt, markdown_out, plot_dir, suite=None, said=None) -> None:
     from ..bench.suite import rank_targets
 
     ranks = rank_targets(suite) if suite else None
-    click.echo(render(records, fmt, ranks, said))
+    trends = suite.trends if suite else None
+    click.echo(render(records, fmt, ranks, said, trends))
     if markdown_out:
         title = f"# quantzoo leaderboard{f' — suite `{suite.name}`' if suite else ''}\n\n"
         desc = f"{suite.description}\n\n" if suite and suite.description else ""
-        body = render(records, "markdown", ranks, said)
+        body = render(records, "markdown", ranks, said, trends)
         foot = "\n".join(f"- {n}" for n in notes(records))
         Path(markdown_out).write_text(f"{title}{desc}{body}\n\n{foot}\n")
         click.echo(f"wrote {markdown_out}", err=True)
@@ -138,13 +139,13 @@ def leaderboard_cmd(db_path, suite_name, fmt, plot_dir, output):
     from ..bench.suite import load_suite, plan_suite, rank_targets
 
     db = ResultsDB(db_path, readonly=True)
-    keys = ranks = said = None
+    keys = ranks = said = trends = None
     if suite_name:
         suite = load_suite(suite_name)
         plan = plan_suite(suite)
-        keys, ranks, said = [c.key for c in plan.cells], rank_targets(suite), plan.notes
+        keys, ranks, said, trends = [c.key for c in plan.cells], rank_targets(suite), plan.notes, suite.trends
     records = aggregate(db.rows(keys))
-    text = render(records, fmt, ranks, said)
+    text = render(records, fmt, ranks, said, trends)
     if output:
         Path(output).write_text(text + "\n")
     else:
