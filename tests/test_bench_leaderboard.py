@@ -228,8 +228,8 @@ def test_a_reversed_trend_does_not_hold_and_missing_or_ambiguous_rows_are_named(
     assert rev["pairs"][0]["verdict"] == "behind" and rev["holds"] is False
     u = [*_seeds("u", "ptq", 4, 4, [98.0, 97.0, 96.0], config={"p": 0.0}),
          *_seeds("u", "ptq", 4, 4, [98.5, 97.5, 96.5], config={"p": 0.5})]
-    amb, picked, gone = _trends([*ROWS, *u], {"order": ["a", "u"]},
-                                {"order": [{"method": "u", "config": {"p": 0.0}}, {"method": "u", "config": {"p": 0.5}}]},
+    by_p = [{"method": "u", "config": {"p": 0.0}}, {"method": "u", "config": {"p": 0.5}}]
+    amb, picked, gone = _trends([*ROWS, *u], {"order": ["a", "u"]}, {"order": by_p},
                                 {"order": ["a", "nope"]})
     assert "matches 2 rows" in amb["pairs"][0]["missing"] and amb["holds"] is None
     assert picked["pairs"][0]["difference"] == pytest.approx(0.5) and picked["pairs"][0]["verdict"] == "ahead"
