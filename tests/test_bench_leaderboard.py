@@ -247,3 +247,13 @@ def test_the_trends_table_renders_in_every_format():
     for fmt in ("github", "markdown", "html", "latex"):
         text = render(aggregate(ROWS), fmt, trends=[trend])
         assert "Trends" in text and "b then a — holds" in text and "+1.50 ±0.25" in text
+
+
+def test_quantize_seconds_are_the_methods_own_cost_averaged_over_seeds():
+    rows = _seeds("a", "ptq", 4, 4, [98.5, 97.6, 96.4])
+    for r, calib in zip(rows, (2.0, 3.0, 4.0)):
+        r["metrics"] = {**r["metrics"], "prepare_s": 0.5, "calib_s": calib, "train_s": 0.0, "convert_s": 0.5,
+                        "wall_s": 60.0}  # wall includes evaluation and latency timing: not the method's cost
+    section = _section("W4A4", [*ROWS[:3], *rows])
+    header, table = section_table(section)
+    assert table[0][header.index("quantize s")] == "4.0"  # mean of 3, 4, 5

@@ -92,6 +92,7 @@ def _record(key: tuple, rs: list[dict]) -> dict:
         "latency": latency, "degenerate": "; ".join(degenerate) or None,
         "train_s": _mean([m.get("train_s") for m in metrics]), "calib_s": _mean([m.get("calib_s") for m in metrics]),
         "wall_s": _mean([m.get("wall_s") for m in metrics]),
+        "quantize_s": _mean([_quantize_s(m) for m in metrics]),
         "threads": metrics[0].get("threads") if metrics else None, "isa": metrics[0].get("isa") if metrics else None,
         "bn_fold": ok[0].get("bn_fold") if ok else None, "first_layer": ok[0].get("first_layer") if ok else None,
         "last_layer": ok[0].get("last_layer") if ok else None,
@@ -106,6 +107,12 @@ def _record(key: tuple, rs: list[dict]) -> dict:
         # a budget-check twin: seed -> the key of the cell it re-runs longer (never a leaderboard row)
         "check_of": {s: c["check_of"] for s, c in cell.items() if c.get("check_of")},
     }
+
+
+def _quantize_s(m: dict) -> float | None:
+    """The seconds the method itself took in a cell: prepare, calibrate or train, convert."""
+    parts = [m.get(k) for k in ("prepare_s", "calib_s", "train_s", "convert_s")]
+    return sum(p for p in parts if p is not None) if any(p is not None for p in parts) else None
 
 
 def _mean(values: list) -> float | None:
@@ -322,8 +329,8 @@ def suite_notes(row: Row, cell_notes: dict[str, str] | None) -> list[str]:
 def section_table(section: Section, cell_notes: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one section; ``cell_notes``: cell key -> the suite's note on it."""
     fp = section.setting == "FP32"
-    header = ["#", "method", *section.targets, "Δ vs FP", "seeds", "backend", "ideal ×", "speedup", "first/last",
-              "notes"]
+    header = ["#", "method", *section.targets, "Δ vs FP", "seeds", "backend", "ideal ×", "speedup", "quantize s",
+              "first/last", "notes"]
     out = []
     for row in section.rows:
         recs = list(row.records.values())
@@ -333,6 +340,7 @@ def section_table(section: Section, cell_notes: dict[str, str] | None = None) ->
             f" ±{row.delta_ci95:.2f}" if row.delta_ci95 is not None else "")
         seeds = sorted({len(r["seeds"]) for r in recs if r["seeds"]})
         ideal = [r["ideal_compression"] for r in recs if r["ideal_compression"]]
+        cost = [r["quantize_s"] for r in recs if r.get("quantize_s") is not None]
         backends = sorted({r["backend"] for r in recs if r["backend"]}) or ["-"]
         own = next((r["scheme"] for r in recs if (r.get("scheme") or "").startswith("own")), None)
         budget = (f"not converged: {row.budget_shift:+.2f} at the longer budget"
@@ -342,6 +350,7 @@ def section_table(section: Section, cell_notes: dict[str, str] | None = None) ->
         out.append([rank, row.label, *(_fmt_cell(row.records.get(t)) for t in section.targets), delta,
                     "/".join(map(str, seeds)), ", ".join(backends),
                     f"{statistics.fmean(ideal):.1f}" if ideal else "", _speed(recs),
+                    "" if fp or not cost else f"{statistics.fmean(cost):.1f}",
                     f"{first['first_layer'] or '-'}/{first['last_layer'] or '-'}", notes])
     return header, out
 
@@ -403,7 +412,7 @@ def board_json(sections: list[Section], check: dict, cell_notes: dict[str, str] 
     def target_json(rec: dict) -> dict:
         keep = ("accuracy", "accuracy_sd", "accuracy_ci95", "delta", "delta_ci95", "seeds", "per_seed", "status",
                 "degenerate", "fp_accuracy", "backend", "ideal_compression", "compression", "latency", "errors",
-                "float_layers", "train_s", "calib_s", "wall_s", "paper", "scheme")
+                "float_layers", "train_s", "calib_s", "quantize_s", "wall_s", "paper", "scheme")
         return {k: rec[k] for k in keep}
 
     return {
@@ -438,6 +447,9 @@ def notes(records: list[dict], protocol: dict | None = None) -> list[str]:
         "BN-folded FP32 latency / real-backend latency at the largest latency batch, median of interleaved "
         f"runs, same process, {threads} thread(s), CPU {isa}; `~` marks a spread wider than ±"
         f"{NOISY_SPREAD:.0%} (noisy).",
+        f"quantize s: mean seconds per cell the method itself took (prepare, calibrate or train, convert; not "
+        f"the FP baseline, evaluation or latency timing), {threads} torch thread(s) per cell, CPU {isa}; cells "
+        "may run side by side (the suite's `jobs`), so read it as the order of magnitude of the method's cost.",
         "first/last: the first/last-layer policy applied to whole layers (weight and input; `method` = the "
         "method's own).",
     ]
