@@ -82,6 +82,13 @@ BAD = {
     "seeds type": ('name = "x"\nseeds = "zero"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n', "seeds"),
     "bad config": ('name = "x"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n[[entries]]\nmethods = ["uniform"]\n'
                    'config = { nope = 1 }\n', "nope"),
+    "trend of one row": ('name = "x"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n[[trends]]\nclaim = "c"\n'
+                         'order = ["uniform"]\nbits = ["W4A4"]\ntargets = ["mlp/digits"]\n', "order"),
+    "trend target": ('name = "x"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n[[trends]]\nclaim = "c"\n'
+                     'order = ["uniform", "gptq"]\nbits = ["W4A4"]\ntargets = ["cnn/digits"]\n',
+                     "not targets of the suite"),
+    "trend bits": ('name = "x"\n[[targets]]\nmodel = "mlp"\ndataset = "digits"\n[[trends]]\nclaim = "c"\n'
+                   'order = ["uniform", "gptq"]\nbits = ["4/4"]\ntargets = ["mlp/digits"]\n', "W<n>A<m>"),
 }
 
 

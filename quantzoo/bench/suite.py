@@ -167,6 +167,16 @@ class Suite(BaseModel):
     trends: list[Trend] = []  # published orderings checked on every rendering (quantzoo.bench.trends)
     source: str | None = None  # the file it came from (set by load_suite)
 
+    @model_validator(mode="after")
+    def _trend_targets(self):
+        names = [t.name for t in self.targets]
+        for i, trend in enumerate(self.trends):
+            unknown = [t for t in trend.targets if t not in names]
+            if unknown:
+                raise ValueError(f"trends[{i}] ({trend.claim!r}): {unknown} are not targets of the suite; its "
+                                 f"targets: {', '.join(names)}")
+        return self
+
 
 def builtin_suites() -> dict[str, Path]:
     """Suite names → files: ``benchmarks/suites/*.toml`` of a checkout, else those shipped in the package."""

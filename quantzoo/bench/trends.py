@@ -22,8 +22,6 @@ from .cell import bits_label, parse_bits
 from .configs import flatten
 from .stats import Summary
 
-VERDICTS = ("ahead", "ahead within noise", "behind within noise", "behind")
-
 
 class RowRef(BaseModel):
     """A leaderboard row by method, optionally mode and a part of its config (``{p = 0.0}``) that tells it
