@@ -26,7 +26,7 @@ from .measure import NOISY_SPREAD
 from .protocol import CONVERGED_SHIFT
 from .stats import Summary, paired_better
 from .trends import evaluate as evaluate_trends
-from .trends import trend_table
+from .trends import trend_tables
 
 FORMATS = ("github", "markdown", "html", "latex", "csv", "json")
 _TABULATE = {"github": "github", "markdown": "pipe", "html": "html", "latex": "latex_booktabs"}
@@ -392,10 +392,11 @@ def render(records: list[dict], fmt: str = "github", rank_targets: set[str] | No
                                if x) + "\n\n" + tabulate(rows, headers=header, tablefmt=_TABULATE[fmt],
                                                           disable_numparse=True))
     if checked:
-        header, rows = trend_table(checked)
         title = {"html": "<h3>Trends</h3>", "latex": "% Trends"}.get(fmt, "### Trends")
-        parts.append(f"{title}\n\n{TREND_RULE}\n\n"
-                     + tabulate(rows, headers=header, tablefmt=_TABULATE[fmt], disable_numparse=True))
+        claims = [{"html": f"<p><b>{claim}</b></p>", "latex": f"% {claim}"}.get(fmt, f"**{claim}**") + "\n\n"
+                  + tabulate(rows, headers=header, tablefmt=_TABULATE[fmt], disable_numparse=True)
+                  for claim, header, rows in trend_tables(checked)]
+        parts.append("\n\n".join([f"{title}\n\n{TREND_RULE}", *claims]))
     if check["rows"]:
         header, rows = budget_table(check)
         title = {"html": "<h3>Budget check</h3>", "latex": "% Budget check"}.get(fmt, "### Budget check")

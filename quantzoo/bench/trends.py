@@ -124,23 +124,25 @@ def evaluate(trends: list[Trend], records: list[dict]) -> list[dict]:
     return out
 
 
-def trend_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the trends table: one line per compared pair."""
-    header = ["claim", "setting", "target", "pair (expected worse < better)", "better − worse", "seeds",
-              "verdict"]
-    rows = []
+def trend_tables(results: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One (title, header, rows) per claim, in the suite's order: a line per compared pair, the outcome of the
+    trend on each setting and target beside its first pair."""
+    header = ["setting", "target", "pair (expected worse < better)", "better − worse", "seeds", "verdict",
+              "trend"]
+    tables: dict[str, tuple[str, list[str], list[list[str]]]] = {}
     for res in results:
+        title = res["claim"] + (f" ({res['source']})" if res["source"] else "")
+        rows = tables.setdefault(res["claim"], (title, header, []))[2]
         for i, p in enumerate(res["pairs"]):
-            claim = f"{res['claim']}{_outcome(res)}" if i == 0 else ""
             if "missing" in p:
                 diff, seeds, word = "", "", f"missing: {p['missing']}"
             else:
                 diff = f"{p['difference']:+.2f}" + (f" ±{p['ci95']:.2f}" if p["ci95"] is not None else "")
                 seeds, word = str(len(p["seeds"])), p["verdict"] or "one seed: no interval"
-            rows.append([claim, res["bits"], res["target"],
+            rows.append([res["bits"], res["target"],
                          f"{p['lower']} ({_acc(p, 'lower')}) < {p['upper']} ({_acc(p, 'upper')})", diff, seeds,
-                         word])
-    return header, rows
+                         word, _outcome(res) if i == 0 else ""])
+    return list(tables.values())
 
 
 def _acc(pair: dict, side: str) -> str:
@@ -150,7 +152,7 @@ def _acc(pair: dict, side: str) -> str:
 
 def _outcome(res: dict) -> str:
     if res["holds"] is None:
-        return ""
+        return "incomplete"
     if not res["holds"]:
-        return " — does not hold"
-    return " — holds" if res["significant"] else " — holds within noise"
+        return "does not hold"
+    return "holds" if res["significant"] else "holds within noise"
