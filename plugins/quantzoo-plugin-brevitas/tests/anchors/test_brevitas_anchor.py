@@ -7,7 +7,8 @@ operations); scales to float32 rounding (relative 2^-22); gradients to 1e-5 rela
 (run in float64 on both sides, see ``brevitas_cases.TRAJECTORY_DTYPE``) to 1e-5 relative. Relative means
 relative to the largest magnitude of the reference quantity. Float outputs of layers without an output
 quantizer are compared relative too. The float32 fixtures were made with one thread on an x86-64 AVX2 CPU;
-a CPU whose kernels sum in another order can flip a code that lies within an ulp of a rounding tie.
+a CPU whose kernels sum in another order (AVX-512) flips codes that lie within an ulp of a rounding tie,
+so the repository's ``conftest.py`` pins torch's kernels to AVX2 for the test run.
 
 ``python plugins/quantzoo-plugin-brevitas/tests/anchors/test_brevitas_anchor.py`` prints every check as the
 markdown table of the plugin's README.
