@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from quantzoo.bench.leaderboard import FORMATS, aggregate, build_board, render, section_table, setting_of
+from quantzoo.bench.leaderboard import FORMATS, aggregate, build_board, notes, render, section_table, setting_of
 from quantzoo.bench.plots import family, make_plots, pareto_front
 from quantzoo.bench.stats import Summary, paired_better
 from quantzoo.errors import ConfigError
@@ -159,6 +159,26 @@ def test_plots_are_small_multiples_by_family(tmp_path):
     names = sorted(p.name for p in paths)
     assert names == ["accuracy_vs_bits_cnn_digits.png", "accuracy_vs_size_cnn_digits.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_plots_leave_out_a_kind_of_setting_without_rows(tmp_path):
+    import matplotlib.image
+
+    only_wa = [r for r in ROWS if r["a_bits"] is not None or r["mode"] == "fp"]
+    with_wo = [*only_wa, *_seeds("g", "ptq", 4, None, [95.0, 94.0, 93.0])]
+    widths = []
+    for rows in (only_wa, with_wo):
+        path = next(p for p in make_plots(aggregate(rows), tmp_path) if p.name.startswith("accuracy_vs_bits"))
+        widths.append(matplotlib.image.imread(path).shape[1])
+    assert widths[0] < widths[1]  # one column of panels, not an empty weight-only column
+
+
+def test_a_refusal_repeated_by_the_budget_check_is_noted_once():
+    refused = [_row("e", "qat", 4, 4, 0, None, status="unsupported", error="UnsupportedError: no layer"),
+               {**_row("e", "qat", 4, 4, 0, None, status="unsupported", error="UnsupportedError: no layer"),
+                "cell_key": "twin", "protocol_json": '{"qat": {"epochs": 6}}'}]
+    lines = [line for line in notes(aggregate([*ROWS[:3], *refused])) if line.startswith("refused")]
+    assert lines == ["refused: e (qat) W4A4 cnn/digits: UnsupportedError: no layer (2 rows)"]
 
 
 def _twin(main: dict, acc: float) -> dict:

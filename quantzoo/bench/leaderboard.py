@@ -454,13 +454,18 @@ def notes(records: list[dict], protocol: dict | None = None) -> list[str]:
         "first/last: the first/last-layer policy applied to whole layers (weight and input; `method` = the "
         "method's own).",
     ]
+    # one line per message: the budget check's longer rerun of a row is refused for the same reason
+    seen: dict[str, int] = {}
     for r in records:
+        name = f"{r['method']} ({r['mode']}) {r['bits']} {r['target']}"
         if r["status"] in ("failed", "partial"):
-            lines.append(f"FAILED {r['method']} ({r['mode']}) {r['bits']} {r['target']}: "
-                         f"{'; '.join(r['errors'])[:300]}")
+            line = f"FAILED {name}: {'; '.join(r['errors'])[:300]}"
         elif r["status"] == "unsupported":
-            lines.append(f"refused: {r['method']} ({r['mode']}) {r['bits']} {r['target']}: "
-                         f"{'; '.join(r['errors'])[:300]}")
-        if r["degenerate"]:
-            lines.append(f"degenerate: {r['method']} ({r['mode']}) {r['bits']} {r['target']}: {r['degenerate']}")
+            line = f"refused: {name}: {'; '.join(r['errors'])[:300]}"
+        else:
+            line = None
+        for text in (line, r["degenerate"] and f"degenerate: {name}: {r['degenerate']}"):
+            if text:
+                seen[text] = seen.get(text, 0) + 1
+    lines += [text + (f" ({n} rows)" if n > 1 else "") for text, n in seen.items()]
     return lines

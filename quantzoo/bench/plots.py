@@ -1,14 +1,15 @@
 """Headless (Agg) matplotlib plots a person can read: small multiples of accuracy vs bits (one panel per
-method family, at most 8 series each, FP line, 95% error bars, labels at the line ends) and accuracy vs size
+method family, at most 8 series each, FP line, 95% error bars, a legend per panel) and accuracy vs size
 with the Pareto front."""
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
 MAX_SERIES = 8
-_BITS = (1, 2, 4, 8)
+_BITS = (1, 2, 3, 4, 8)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -79,9 +80,10 @@ def _bits_plot(out: Path, model: str, dataset: str, recs: list[dict], fp: dict |
                 variant = _variant_of(r, recs)
                 name = f"{r['method']} ({r['mode']})" + (f" {variant}" if variant else "")
                 data[row][name].append((r["w_bits"], r["accuracy"], r["accuracy_ci95"] or 0.0))
+    data = {row: series for row, series in data.items() if series}  # no empty column (e.g. no weight-only rows)
     panels = sorted({p for row in data.values() for p in (t for t, _ in _panels(row))})
-    nrows = max(len(panels), 1)  # one row per method family, the two kinds of setting side by side
-    fig, axes = plt.subplots(nrows, 2, figsize=(12, 2.9 * nrows + 0.6), squeeze=False, sharey=True)
+    nrows, ncols = max(len(panels), 1), max(len(data), 1)  # a row per method family, the kinds side by side
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(6 * ncols, 9), 2.9 * nrows + 0.6), squeeze=False, sharey=True)
     colors = plt.get_cmap("tab10").colors
     for i, (row, series) in enumerate(data.items()):
         by_title = dict(_panels(series))
@@ -90,15 +92,20 @@ def _bits_plot(out: Path, model: str, dataset: str, recs: list[dict], fp: dict |
             for k, name in enumerate(by_title.get(title, [])):
                 pts = sorted(series[name])
                 xs, ys, es = zip(*pts)
-                ax.errorbar(xs, ys, yerr=es, color=colors[k % 10], marker="o", ms=3, capsize=2, lw=1.2)
-                ax.annotate(name, (xs[0], ys[0]), xytext=(-4, 0), textcoords="offset points", ha="right",
-                            va="center", fontsize=6, color=colors[k % 10])
+                # a legend, not labels at the line ends: variants at one setting would print over each other
+                ax.errorbar(xs, ys, yerr=es, color=colors[k % 10], marker="o", ms=3, capsize=2, lw=1.2,
+                            label=textwrap.fill(name, 60, subsequent_indent="  "))
+            if title not in by_title:
+                ax.text(0.5, 0.5, "no rows at these settings", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=7, color="0.5")
+            else:
+                ax.legend(fontsize=5.5, loc="best", framealpha=0.8)
             if fp:
                 ax.axhline(fp["accuracy"], color="k", ls="--", lw=0.8)
             ax.set_xscale("log", base=2)
             ax.set_xticks(_BITS)
             ax.set_xticklabels([str(b) for b in _BITS])
-            ax.set_xlim(0.25, 10)
+            ax.set_xlim(0.7, 10)
             ax.grid(alpha=0.3)
             ax.set_title(f"{title}: {row}", fontsize=8)
             if i == 0:
