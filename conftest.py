@@ -6,6 +6,10 @@ order, so a value within an ulp of a rounding tie lands on the other code and a 
 trajectory drifts away from the anchor's. Pinning ATen and oneDNN to AVX2 makes every x86-64 CPU compute
 what the fixtures' CPU did. This runs before torch is imported (the variables are read when the kernels
 are first dispatched); ``QUANTZOO_TEST_NATIVE_ISA=1`` keeps the machine's own kernels.
+
+The cap is not a machine that exists: on a VNNI CPU torch still sends ``torch._int_mm`` to oneDNN's VNNI
+int8 path, which the cap breaks (wrong int32 sums), so the test of torchao's int8 accuracy runs in a child
+process on the native kernels (``plugins/quantzoo-plugin-torch/tests/test_methods.py``).
 """
 
 from __future__ import annotations
