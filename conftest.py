@@ -15,17 +15,10 @@ process on the native kernels (``plugins/quantzoo-plugin-torch/tests/test_method
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from quantzoo.cpu_flags import cpu_flags  # torch-free: torch must not start before the variables are set
 
-def _has_avx2() -> bool:
-    try:
-        return " avx2 " in f" {Path('/proc/cpuinfo').read_text()} ".replace("\n", " ")
-    except OSError:
-        return False
-
-
-if os.environ.get("QUANTZOO_TEST_NATIVE_ISA") != "1" and _has_avx2():
+if os.environ.get("QUANTZOO_TEST_NATIVE_ISA") != "1" and "avx2" in cpu_flags():
     os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
     os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 

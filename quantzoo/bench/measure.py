@@ -11,6 +11,7 @@ import time
 import torch
 from torch import nn
 
+from ..cpu_flags import cpu_flags
 from ..quantized_weights import find_quantized_weights
 
 #: A speedup whose relative spread (half the interquartile range of the per-run ratios over their median)
@@ -76,15 +77,7 @@ def cpu_isa() -> str:
     """The vector ISA torch's CPU kernels use, plus the int8 extensions the CPU reports (e.g.
     ``"AVX512 +avx512_vnni +amx_int8"``): recorded beside every timing."""
     cap = torch.backends.cpu.get_cpu_capability()
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    flags = cpu_flags()
     extra = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_vpopcntdq") if f in flags]
     return " ".join([cap, *(f"+{f}" for f in extra)])
 

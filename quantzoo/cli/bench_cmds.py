@@ -18,7 +18,8 @@ def _data_root(data_dir):
 
 
 @cli.command("bench")
-@click.option("--suite", "suite_name", required=True, help="Suite name (quick, standard, paper) or a .toml path.")
+@click.option("--suite", "suite_name", required=True,
+              help="Suite name (`quantzoo suites` lists them) or a .toml path.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
               help="Results database (SQLite) [default: .quantzoo/results.sqlite].")
 @click.option("--methods", default=None, help="Only methods matching these fnmatch patterns (comma-separated).")
@@ -128,7 +129,8 @@ def _emit(records, fmt, markdown_out, plot_dir, suite=None, said=None) -> None:
 @cli.command("leaderboard")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
               help="Results database [default: .quantzoo/results.sqlite].")
-@click.option("--suite", "suite_name", default=None, help="Only the cells of this suite (name or path).")
+@click.option("--suite", "suite_name", default=None,
+              help="Only the cells of this suite (name or path); its trends are checked.")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="github", show_default=True)
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None, help="Write PNG plots here.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write to a file instead.")
